@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.entities import (
@@ -448,6 +448,14 @@ class RunStore:
             if dialect_insert is None and self.get_llm_call(call.request_hash) is not None:
                 return  # lost a race on a dialect without ON CONFLICT: the other writer's row stands
             raise
+
+    def count_llm_calls(self, run_id: str | None = None) -> int:
+        """Black-box answers persisted (by the run that first paid for them, or all): what a resume will not pay."""
+        with self._scope("count_llm_calls") as s:
+            q = select(func.count()).select_from(SqlLLMCall)
+            if run_id is not None:
+                q = q.where(SqlLLMCall.run_id == run_id)
+            return int(s.scalar(q) or 0)
 
     # ------------------------------------------------------------------------------------------------ metrics
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from flows.params import build_config
 from storage.repository import RunStore
+from tests.plugins.store import SoftPromptVector
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ SMALL = dict(
 
 def _table(store: RunStore, run_id: str) -> list[tuple]:
     return [
-        (c.iteration, c.index, c.phase, c.instruction, c.dev_score, tuple(round(v, 12) for v in c.z))
+        (c.iteration, c.index, c.phase, c.instruction, c.dev_score, SoftPromptVector(c.z))
         for c in store.load_candidates(run_id)
     ]
 

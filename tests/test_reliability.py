@@ -26,6 +26,7 @@ from flows.params import build_config, config_from_record
 from servers.faults import FaultConfig
 from storage.repository import RunStore
 from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_overrides
+from tests.plugins.store import SoftPromptVector
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 def _candidates(store_url: str, run_id: str) -> list[tuple]:
     return [
         (c.iteration, c.index, c.phase, c.instruction, c.dev_score, c.test_score,
-         tuple(round(v, 12) for v in c.z or ()), tuple(sorted(c.dev_example_scores.items())))
+         SoftPromptVector(c.z or ()), tuple(sorted(c.dev_example_scores.items())))
         for c in RunStore(store_url).load_candidates(run_id)
     ]
 

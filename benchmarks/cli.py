@@ -1,0 +1,203 @@
+"""`instructzero bench`: quality against baselines and pipeline speed, one command, report + plots + store rows.
+
+    instructzero bench --tasks sum,word_sorting --seeds 0,1 [--budget N] [--methods ...]
+                       [--black-box-url URL --black-box-model M | --endpoint auto|llama.cpp|transformers|echo]
+                       [--store URL] [--out DIR] [--quality] [--speed]
+
+Neither --quality nor --speed: both. Without --black-box-url a local black box is started on 127.0.0.1 (llama.cpp
+serving the packaged Gemma GGUF when llama-cpp-python[server] is installed, else our own server's transformers
+backend with the same model). Writes report.md, PNG plots and results.json to --out (default
+benchmarks/results/<timestamp>/); every benchmark run is an ordinary run in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USER_ERROR = 2
+
+
+def _offline_defaults() -> None:
+    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}.items():
+        os.environ.setdefault(key, value)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.local_endpoint import ENDPOINT_KINDS
+    from benchmarks.quality import METHODS
+
+    p = argparse.ArgumentParser(prog="instructzero bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quality", action="store_true", help="run the quality benchmark")
+    p.add_argument("--speed", action="store_true", help="run the speed and cost benchmark")
+    q = p.add_argument_group("quality")
+    q.add_argument("--tasks", type=_csv, default=("sum", "word_sorting"), help="comma-separated task names")
+    q.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
+    q.add_argument("--budget", type=int, default=8, help="instructions evaluated on dev per method (default 8)")
+    q.add_argument("--methods", type=_csv, default=METHODS, help=f"subset of {','.join(METHODS)}")
+    q.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ (manual baseline)")
+    q.add_argument("--n-exemplars", type=int, default=5)
+    q.add_argument("--n-dev", type=int, default=10)
+    q.add_argument("--n-test", type=int, default=30)
+    q.add_argument("--init", type=int, default=4, help="Sobol soft prompts of the flow's initial design")
+    q.add_argument("--batch", type=int, default=2, help="soft prompts per BO iteration")
+    q.add_argument("--max-new-tokens", type=int, default=32, help="generator tokens per instruction")
+    q.add_argument("--generator", help="generator model (default: the packaged Gemma-3 270M)")
+    q.add_argument("--num-restarts", type=int, default=5)
+    q.add_argument("--raw-samples", type=int, default=128)
+    q.add_argument("--suite", help="label in run names bench-<suite>-<task>-<method>-s<seed> "
+                                   "(default: q<budget>-<hash of the settings>; same suite = runs are reused)")
+    b = p.add_argument_group("black box")
+    b.add_argument("--black-box-url", help="OpenAI-compatible base URL (default: start a local endpoint)")
+    b.add_argument("--black-box-model", help="model name sent to the black box")
+    b.add_argument("--black-box-api", choices=["chat", "completions"], default=None)
+    b.add_argument("--endpoint", choices=ENDPOINT_KINDS, default="auto",
+                   help="local black box when no URL is given (auto: llama.cpp if installed, else transformers)")
+    b.add_argument("--server-max-batch", type=int, default=8,
+                   help="micro-batch of the local transformers server (default 8; 1 = strictly one at a time)")
+    b.add_argument("--max-tokens", type=int, default=16)
+    b.add_argument("--concurrency", type=int, default=8)
+    s = p.add_argument_group("speed")
+    s.add_argument("--speed-requests", type=int, default=48)
+    s.add_argument("--latency", type=float, default=0.1, help="injected latency of the echo server (s)")
+    s.add_argument("--gp-sizes", type=_ints, default=(50, 200, 1000))
+    s.add_argument("--gen-prompts", type=int, default=8)
+    s.add_argument("--speed-skip", type=_csv, default=(), help="sections to skip: throughput,generation,overhead,"
+                                                              "gp,resume")
+    s.add_argument("--toy", action="store_true", help="tiny speed sizes (smoke tests)")
+    o = p.add_argument_group("output")
+    o.add_argument("--store", help="SQLAlchemy URL of the store (default: $INSTRUCTZERO_STORE_URL or "
+                                   "sqlite:///instructzero.db)")
+    o.add_argument("--out", help="report folder (default benchmarks/results/<timestamp>/)")
+    return p
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    from flows.params import DEFAULT_STORE_URL
+
+    return args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
+
+
+def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
+    """Speed results as metrics of one store run named bench-speed-<stamp> (task "benchmark:speed")."""
+    from flows.params import package_versions
+    from tasks.prefect_tasks import open_store
+
+    store = open_store(store_url)
+    run = store.create_run(name=f"bench-speed-{stamp}", task="benchmark:speed",
+                           config={"benchmark": "speed", "settings": speed.settings}, seed=0,
+                           versions=package_versions(), projection_hash=None, splits={}, datasets=[])
+    for section, values in speed.sections.items():
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, (int, float)):
+                store.record_metric(run.id, f"speed.{section}.{key}", 0, float(value))
+        for row in values.get("points", []):  # GP rows: one per (n, kernel); the step is n
+            for key in ("fit_s", "propose_s"):
+                store.record_metric(run.id, f"speed.gp.{row['kernel']}.{key}", int(row["n"]), float(row[key]))
+    store.set_run_status(run.id, "completed")
+    return run.id
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
+    from benchmarks.local_endpoint import local_endpoint
+    from benchmarks.quality import QualitySettings, run_quality
+    from benchmarks.report import write_report
+    from benchmarks.speed import SpeedSettings, run_speed
+    from tasks.errors import ConfigError
+
+    do_quality = args.quality or not args.speed
+    do_speed = args.speed or not args.quality
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / stamp
+    store_url = _store_url(args)
+    if args.budget < 2:
+        raise ConfigError(f"--budget must be >= 2, got {args.budget}")
+    if not args.tasks or not args.seeds:
+        raise ConfigError("--tasks and --seeds must each name at least one value")
+    header: dict[str, Any] = {"command": "instructzero bench " + " ".join(argv),
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "store": store_url}
+    try:
+        import torch
+
+        header["machine"] = f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, " + (
+            f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    quality = speed = None
+    t0 = time.perf_counter()
+    if do_quality:
+        common: dict[str, Any] = dict(
+            tasks=tuple(args.tasks), seeds=tuple(args.seeds), budget=args.budget, methods=tuple(args.methods),
+            store_url=store_url, data_dir=Path(args.data_dir) if args.data_dir else None,
+            n_exemplars=args.n_exemplars, n_dev=args.n_dev, n_test=args.n_test, n_init=args.init,
+            batch_size=args.batch, max_new_tokens=args.max_new_tokens, generator=args.generator,
+            num_restarts=args.num_restarts, raw_samples=args.raw_samples, suite=args.suite,
+            max_tokens=args.max_tokens, concurrency=args.concurrency,
+        )
+        if args.black_box_url:
+            if not args.black_box_model:
+                raise ConfigError("--black-box-url needs --black-box-model")
+            settings = QualitySettings(**common, base_url=args.black_box_url, black_box_model=args.black_box_model,
+                                       black_box_api=args.black_box_api or "chat")
+            quality = run_quality(settings, endpoint=f"{args.black_box_url}, {settings.black_box_api} API")
+        else:
+            with local_endpoint(args.endpoint, max_batch=args.server_max_batch) as ep:
+                print(f"[bench] local black box: {ep.description} at {ep.base_url}")
+                settings = QualitySettings(**common, base_url=ep.base_url,
+                                           black_box_model=args.black_box_model or ep.model,
+                                           black_box_api=args.black_box_api or ep.api)
+                quality = run_quality(settings, endpoint=ep.description)
+    if do_speed:
+        toy = dict(n_requests=16, gen_prompts=2, gen_max_new_tokens=4, gp_sizes=(10, 20), overhead_iterations=1,
+                   gp_num_restarts=1, gp_raw_samples=16, overhead_repeats=1,
+                   resume_iterations=2, latency_s=min(args.latency, 0.05)) if args.toy else {}
+        speed_settings = SpeedSettings(**{
+            "n_requests": args.speed_requests, "concurrency": args.concurrency, "latency_s": args.latency,
+            "gen_prompts": args.gen_prompts, "gp_sizes": tuple(args.gp_sizes), "generator": args.generator,
+            "skip": tuple(args.speed_skip), **toy})
+        speed = run_speed(speed_settings)
+        header["speed run in store"] = _record_speed(store_url, speed, stamp)
+    header["total wall time"] = f"{(time.perf_counter() - t0) / 60:.1f} min"
+    report = write_report(out, header=header, quality=quality, speed=speed)
+    print(f"[bench] wrote {report} (+ plots, results.json)")
+    print(report.read_text())
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _offline_defaults()
+    from storage.errors import StoreError
+    from tasks.errors import InstructZeroError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        run(args, argv)
+    except (InstructZeroError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

