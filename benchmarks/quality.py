@@ -244,10 +244,10 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
         raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     bo_shape(s.budget, s.n_init, s.batch_size)  # validate before anything runs
     suite = s.suite_label()
+    datas = {task: load_task(task, s.data_dir) for task in s.tasks}  # fail fast on a bad task name
     store = open_store(s.store_url)
     result = QualityResult(settings=json.loads(json.dumps(asdict(s), default=str)), suite=suite, endpoint=endpoint)
     start_all = time.perf_counter()
-    datas = {task: load_task(task, s.data_dir) for task in s.tasks}  # fail fast on a bad task name
     for task, data in datas.items():
         for seed in s.seeds:
             splits = make_splits(data, n_exemplars=s.n_exemplars, n_dev=s.n_dev, n_test=s.n_test, seed=seed)

@@ -165,16 +165,21 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(argv: Sequence[str]) -> int:
     from servers.openai_compatible import main as serve_main
 
-    return serve_main(args.server_args) or 0
+    return serve_main(list(argv)) or 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(argv: Sequence[str]) -> int:
     from benchmarks.cli import main as bench_main
 
-    return bench_main(args.bench_args) or 0
+    return bench_main(list(argv)) or 0
+
+
+PASS_THROUGH = {"serve": cmd_serve, "bench": cmd_bench}
+"""Subcommands with their own parser: everything after the name goes to it (argparse's REMAINDER would refuse a
+leading option such as `instructzero bench --tasks sum`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,19 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--store")
     db.set_defaults(func=cmd_db)
 
-    serve = sub.add_parser("serve", help="serve a local OpenAI-compatible black box (see --help of the server)",
-                           add_help=False)
-    serve.add_argument("server_args", nargs=argparse.REMAINDER)
-    serve.set_defaults(func=cmd_serve)
-
-    bench = sub.add_parser("bench", help="benchmarks: quality against baselines, and pipeline speed", add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
+    # Listed for --help only: main() hands everything after these names to their own parsers (PASS_THROUGH).
+    sub.add_parser("serve", help="serve a local OpenAI-compatible black box (see --help of the server)",
+                   add_help=False)
+    sub.add_parser("bench", help="benchmarks: quality against baselines, and pipeline speed", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _offline_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

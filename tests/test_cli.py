@@ -88,3 +88,20 @@ def test_bad_input_is_one_line_and_writes_nothing(argv: list[str], needle: str, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "instructzero.db").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "serve"])
+def test_pass_through_subcommands_take_leading_options(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_bench_reports_bad_options_as_a_user_error(tmp_path: Path, capsys) -> None:
+    store = tmp_path / "bench.db"
+    code = main(["bench", "--quality", "--tasks", "no_such_task", "--seeds", "0", "--endpoint", "echo",
+                 "--store", f"sqlite:///{store}", "--out", str(tmp_path / "out")])
+    assert code == EXIT_USER_ERROR
+    assert "no_such_task" in capsys.readouterr().err
+    assert not store.exists()  # nothing written
