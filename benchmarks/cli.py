@@ -41,6 +41,13 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks.local_endpoint import ENDPOINT_KINDS
     from benchmarks.quality import METHODS
@@ -77,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=8)
     s = p.add_argument_group("speed")
     s.add_argument("--speed-requests", type=int, default=48)
-    s.add_argument("--latency", type=float, default=0.1, help="injected latency of the echo server (s)")
+    s.add_argument("--latencies", type=_floats, default=(0.1, 0.5),
+                   help="injected latencies of the echo server for the throughput measurement (s)")
+    s.add_argument("--overhead-latency", type=float, default=0.3,
+                   help="black-box latency of the orchestration-overhead runs (s)")
     s.add_argument("--gp-sizes", type=_ints, default=(50, 200, 1000))
     s.add_argument("--gen-prompts", type=int, default=8)
     s.add_argument("--speed-skip", type=_csv, default=(), help="sections to skip: throughput,generation,overhead,"
@@ -170,9 +180,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
     if do_speed:
         toy = dict(n_requests=16, gen_prompts=2, gen_max_new_tokens=4, gp_sizes=(10, 20), overhead_iterations=1,
                    gp_num_restarts=1, gp_raw_samples=16, overhead_repeats=1,
-                   resume_iterations=2, latency_s=min(args.latency, 0.05)) if args.toy else {}
+                   resume_iterations=2, latencies_s=(0.05,), overhead_realistic=False,
+                   overhead_latency_s=0.0) if args.toy else {}
         speed_settings = SpeedSettings(**{
-            "n_requests": args.speed_requests, "concurrency": args.concurrency, "latency_s": args.latency,
+            "n_requests": args.speed_requests, "concurrency": args.concurrency, "latencies_s": tuple(args.latencies),
+            "overhead_latency_s": args.overhead_latency,
             "gen_prompts": args.gen_prompts, "gp_sizes": tuple(args.gp_sizes), "generator": args.generator,
             "skip": tuple(args.speed_skip), **toy})
         speed = run_speed(speed_settings)

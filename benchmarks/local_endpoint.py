@@ -52,9 +52,13 @@ class LocalEndpoint:
     _process: subprocess.Popen | None = field(default=None, repr=False)
 
     def stats(self) -> dict[str, Any] | None:
-        if self._handle is None:
-            return None
-        return self._handle.stats()
+        if self._handle is not None:
+            return self._handle.stats()
+        if self.kind == "echo":  # our own server in a child process
+            from servers.openai_compatible import fetch_stats
+
+            return fetch_stats(self.base_url)
+        return None
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -90,6 +94,27 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _spawn_and_wait(cmd: list[str], probe_url: str, what: str, startup_timeout_s: float,
+                    log_path: Path | None = None) -> subprocess.Popen:
+    """Start a server process and return once `probe_url` answers 200 (or raise, with the process killed)."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + startup_timeout_s
+    while True:
+        if process.poll() is not None:
+            raise BlackBoxError(f"{what} exited with status {process.returncode}: {' '.join(cmd)}")
+        try:
+            with urllib.request.urlopen(probe_url, timeout=2) as resp:  # noqa: S310 - 127.0.0.1
+                if resp.status == 200:
+                    return process
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise BlackBoxError(f"{what} at {probe_url} did not start within {startup_timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 def start_llama_cpp(*, cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
                     startup_timeout_s: float = 120.0, log_path: Path | None = None) -> LocalEndpoint:
     """Serve the packaged GGUF with `python -m llama_cpp.server` on a free 127.0.0.1 port."""
@@ -103,23 +128,9 @@ def start_llama_cpp(*, cache_dir: Path | None = None, threads: int | None = None
         "--model_alias", LLAMA_CPP_MODEL_ALIAS, "--n_ctx", str(n_ctx), "--verbose", "False",
         "--n_threads", str(threads or max(1, (os.cpu_count() or 2))),
     ]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/v1/models", "llama.cpp server", startup_timeout_s,
+                              log_path)
     base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + startup_timeout_s
-    while True:
-        if process.poll() is not None:
-            raise BlackBoxError(f"llama.cpp server exited with status {process.returncode}: {' '.join(cmd)}")
-        try:
-            with urllib.request.urlopen(base_url + "/models", timeout=2) as resp:  # noqa: S310 - 127.0.0.1
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise BlackBoxError(f"llama.cpp server on {base_url} did not start within {startup_timeout_s:.0f} s")
-        time.sleep(0.2)
     import llama_cpp
 
     return LocalEndpoint(
@@ -131,8 +142,13 @@ def start_llama_cpp(*, cache_dir: Path | None = None, threads: int | None = None
 
 
 def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: float = 0.0,
-                     max_batch: int = 1) -> LocalEndpoint:
-    """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules)."""
+                     max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
+    """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
+
+    `in_process=False` (echo only) runs it as a child process instead: a client in the same process as the server
+    pays ~40 ms per keep-alive request on this machine (measured; not seen across processes), which would distort
+    throughput measurements.
+    """
     from servers.faults import FaultConfig
     from servers.openai_compatible import start_server_in_thread
 
@@ -146,6 +162,15 @@ def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: flo
                         f"(float32, greedy, max_batch={max_batch}), /v1/completions",
             _handle=handle,
         )
+    if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test
+        port = _free_port()
+        cmd = [sys.executable, "-m", "servers.openai_compatible", "--backend", "rule", "--served-model-name",
+               "rule-based", "--port", str(port), "--latency", str(latency_s), "--max-batch", str(max_batch)]
+        process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/health", "echo server", 60.0)
+        return LocalEndpoint(
+            kind="echo", base_url=f"http://127.0.0.1:{port}/v1", model="rule-based", api="completions",
+            description=f"servers.openai_compatible, rule-based echo backend in its own process "
+                        f"(latency {latency_s:g} s)", _process=process)
     handle = start_server_in_thread("rule", model_name="rule-based", faults=faults, max_batch=max_batch)
     return LocalEndpoint(
         kind="echo", base_url=handle.base_url, model="rule-based", api="completions",

@@ -133,9 +133,10 @@ SPEED_ROWS: dict[str, tuple[str, str, str]] = {
         "one at a time {one_at_a_time_s:.2f} s, batched {batched_s:.2f} s: **{speedup:.2f}x**",
         "identical outputs: {identical_outputs}"),
     "overhead": (
-        "orchestration overhead, {candidates} candidates in {iterations} iterations, echo backend",
+        "orchestration overhead, {candidates} candidates in {iterations} iterations, {n_dev} dev examples, "
+        "{max_new_tokens} new tokens, black box latency {latency_s:g} s",
         "plain functions {plain_s:.2f} s, Prefect flow {flow_s:.2f} s: **{overhead_pct_of_flow_wall:.0f}%** of the "
-        "flow's wall time ({overhead_s:.2f} s)",
+        "flow's wall time ({overhead_s_per_iteration:.2f} s per iteration)",
         "target < 10%; same result: {same_result}; Prefect API already up"),
     "resume": (
         "resume after kill -9 (at request {killed_at_request} of {reference_requests})",
@@ -149,8 +150,8 @@ SPEED_ROWS: dict[str, tuple[str, str, str]] = {
 def speed_tables(s: SpeedResult) -> str:
     sec = s.sections
     rows = ["| measurement | result | target / note |", "|---|---|---|"]
-    for name, row in SPEED_ROWS.items():
-        if (section := sec.get(name)) is None:
+    for name, section in sec.items():
+        if (row := SPEED_ROWS.get(name.split("@")[0])) is None:
             continue
         what, result, note = ((name, f"error: {section['error']}", "") if "error" in section
                               else (template.format(**section) for template in row))

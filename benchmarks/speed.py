@@ -1,10 +1,12 @@
 """Speed and cost benchmark: every ratio is measured side by side in one process, one run.
 
 1. Black-box throughput: `BlackBoxClient` with bounded async concurrency vs one call at a time, against our local
-   server (echo backend) with injected latency; speed-up compared with the ideal n / ceil(n / concurrency).
+   server (echo backend, its own process) with injected latency, at each latency in `latencies_s`; speed-up
+   compared with the ideal n / ceil(n / concurrency).
 2. Instruction generation: one batched `generate` over b soft prompts vs one soft prompt at a time.
 3. Orchestration overhead: the Prefect flow vs the same loop as plain calls of the functions its @task wrappers
-   wrap (`task.fn`), same tiny config, echo backend, fresh stores; Prefect's result cache is refreshed, not read.
+   wrap (`task.fn`), same config (the default run's shape per iteration), echo backend in its own process with a
+   hosted-API-like latency, fresh stores; Prefect's result cache is refreshed, not read.
 4. GP update time at 50, 200, 1000 evaluated points (`benchmarks.gp_update_speed.measure` when present).
 5. Resume: `instructzero run` in a subprocess, killed with SIGKILL once the server has received half the requests of
    an uninterrupted reference run, then resumed from the store; the server's completion requests over both parts
@@ -27,7 +29,7 @@ from typing import Any
 class SpeedSettings:
     n_requests: int = 48  # black-box throughput: prompts per setting
     concurrency: int = 8
-    latency_s: float = 0.1  # injected server latency per request
+    latencies_s: tuple[float, ...] = (0.1, 0.5)  # injected server latency per request, one measurement each
     gen_prompts: int = 8  # soft prompts for the generation comparison
     gen_max_new_tokens: int = 16
     gen_repeats: int = 1
@@ -36,7 +38,9 @@ class SpeedSettings:
     gp_num_restarts: int = 5
     gp_raw_samples: int = 128
     overhead_repeats: int = 2  # alternating order; the minimum of each is reported
-    overhead_iterations: int = 2  # BO iterations of the tiny flow config (after n_init=2)
+    overhead_iterations: int = 2  # BO iterations after the initial design
+    overhead_realistic: bool = True  # the default run shape (10 dev examples, 32 new tokens, q=2) or a tiny one
+    overhead_latency_s: float = 0.3  # of the black box (a hosted API answers short prompts in ~0.3-1 s)
     resume_iterations: int = 3
     generator: str | None = None
     skip: tuple[str, ...] = ()  # any of "throughput", "generation", "overhead", "gp", "resume"
@@ -55,7 +59,7 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
     from benchmarks.local_endpoint import start_own_server
     from tasks.blackbox import BlackBoxClient, BlackBoxSettings
 
-    endpoint = start_own_server("echo", latency_s=latency_s)
+    endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     try:
         def timed(c: int, tag: str) -> float:
             client = BlackBoxClient(BlackBoxSettings(base_url=endpoint.base_url, model=endpoint.model,
@@ -116,18 +120,21 @@ def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | N
 
 # ------------------------------------------------------------------------------------------- 3. overhead
 def _tiny_config(store_url: str, base_url: str, model: str, iterations: int, seed: int, name: str,
-                 generator: str | None) -> Any:
+                 generator: str | None, realistic: bool = False) -> Any:
+    """A small run on the built-in sum task; `realistic`: the default run's shape per iteration (10 dev examples,
+    5 exemplars, 32 new tokens, 2 soft prompts per BO iteration, the default acquisition optimisation)."""
     from flows.params import build_config
 
-    gen: dict[str, Any] = {"max_new_tokens": 8}
+    gen: dict[str, Any] = {"max_new_tokens": 32 if realistic else 8}
     if generator:
         gen["model"] = generator
+    data = {"task": "sum", "n_exemplars": 5, "n_dev": 10, "n_test": 10} if realistic else {
+        "task": "sum", "n_exemplars": 3, "n_dev": 4, "n_test": 4}
+    bo = {"n_init": 2, "iterations": iterations, "batch_size": 2} if realistic else {
+        "n_init": 2, "iterations": iterations, "batch_size": 1, "num_restarts": 2, "raw_samples": 32}
     return build_config(
-        name=name, seed=seed, store_url=store_url,
-        data={"task": "sum", "n_exemplars": 3, "n_dev": 4, "n_test": 4},
-        generator=gen,
-        black_box={"base_url": base_url, "model": model, "api": "completions", "max_tokens": 8},
-        bo={"n_init": 2, "iterations": iterations, "batch_size": 1, "num_restarts": 2, "raw_samples": 32},
+        name=name, seed=seed, store_url=store_url, data=data, generator=gen,
+        black_box={"base_url": base_url, "model": model, "api": "completions", "max_tokens": 8}, bo=bo,
     )
 
 
@@ -186,26 +193,28 @@ def _refresh_prefect_cache():  # noqa: ANN202 - context manager
     return temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True})
 
 
-def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: str | None = None) -> dict[str, Any]:
-    """Wall time of the Prefect flow vs `plain_loop` on the same tiny config (echo backend, fresh stores)."""
+def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: str | None = None, *,
+                     realistic: bool = True, latency_s: float = 0.3) -> dict[str, Any]:
+    """Wall time of the Prefect flow vs `plain_loop` on the same config (echo backend in its own process with
+    `latency_s` per request, fresh stores)."""
     from benchmarks.local_endpoint import start_own_server
     from flows.instructzero import instructzero_flow
 
-    endpoint = start_own_server("echo")
+    endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     flow_times, plain_times, same = [], [], True
     try:
         with _refresh_prefect_cache():
             # Warm-up with the same shape (GP fit and acquisition code paths included): starts the Prefect API and
             # loads the generator, neither of which is part of the comparison.
             warm = _tiny_config(f"sqlite:///{workdir / 'overhead-warm.db'}", endpoint.base_url, endpoint.model,
-                                iterations, 0, "overhead-warm", generator)
+                                iterations, 0, "overhead-warm", generator, realistic)
             instructzero_flow(warm)
             for r in range(max(1, repeats)):
                 args = (endpoint.base_url, endpoint.model, iterations, 0)
                 plain_cfg = _tiny_config(f"sqlite:///{workdir / f'overhead-plain-{r}.db'}", *args,
-                                         f"overhead-plain-{r}", generator)
+                                         f"overhead-plain-{r}", generator, realistic)
                 flow_cfg = _tiny_config(f"sqlite:///{workdir / f'overhead-flow-{r}.db'}", *args,
-                                        f"overhead-flow-{r}", generator)
+                                        f"overhead-flow-{r}", generator, realistic)
                 flow_first = r % 2 == 1  # alternate the order so drift on a shared machine cancels out
                 for which in (("flow", "plain") if flow_first else ("plain", "flow")):
                     t0 = time.perf_counter()
@@ -219,8 +228,11 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
     finally:
         endpoint.stop()
     flow_s, plain_s = min(flow_times), min(plain_times)
+    shape = flow_cfg.data
     return {
-        "iterations": iterations + 1, "candidates": 2 + iterations, "flow_s": flow_s, "plain_s": plain_s,
+        "iterations": iterations + 1, "candidates": flow_cfg.total_candidates, "n_dev": shape.n_dev,
+        "max_new_tokens": flow_cfg.generator.max_new_tokens, "latency_s": latency_s,
+        "flow_s": flow_s, "plain_s": plain_s, "overhead_s_per_iteration": (flow_s - plain_s) / (iterations + 1),
         "overhead_s": flow_s - plain_s, "overhead_pct_of_flow_wall": 100.0 * (flow_s - plain_s) / flow_s,
         "same_result": same, "repeats": len(flow_times),
     }
@@ -351,16 +363,18 @@ def run_speed(s: SpeedSettings, *, workdir: Path | None = None, log: Callable[[s
         workdir = Path(own_tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("throughput", lambda: measure_throughput(s.n_requests, s.concurrency, s.latency_s)),
+        *((f"throughput@{lat:g}s", lambda lat=lat: measure_throughput(s.n_requests, s.concurrency, lat))
+          for lat in s.latencies_s),
         ("generation", lambda: measure_generation(s.gen_prompts, s.gen_max_new_tokens, s.gen_repeats, s.generator)),
-        ("overhead", lambda: measure_overhead(s.overhead_iterations, s.overhead_repeats, workdir, s.generator)),
+        ("overhead", lambda: measure_overhead(s.overhead_iterations, s.overhead_repeats, workdir, s.generator,
+                                              realistic=s.overhead_realistic, latency_s=s.overhead_latency_s)),
         ("gp", lambda: measure_gp(s.gp_sizes, batch_size=s.gp_batch_size, num_restarts=s.gp_num_restarts,
                                   raw_samples=s.gp_raw_samples)),
         ("resume", lambda: measure_resume(s.resume_iterations, workdir, s.generator)),
     ]
     try:
         for name, fn in sections:
-            if name in s.skip:
+            if name.split("@")[0] in s.skip:
                 continue
             log(f"[speed] {name} ...")
             t0 = time.perf_counter()

@@ -51,7 +51,7 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert runs["manual"]["test_score"] == 1.0
     assert runs["ape"]["n_candidates"] == 2 and runs["instructzero"]["n_candidates"] == 2
     assert all(r["calls"] > 0 for r in runs.values())
-    throughput = results["speed"]["sections"]["throughput"]
+    throughput = results["speed"]["sections"]["throughput@0.05s"]
     assert throughput["speedup"] > 1.0 and throughput["server_max_in_flight"] > 1
 
     store = RunStore(store_url)
@@ -61,7 +61,7 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert [c.phase for c in candidates] == ["baseline", "baseline"] and all(c.z is None for c in candidates)
     assert {m.key for m in store.load_metrics(manual.id)} >= {"bench.test_accuracy", "bench.calls", "bench.tokens"}
     speed_runs = [r for r in store.list_runs() if r.task == "benchmark:speed"]
-    assert len(speed_runs) == 1 and store.load_metrics(speed_runs[0].id, "speed.throughput.speedup")
+    assert len(speed_runs) == 1 and store.load_metrics(speed_runs[0].id, "speed.throughput@0.05s.speedup")
 
     # Same suite again: every run is reused from the store, nothing is paid twice.
     rc = bench_main([
