@@ -145,9 +145,8 @@ def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: flo
                      max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
     """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
 
-    `in_process=False` (echo only) runs it as a child process instead: a client in the same process as the server
-    pays ~40 ms per keep-alive request on this machine (measured; not seen across processes), which would distort
-    throughput measurements.
+    `in_process=False` (echo only) runs it as a child process instead, like a real endpoint: the client under
+    measurement then shares neither the GIL nor the CPU time of the server's event loop with it.
     """
     from servers.faults import FaultConfig
     from servers.openai_compatible import start_server_in_thread
