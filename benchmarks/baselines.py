@@ -24,6 +24,7 @@ from tasks.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, S
 from tasks.data import Example, TaskData
 from tasks.generator import InstructionGenerator, clean_instruction
 from tasks.prefect_tasks import to_evaluation_in
+from tasks.selection import best_candidate
 from tasks.splits import Splits
 
 APE_TEMPERATURE = 0.9
@@ -149,7 +150,7 @@ def run_fixed_candidates(
             raise
         store.set_run_status(run.id, "completed")
     candidates = store.load_candidates(run.id)
-    best = max(candidates, key=lambda c: (c.dev_score or 0.0, -c.iteration, -c.index))
+    best = best_candidate(candidates)
     return BaselineResult(run.id, best.instruction, float(best.dev_score or 0.0), float(best.test_score or 0.0),
                           len(candidates))
 

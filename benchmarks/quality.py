@@ -203,9 +203,11 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
 
 def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
               examples: dict[str, Any], settings: Any, template: str, model_name: str) -> MethodRun:
+    from tasks.selection import best_candidate
+
     candidates = store.load_candidates(run_id)
     scored = [c for c in candidates if c.dev_score is not None]
-    best = max(scored, key=lambda c: (c.dev_score, -c.iteration, -c.index))
+    best = best_candidate(scored)
     curve, top = [], float("-inf")
     for c in scored:
         top = max(top, float(c.dev_score))

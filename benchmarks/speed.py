@@ -142,6 +142,7 @@ def plain_loop(config: Any) -> float:
     """The flow's loop with the plain functions its @task wrappers wrap (no Prefect); returns the best test score."""
     from flows.params import package_versions
     from tasks import prefect_tasks as pt
+    from tasks.selection import best_candidate
 
     data, splits = pt.load_task_data.fn(
         config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
@@ -179,7 +180,7 @@ def plain_loop(config: Any) -> float:
             if iteration < bo.iterations:
                 state = pt.gp_update_task.fn(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity,
                                              seed=config.seed)
-    best = max(history, key=lambda c: (c.dev_score or 0.0, -c.iteration, -c.index))
+    best = best_candidate(history)
     test = pt.zero_shot_evaluate.fn(best.instruction, splits.test, data.metric, bb.template, settings,
                                     config.store_url)
     pt.record_test_evaluation.fn(config.store_url, run.id, best.instruction, test, bb.model)

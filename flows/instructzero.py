@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from flows.params import BlackBoxConfig, RunConfig, package_versions
-from storage.entities import CandidateRecord, RunRecord
+from storage.entities import RunRecord
 from tasks.errors import ConfigError
 from tasks.prefect_tasks import (
     GeneratorSpec,
@@ -37,6 +37,7 @@ from tasks.prefect_tasks import (
     start_run,
     zero_shot_evaluate,
 )
+from tasks.selection import best_candidate
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,6 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
             "use another --name or `instructzero resume` it"
         )
     return existing
-
-
-def _best(history: list[CandidateRecord]) -> CandidateRecord:
-    """Highest dev score; ties go to the earliest candidate (deterministic)."""
-    return max(history, key=lambda c: (c.dev_score or 0.0, -c.iteration, -c.index))
 
 
 @flow(name="instructzero", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=8))
@@ -175,7 +171,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
                 )
             bar.update(1)
             update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)
-        best = _best(history)
+        best = best_candidate(history)
         test = zero_shot_evaluate(
             best.instruction, splits.test, metric, config.black_box.template, settings, config.store_url, run.id
         )

@@ -28,6 +28,7 @@ from flows.instructzero import RunSummary, black_box_endpoint, instructzero_flow
 from flows.params import DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record
 from tasks.errors import ConfigError, InstructZeroError
 from tasks.prefect_tasks import open_store
+from tasks.selection import best_candidate
 
 
 class SuiteError(InstructZeroError):
@@ -117,7 +118,7 @@ def _best_of(store_url: str, run_id: str) -> tuple[str, float, float | None] | N
     candidates = open_store(store_url).load_candidates(run_id)
     if not candidates:
         return None
-    best = max(candidates, key=lambda c: (c.dev_score or 0.0, -c.iteration, -c.index))
+    best = best_candidate(candidates)
     return best.instruction, float(best.dev_score or 0.0), best.test_score
 
 
