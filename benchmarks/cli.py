@@ -23,13 +23,6 @@ from typing import Any
 EXIT_USER_ERROR = 2
 
 
-def _offline_defaults() -> None:
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}.items():
-        os.environ.setdefault(key, value)
-
-
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
@@ -197,7 +190,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _offline_defaults()
+    from flows.cli import offline_defaults
+
+    offline_defaults()
     from storage.errors import StoreError
     from tasks.errors import InstructZeroError
 

@@ -44,6 +44,23 @@ def _time(fn, repeats: int) -> tuple[float, list[str]]:
     return best, result
 
 
+def time_generation(gen: InstructionGenerator, n: int, repeats: int) -> dict:
+    """One batched `generate` over n seeded soft prompts vs n single-prompt calls, after a warm-up.
+
+    Returns n_prompts, max_new_tokens, device, threads, batched_s, one_at_a_time_s, speedup, identical_outputs and
+    the batched `instructions`.
+    """
+    z = torch.rand(n, gen.projection.intrinsic_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    gen.generate(z[:1], EXEMPLARS)  # warm-up (kernels, allocator)
+    batched_s, batched = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=n), repeats)
+    single_s, single = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=1), repeats)
+    return {
+        "n_prompts": n, "max_new_tokens": gen.max_new_tokens, "device": gen.device,
+        "threads": torch.get_num_threads(), "batched_s": batched_s, "one_at_a_time_s": single_s,
+        "speedup": single_s / batched_s, "identical_outputs": batched == single, "instructions": batched,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=PACKAGED_GEMMA)
@@ -63,16 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         stop_at_first_line=not args.full_length,
     )
     load_s = time.perf_counter() - start
-    z = torch.rand(args.n, gen.projection.intrinsic_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    gen.generate(z[:1], EXEMPLARS)  # warm-up (kernels, allocator)
-
-    batched_s, batched = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=args.n), args.repeats)
-    single_s, single = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=1), args.repeats)
-    print(f"device={gen.device} threads={torch.get_num_threads()} model={gen.model_id} load={load_s:.1f}s")
+    r = time_generation(gen, args.n, args.repeats)
+    batched_s, single_s, batched = r["batched_s"], r["one_at_a_time_s"], r["instructions"]
+    print(f"device={gen.device} threads={r['threads']} model={gen.model_id} load={load_s:.1f}s")
     print(f"n={args.n} max_new_tokens={args.max_new_tokens} first_line_stop={not args.full_length}")
     print(f"batch_size={args.n}: {batched_s:.2f}s ({batched_s / args.n:.3f}s per prompt)")
     print(f"batch_size=1: {single_s:.2f}s ({single_s / args.n:.3f}s per prompt)")
-    print(f"speed-up: {single_s / batched_s:.2f}x; identical outputs: {batched == single}")
+    print(f"speed-up: {r['speedup']:.2f}x; identical outputs: {r['identical_outputs']}")
     print(f"distinct instructions: {len(set(batched))}/{args.n}")
     for text in batched:
         print(f"  {text!r}")

@@ -87,35 +87,15 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
 
 # ------------------------------------------------------------------------------------------ 2. generation
 def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | None = None) -> dict[str, Any]:
-    """One batched generate over n soft prompts vs n single-prompt calls (same generator, greedy, same outputs).
-
-    `benchmarks/generation_speed.py` exposes only a printing `main()`, so its method is repeated here as a function.
-    """
-    import torch
-
-    from benchmarks.generation_speed import EXEMPLARS
+    """One batched generate over n soft prompts vs n single-prompt calls (same generator, greedy, same outputs)."""
+    from benchmarks.generation_speed import time_generation
     from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
     from tasks.prefect_tasks import load_generator
 
     gen = load_generator(model or PACKAGED_GEMMA, str(default_cache_dir()), 5, 10, 0, max_new_tokens, None, None)
-    z = torch.rand(n, gen.projection.intrinsic_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    gen.generate(z[:1], EXEMPLARS)  # warm-up
-
-    def best_of(fn: Callable[[], list[str]]) -> tuple[float, list[str]]:
-        best, out = float("inf"), []
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
-
-    batched_s, batched = best_of(lambda: gen.generate(z, EXEMPLARS, batch_size=n))
-    single_s, single = best_of(lambda: gen.generate(z, EXEMPLARS, batch_size=1))
-    return {
-        "n_prompts": n, "max_new_tokens": max_new_tokens, "device": gen.device,
-        "threads": torch.get_num_threads(), "batched_s": batched_s, "one_at_a_time_s": single_s,
-        "speedup": single_s / batched_s, "identical_outputs": batched == single,
-    }
+    result = time_generation(gen, n, repeats)
+    del result["instructions"]
+    return result
 
 
 # ------------------------------------------------------------------------------------------- 3. overhead
@@ -252,8 +232,7 @@ def measure_gp(sizes: Sequence[int], *, batch_size: int = 2, num_restarts: int =
 # ---------------------------------------------------------------------------------------------------- 5. resume
 def _completion_requests(endpoint: Any) -> int:
     """Completion requests the server received (read in-process: cheap enough to poll)."""
-    stats = endpoint._handle.app.state.stats  # noqa: SLF001 - our own server, in this process
-    return int(stats.requests["/v1/completions"] + stats.requests["/v1/chat/completions"])
+    return endpoint._handle.app.state.stats.completion_requests  # noqa: SLF001 - our own server, in this process
 
 
 def _cli_run_args(config: Any) -> tuple[list[str], dict[str, str]]:

@@ -19,10 +19,11 @@ from tasks.errors import InstructZeroError
 EXIT_USER_ERROR = 2
 
 
-def _offline_defaults() -> None:
+def offline_defaults() -> None:
     """Quiet, offline defaults for Prefect and Hugging Face (a user's own settings win)."""
     for key, value in {
         "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _offline_defaults()
+    offline_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASS_THROUGH:
         return PASS_THROUGH[argv[0]](argv[1:])

@@ -54,10 +54,15 @@ class ServerStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    @property
+    def completion_requests(self) -> int:
+        """Requests to either completion endpoint (answered or not)."""
+        return self.requests["/v1/chat/completions"] + self.requests["/v1/completions"]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "requests": dict(self.requests),
-            "completion_requests": self.requests["/v1/chat/completions"] + self.requests["/v1/completions"],
+            "completion_requests": self.completion_requests,
             "completions": self.completions,
             "faults": dict(self.faults),
             "in_flight": self.in_flight,
