@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.plugins.server",
     "tests.plugins.generator",
     "tests.plugins.prefect",
+    "tests.plugins.gp",
 ]
 
 import logging  # noqa: E402

@@ -14,19 +14,11 @@ from tasks.errors import ConfigError, NumericalWarning
 from tasks.kernel import InstructionCoupledKernel, latent_matern_kernel, psd_root
 from tasks.similarity import embedding_similarity, instruction_similarity
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 D = 3
 N_ANCHORS = 7
 JITTER = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small GP linear algebra runs faster on one thread, and far faster on a shared, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _make_kernel(seed: int = 0, rank: int | None = None) -> tuple[InstructionCoupledKernel, torch.Tensor, torch.Tensor]:

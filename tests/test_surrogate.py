@@ -13,25 +13,13 @@ from tasks.acquisition import sobol_design
 from tasks.errors import ConfigError
 from tasks.similarity import instruction_similarity
 from tasks.surrogate import fit_surrogate
+from tests.plugins.gp import toy
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 D = 4
 N = 20
-CENTRE = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)
 THRESHOLDS = torch.linspace(-3.0, -0.1, 10, dtype=torch.float64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small GP linear algebra runs faster on one thread, and far faster on a shared, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
-def toy(X: torch.Tensor) -> torch.Tensor:
-    return -((X - CENTRE) ** 2).sum(-1)
 
 
 def toy_scores(X: torch.Tensor) -> torch.Tensor:
