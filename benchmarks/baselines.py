@@ -62,9 +62,7 @@ def sample_instructions(
     from tasks.generator import _FirstLineDone
 
     model, tok = generator._model, generator._tokenizer  # noqa: SLF001 - see the docstring
-    ids = tok(generator.prompt_text(exemplars), add_special_tokens=False).input_ids
-    if tok.bos_token_id is not None:
-        ids = [tok.bos_token_id, *ids]
+    ids = generator.prompt_ids(exemplars)
     input_ids = torch.tensor([ids], device=generator.device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     texts: list[str] = []

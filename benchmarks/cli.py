@@ -42,7 +42,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from benchmarks.local_endpoint import ENDPOINT_KINDS
+    from servers.local_endpoint import ENDPOINT_KINDS
     from benchmarks.quality import METHODS
 
     p = argparse.ArgumentParser(prog="instructzero bench", description=__doc__.splitlines()[0])
@@ -122,7 +122,7 @@ def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
-    from benchmarks.local_endpoint import local_endpoint
+    from servers.local_endpoint import local_endpoint
     from benchmarks.quality import QualitySettings, run_quality
     from benchmarks.report import write_report
     from benchmarks.speed import SpeedSettings, run_speed

@@ -56,7 +56,7 @@ class SpeedResult:
 # --------------------------------------------------------------------------------------- 1. black-box throughput
 def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> dict[str, Any]:
     """Wall time of n distinct prompts at `concurrency` vs 1, against an echo server with `latency_s` per request."""
-    from benchmarks.local_endpoint import start_own_server
+    from servers.local_endpoint import start_own_server
     from tasks.blackbox import BlackBoxClient, BlackBoxSettings
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
@@ -178,7 +178,7 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
                      realistic: bool = True, latency_s: float = 0.3) -> dict[str, Any]:
     """Wall time of the Prefect flow vs `plain_loop` on the same config (echo backend in its own process with
     `latency_s` per request, fresh stores)."""
-    from benchmarks.local_endpoint import start_own_server
+    from servers.local_endpoint import start_own_server
     from flows.instructzero import instructzero_flow
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
@@ -263,7 +263,7 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
     import subprocess
     import sys
 
-    from benchmarks.local_endpoint import start_own_server
+    from servers.local_endpoint import start_own_server
     from flows.instructzero import instructzero_flow
     from flows.params import config_from_record
     from tasks.prefect_tasks import open_store

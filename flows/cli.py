@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,6 +48,9 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "iterations": ("bo", "iterations"), "batch": ("bo", "batch_size"), "init": ("bo", "n_init"),
         "kernel": ("bo", "kernel"), "similarity": ("bo", "similarity"), "acquisition": ("bo", "acquisition"),
         "optimizer": ("bo", "optimizer"),
+        "engine": ("black_box", "engine"), "soft_scale": ("generator", "soft_scale"),
+        "meta_prompt": ("generator", "template"), "baseline_instruction": ("report", "baselines"),
+        "empty_baseline": ("report", "empty_baseline"),
     }
     nested: dict[str, Any] = {}
     for flag, path in mapping.items():
@@ -60,13 +64,27 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return nested
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, wall_s: float) -> None:
+    from tasks.comparison import format_comparison
+
     print()
-    print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates")
+    print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
+          f"black box {summary.black_box}")
     for iteration, index, instruction, score in summary.top:
         print(f"  dev {score:.3f}  it {iteration:>3} #{index:<2} {instruction!r}")
     print(f"best instruction: {summary.best_instruction!r}")
     print(f"dev score: {summary.dev_score:.3f}   test score: {summary.test_score:.3f}")
+    if summary.comparison:
+        print()
+        print(f"test report ({summary.comparison[0].n} examples, the same for every row):")
+        print(format_comparison(summary.comparison, confidence=summary.confidence))
+        for row in summary.comparison[1:]:
+            p = row.p_mcnemar if row.p_mcnemar is not None else row.p_bootstrap
+            verdict = "significant" if p is not None and p < 0.05 else "not significant"
+            print(f"  vs {row.label}: gain {row.gain:+.3f}, p = {p:.4f} ({verdict} at 0.05)")
+    print()
+    print(f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
+          f"(the rest from the store's cache); {wall_s:.0f} s")
 
 
 def _preflight(config: Any) -> None:
@@ -90,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = build_config(**_nested_overrides(args))
     _preflight(config)
-    _print_summary(instructzero_flow(config))
+    start = time.perf_counter()
+    _print_summary(instructzero_flow(config), time.perf_counter() - start)
     return 0
 
 
@@ -103,7 +122,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run = open_store(store_url).get_run(args.run_id)
     config = config_from_record(run.config, store_url=store_url)
     _preflight(config)
-    _print_summary(instructzero_flow(config, resume_run_id=run.id))
+    start = time.perf_counter()
+    _print_summary(instructzero_flow(config, resume_run_id=run.id), time.perf_counter() - start)
     return 0
 
 
@@ -215,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--similarity", choices=["scores", "embedding"])
     run.add_argument("--acquisition", choices=["logei", "ei"])
     run.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"])
+    run.add_argument("--engine", choices=["auto", "transformers", "llama.cpp"],
+                     help="what serves the embedded black box when no --black-box-url is given")
+    run.add_argument("--soft-scale", type=float, help="strength of the soft tokens (1 = spread of real embeddings)")
+    run.add_argument("--meta-prompt", help="generator prompt: a preset name or text with {demos}")
+    run.add_argument("--baseline-instruction", action="append", metavar="TEXT",
+                     help="your current instruction, scored on the same test examples (repeatable)")
+    run.add_argument("--no-empty-baseline", dest="empty_baseline", action="store_false", default=None,
+                     help="do not score the empty instruction as a baseline")
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from the store")

@@ -1,7 +1,7 @@
 """The InstructZero loop as a Prefect flow.
 
     load-task-data -> [propose-prompt -> generate-instruction -> zero-shot-evaluate -> record -> GP-update] x N
-    -> test evaluation of the best dev instruction
+    -> test evaluation of the best dev instruction and of the baselines on the same examples -> paired report
 
 Every iteration is written to the store in one transaction before the next starts, and every black-box response is
 cached in the store as it arrives, so a run interrupted anywhere (even by kill -9) resumes at the next unrecorded
@@ -23,6 +23,10 @@ from tqdm.auto import tqdm
 
 from flows.params import BlackBoxConfig, RunConfig, package_versions
 from storage.entities import RunRecord
+from tasks.comparison import (
+    FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
+    scores_in_order,
+)
 from tasks.errors import ConfigError
 from tasks.prefect_tasks import (
     GeneratorSpec,
@@ -52,6 +56,11 @@ class RunSummary:
     test_score: float
     n_candidates: int
     top: tuple[tuple[int, int, str, float], ...]  # (iteration, index, instruction, dev score), best first
+    comparison: tuple[ComparisonRow, ...] = ()  # found instruction vs baselines on the same test examples
+    confidence: float = 0.95
+    black_box: str = ""  # what answered, for the report
+    paid_calls: int = 0  # black-box requests this run paid for (llm_calls rows attributed to it)
+    answered_calls: int = 0  # distinct prompts answered over the run's evaluations, cache hits included
 
 
 @contextlib.contextmanager
@@ -60,11 +69,12 @@ def black_box_endpoint(settings: BlackBoxConfig) -> Iterator[str]:
     if settings.base_url:
         yield settings.base_url
         return
-    from servers.openai_compatible import serve
+    from servers.local_endpoint import local_endpoint
 
     # Micro-batching the concurrent evaluation requests is several times faster on a CPU than one at a time.
-    with serve("transformers", model_name=settings.model, max_batch=settings.concurrency) as base_url:
-        yield base_url
+    with local_endpoint(settings.engine, model=settings.model, api=settings.api,
+                        max_batch=settings.concurrency) as endpoint:
+        yield endpoint.base_url
 
 
 def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | None:
@@ -103,6 +113,7 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
         intrinsic_dim=config.generator.intrinsic_dim, projection_seed=config.seed,
         max_new_tokens=config.generator.max_new_tokens, device=config.generator.device,
         template=config.generator.template, batch_size=config.generator.batch_size,
+        soft_scale=config.generator.soft_scale,
     )
     generator = spec.load()
     if existing is None:
@@ -145,7 +156,9 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     )
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
     with black_box_endpoint(config.black_box) as base_url:
-        settings = config.black_box.client_settings(base_url)
+        settings = config.black_box.client_settings(
+            base_url, answers=[e.answers for e in (*splits.exemplars, *splits.dev, *splits.test)]
+        )
         state = None
         if history and bo.strategy == "bo":
             state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed)
@@ -172,10 +185,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             bar.update(1)
             update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)
         best = best_candidate(history)
-        test = zero_shot_evaluate(
-            best.instruction, splits.test, metric, config.black_box.template, settings, config.store_url, run.id
-        )
-        record_test_evaluation(config.store_url, run.id, best.instruction, test, config.black_box.model)
+        rows, test = _test_report(config, run, best.instruction, metric, splits, settings)
     bar.update(1)
     bar.close()
     update_progress_artifact(progress_id, progress=100.0)
@@ -193,7 +203,38 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
         dev_score=float(best.dev_score or 0.0), test_score=test.mean_score, n_candidates=len(history),
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
+        comparison=tuple(rows), confidence=config.report.confidence,
+        black_box=f"{config.black_box.model} at {config.black_box.base_url or 'embedded ' + settings.endpoint_id}",
+        paid_calls=open_store(config.store_url).count_llm_calls(run.id),
+        answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
     )
+
+
+def _test_report(config: RunConfig, run: RunRecord, found: str, metric, splits, settings):
+    """Score the found instruction and the baselines on the same test examples; store and show the paired table.
+
+    Returns the report's rows and the found instruction's test evaluation.
+    """
+    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline)
+    texts = [found, *baselines.values()]
+    results = evaluate_batch(texts, splits.test, metric, config.black_box.template, settings, config.store_url,
+                             run.id)
+    for text, result in dict(zip(texts, results)).items():
+        record_test_evaluation(config.store_url, run.id, text, result, config.black_box.model)
+    test_ids = [e.id for e in splits.test]
+    scored = [
+        ScoredInstruction(label, text, scores_in_order({r.example_id: r.score for r in result.examples}, test_ids))
+        for label, text, result in zip([FOUND, *baselines], texts, results)
+    ]
+    rows = compare(scored[0], scored[1:], n_bootstrap=config.report.n_bootstrap,
+                   confidence=config.report.confidence, seed=config.seed)
+    open_store(config.store_url).record_metrics(run.id, comparison_metrics(rows))
+    create_table_artifact(
+        key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
+        description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "
+                    f"({config.report.confidence:.0%} bootstrap intervals; paired bootstrap and exact McNemar tests)",
+    )
+    return rows, results[0]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The one configuration object of a run. It is stored as JSON with every run, so every result can be reproduced.
 
-Defaults are chosen so that `instructzero run` finishes offline on a 2-core CPU in a few minutes: the packaged
-Gemma-3 270M writes instructions and, when no black-box URL is given, the same packaged model is served on
-127.0.0.1 as the OpenAI-compatible black box. Environment variables `INSTRUCTZERO_<FIELD>` (nested with `__`,
+Defaults are chosen so that `instructzero run` finishes offline on a 2-core CPU in a few minutes and shows what
+the method is for: the packaged Gemma-3 270M *base* model writes instructions and, when no black-box URL is given,
+the packaged chat-tuned SmolLM2-135M-Instruct is served on 127.0.0.1 as the OpenAI-compatible chat black box
+(the paper's open-model generator + chat black box, at laptop size). Environment variables `INSTRUCTZERO_<FIELD>` (nested with `__`,
 e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servers.local_endpoint import resolve_kind
+from tasks.answer_length import answer_token_cap
 from tasks.blackbox import BlackBoxSettings
 from tasks.errors import ConfigError
-from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
+from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
 from tasks.prompts import ZERO_SHOT_TEMPLATE
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -36,7 +40,7 @@ class DataSettings(BaseModel):
     """Which task, where its files live, and how it is split (seeded by `RunConfig.seed`)."""
 
     model_config = _FROZEN
-    task: str = "sum"  # a built-in task, an instruction-induction/BIG-bench task name, or a .jsonl/.csv path
+    task: str = "sentiment"  # a built-in task, an instruction-induction/BIG-bench task name, or a .jsonl/.csv path
     data_dir: Path | None = None  # root holding instruction-induction/ and/or bigbench-ii/; None: built-ins only
     n_exemplars: int = Field(5, ge=1, le=50)  # Input/Output pairs shown to the generator
     n_dev: int = Field(10, ge=1, le=10_000)  # examples every candidate is scored on (the BO objective)
@@ -53,29 +57,51 @@ class GeneratorSettings(BaseModel):
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
     device: str | None = None  # None: CUDA when present, else CPU
-    template: str | None = None  # None: the generator's documented default exemplar template
+    template: str | None = None  # a preset name (tasks.generator.META_PROMPTS) or text with {demos}; None: default
+    soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
 
 class BlackBoxConfig(BaseModel):
     """The black-box LLM that scores instructions zero-shot. The API key itself is never stored: only its env var."""
 
     model_config = _FROZEN
-    base_url: str | None = None  # None: serve the packaged Gemma locally on 127.0.0.1 for the run
-    model: str = PACKAGED_GEMMA  # model name sent to the API
+    base_url: str | None = None  # None: serve the packaged chat model locally on 127.0.0.1 for the run
+    model: str = PACKAGED_SMOLLM2  # model name sent to the API (with no base_url: a packaged model to serve)
+    engine: Literal["auto", "transformers", "llama.cpp"] = "auto"  # serves the embedded black box (no base_url)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (a dummy is used when unset)
-    api: Literal["chat", "completions"] = "completions"  # completions suits base models; chat for chat models
+    api: Literal["chat", "completions"] = "chat"  # chat for chat models (their own template); completions for base
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(16, ge=1, le=4096)  # answers are short; longer only costs tokens
+    max_tokens: int | None = Field(None, ge=1, le=4096)  # None: from the task's longest accepted answer (never cut)
     concurrency: int = Field(8, ge=1, le=1024)  # bound on in-flight requests
     max_retries: int = Field(4, ge=0, le=20)  # per request, on 429/5xx/timeouts/malformed bodies only
     timeout_s: float = Field(60.0, gt=0)
     stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
     template: str = ZERO_SHOT_TEMPLATE  # the same zero-shot template for dev and test
 
-    def client_settings(self, base_url: str, **overrides: Any) -> BlackBoxSettings:
-        """The client's settings for a resolved endpoint (the embedded server's URL is only known at run time)."""
-        fields = self.model_dump(exclude={"base_url", "template"})
+    def client_settings(
+        self, base_url: str, *, answers: Sequence[Sequence[str]] = (), **overrides: Any
+    ) -> BlackBoxSettings:
+        """The client's settings for a resolved endpoint (the embedded server's URL is only known at run time).
+
+        `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
+        from them (`tasks.answer_length.answer_token_cap`), so no accepted answer can be cut.
+        """
+        fields = self.model_dump(exclude={"base_url", "template", "engine"})
+        if fields["max_tokens"] is None:
+            fields["max_tokens"] = answer_token_cap(answers)
+        if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
+            fields["endpoint_id"] = f"local:{resolve_kind(self.engine)}:{self.model}"
         return BlackBoxSettings(base_url=base_url, **{**fields, **overrides})
+
+
+class ReportSettings(BaseModel):
+    """What the found instruction is compared with on the same test examples, and how."""
+
+    model_config = _FROZEN
+    baselines: tuple[str, ...] = ()  # a user's current instructions, scored on test beside the found one
+    empty_baseline: bool = True  # also score the empty instruction (the zero-shot floor)
+    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000)  # resamples for intervals and paired tests
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)  # level of the bootstrap intervals
 
 
 class BOSettings(BaseModel):
@@ -108,6 +134,7 @@ class RunConfig(BaseSettings):
     generator: GeneratorSettings = GeneratorSettings()
     black_box: BlackBoxConfig = BlackBoxConfig()
     bo: BOSettings = BOSettings()
+    report: ReportSettings = ReportSettings()
 
     @model_validator(mode="after")
     def _check_dims(self) -> RunConfig:

@@ -11,7 +11,7 @@ import hashlib
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -470,6 +470,19 @@ class RunStore:
                 s.add(SqlMetric(run_id=run_id, key=key, step=int(step), value=value))
             else:
                 row.value = value
+
+    def record_metrics(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
+        """Upsert several metrics of one step in one transaction (a report is stored whole or not at all)."""
+        checked = {key: _finite(value, f"metric {key!r} at step {step}") for key, value in values.items()}
+        with self._scope(f"record_metrics({run_id!r})", write=True) as s:
+            self._get_run_row(s, run_id)
+            existing = {m.key: m for m in s.scalars(select(SqlMetric).where(
+                SqlMetric.run_id == run_id, SqlMetric.step == step, SqlMetric.key.in_(list(checked))))}
+            for key, value in checked.items():
+                if key in existing:
+                    existing[key].value = value
+                else:
+                    s.add(SqlMetric(run_id=run_id, key=key, step=int(step), value=value))
 
     def load_metrics(self, run_id: str, key: str | None = None) -> list[MetricRecord]:
         with self._scope(f"load_metrics({run_id!r})") as s:

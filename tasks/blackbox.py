@@ -56,6 +56,8 @@ class BlackBoxSettings:
     stop: tuple[str, ...] = ()  # extension: stop sequences, e.g. ("\n",) for base models on the completions API
     retry_base_delay_s: float = 0.5  # extension: first backoff delay; doubles per retry, with jitter
     retry_max_delay_s: float = 8.0  # extension: cap of one backoff delay
+    endpoint_id: str | None = None  # who answers, for the cache key; None: base_url. The embedded black box
+    # (a new port every run) names its engine and model instead, so its answers stay cached across runs.
 
     def __post_init__(self) -> None:
         url = self.base_url.strip().rstrip("/")
@@ -84,6 +86,7 @@ class BlackBoxSettings:
     def request_params(self) -> dict[str, Any]:
         """The generation parameters that change the answer, normalised so equal settings hash equally."""
         return {
+            "endpoint": self.endpoint_id or self.base_url,
             "api": self.api,
             "temperature": float(self.temperature),
             "max_tokens": int(self.max_tokens),
@@ -141,8 +144,8 @@ class EvaluationResult:
 def request_hash(model: str, prompt: str, params: Mapping[str, Any]) -> str:
     """sha256 over canonical JSON of (model, prompt, params): the response-cache key.
 
-    `params` should be `BlackBoxSettings.request_params()` (api kind, temperature, max_tokens, stop); the endpoint
-    URL is deliberately not part of it, so the same model served elsewhere shares cached answers.
+    `params` should be `BlackBoxSettings.request_params()` (endpoint, api kind, temperature, max_tokens, stop): two
+    servers answering to one model name are different black boxes, so they never share answers.
     """
     payload = {"model": model, "prompt": prompt, "params": dict(params)}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,6 +1,8 @@
 """Built-in tasks generated in code, so the pipeline runs (and its tests pass) with no data directory.
 
-Each task mimics the format of its instruction-induction namesake ("12 7" -> "19", "cat" -> "c a t",
+`sentiment` (short reviews labelled positive/negative) is the default task of `make run`: the default chat black
+box answers it well with a good instruction and not at all without one (benchmarks/README.md), so the run shows
+what the search gains. Each task mimics the format of its instruction-induction namesake ("12 7" -> "19", "cat" -> "c a t",
 "152" -> "one hundred and fifty-two", ...). Generation is seeded with a fixed integer per task and uses only
 `random.Random` methods whose output is stable across Python versions and machines, so every machine gets the
 same examples and the same content hash.
@@ -115,7 +117,38 @@ def _drawn(draw: Callable[[random.Random], tuple[str, str]]) -> Callable[[random
     return lambda rng: _distinct(rng, draw, N_EXAMPLES)
 
 
+# Short review sentences for `sentiment`: a subject, a verdict phrase of clear polarity, and a sentence frame.
+_SUBJECTS = (
+    "movie film book hotel restaurant concert service food album show game phone laptop camera trip museum "
+    "teacher course app play novel song meal room coffee pizza car bike"
+).split()
+_POSITIVE = (
+    "wonderful", "excellent", "delightful", "fantastic", "superb", "brilliant", "charming", "lovely",
+    "amazing", "great", "a pleasure", "a joy from start to finish", "worth every penny", "truly inspiring",
+    "beautifully done", "a real treat",
+)
+_NEGATIVE = (
+    "terrible", "awful", "dreadful", "boring", "disappointing", "horrible", "dull", "painful", "a mess",
+    "a waste of money", "a complete disaster", "poorly made", "unbearable", "frustrating", "a letdown",
+    "far worse than expected",
+)
+_FRAMES = (
+    "The {s} was {v}.", "Honestly, the {s} was {v}.", "I thought the {s} was {v}.", "Our {s} was {v}.",
+    "That {s} is {v}.", "Overall the {s} was {v}.", "My friends agreed: the {s} was {v}.",
+    "What can I say, this {s} is {v}.",
+)
+
+
+def _sentiment(rng: random.Random) -> tuple[str, str]:
+    positive = rng.random() < 0.5
+    verdict = (_POSITIVE if positive else _NEGATIVE)[rng.randrange(16)]
+    frame = _FRAMES[rng.randrange(len(_FRAMES))]
+    subject = _SUBJECTS[rng.randrange(len(_SUBJECTS))]
+    return frame.format(s=subject, v=verdict), "positive" if positive else "negative"
+
+
 _GENERATORS: dict[str, Callable[[random.Random], list[tuple[str, str]]]] = {
+    "sentiment": _drawn(_sentiment),
     "sum": _drawn(_sum),
     "diff": _drawn(_diff),
     "num_to_verbal": _drawn(_num_to_verbal),
@@ -126,6 +159,18 @@ _GENERATORS: dict[str, Callable[[random.Random], list[tuple[str, str]]]] = {
 }
 
 BUILTIN_TASK_NAMES: tuple[str, ...] = tuple(sorted(_GENERATORS))
+
+HUMAN_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "sum": ("Add the two numbers.",),
+    "diff": ("Subtract the second number from the first.",),
+    "num_to_verbal": ("Write the number in English words.",),
+    "word_sorting": ("Sort the words alphabetically.",),
+    "first_word_letter": ("Write the first letter of the word.",),
+    "second_word_letter": ("Write the second letter of the word.",),
+    "letters_list": ("Spell the word letter by letter, separated by spaces.",),
+    "sentiment": ("Classify the sentiment of the sentence as positive or negative.",),
+}
+"""A hand-written instruction per built-in task (the `manual` baseline, and the README's sensitivity check)."""
 
 
 def generate_builtin(name: str) -> list[tuple[str, str]]:

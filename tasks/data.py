@@ -6,7 +6,8 @@ Four sources share one shape, `TaskData`:
   instructions). Field quirks are handled by the keys an example has, following InstructZero/APE:
   {cause, effect} -> input "Sentence 1: .. Sentence 2: .." in a seeded order, answer the cause;
   {items, all_common_concepts} -> input the items joined by ", ", answers the concepts;
-  other_rhymes / possible_translations / possible_outputs -> extra accepted answers after `output`.
+  other_rhymes / possible_translations -> extra accepted answers after `output` (word_in_context's
+  possible_outputs are not accepted, as in the reference).
 - BIG-bench: `<task>/task.json` with `target` (str or list) or `target_scores` (answers: the best options;
   the choices are appended to the input with the task's `choice_prefix` unless `append_choices_to_input` is false,
   as BIG-bench does). Scored by exact match: the tasks' metrics are multiple_choice_grade and exact_str_match.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.builtin_tasks import BUILTIN_TASK_NAMES, generate_builtin
+from tasks.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
 from tasks.errors import TaskDataError
 from tasks.metrics import MetricName, metric_for_task
 
@@ -44,7 +45,10 @@ PREFIXES: dict[str, TaskSource] = {"ii": "instruction-induction", "bigbench": "b
 FILE_SUFFIXES = (".jsonl", ".csv")
 _MAX_DISCOVERY_DEPTH = 6  # the shared root has bigbench tasks 4 levels down
 _BIGBENCH_CHOICE_PREFIX = "\n  choice: "  # BIG-bench's default choice_prefix
-_EXTRA_ANSWER_KEYS = ("other_rhymes", "possible_translations", "possible_outputs")
+_EXTRA_ANSWER_KEYS = ("other_rhymes", "possible_translations")
+"""Extra accepted answers, as the instruction-induction reference loader reads them (rhymes and translations).
+word_in_context's `possible_outputs` (["not the same", "no", "false"]) are *not* accepted: the reference scores
+only `output`, so "no" for "not the same" is wrong there, and here."""
 
 
 @dataclass(frozen=True)
@@ -404,4 +408,5 @@ def _csv_answers(cell: str, where: str) -> tuple[str, ...]:
 
 def _load_builtin(name: str) -> TaskData:
     examples = [Example(f"gen-{i}", x, (y,)) for i, (x, y) in enumerate(generate_builtin(name))]
-    return _task_data(name, "builtin", metric_for_task(name), examples, [], f"tasks/builtin_tasks.py:{name}")
+    return _task_data(name, "builtin", metric_for_task(name), examples, [], f"tasks/builtin_tasks.py:{name}",
+                      human_instructions=HUMAN_INSTRUCTIONS.get(name, ()))

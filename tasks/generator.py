@@ -7,6 +7,10 @@ For every soft prompt z the model sees, as input embeddings,
 and continues greedily; the continuation, cleaned to one line, is the candidate instruction. The default template
 ends with "The instruction was to", so a continuation such as " reverse the word.\\n\\nInput: ..." becomes
 "reverse the word.". All z of one call share the exemplars, so the text part is embedded once and repeated.
+
+A chat-tuned generator (its tokenizer has a chat template, e.g. the packaged SmolLM2-135M-Instruct) is asked in
+its own format instead: the soft tokens open the user turn, which asks for the instruction behind the exemplars,
+and the assistant's answer is pre-filled with "The instruction was to".
 """
 
 from __future__ import annotations
@@ -30,6 +34,55 @@ DEFAULT_TEMPLATE = "{demos}\n\nThe instruction was to"
 instruction and some inputs...") was tried on the packaged Gemma-3 270M: the small base model then mostly echoes
 the preamble ("write the output for every one of the inputs.") for every z, which leaves BO nothing to choose
 from; the bare template gives more varied, more task-related instructions."""
+
+APE_TEMPLATE = (
+    "I gave a friend an instruction and some inputs. The friend read the instruction and wrote an output for "
+    "every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\nThe instruction was to"
+)
+"""APE's induction prompt (Zhou et al. 2023), the wording InstructZero's reference implementation also offers."""
+
+META_PROMPTS: dict[str, str] = {
+    "instructzero": DEFAULT_TEMPLATE,
+    "ape": APE_TEMPLATE,
+    "task": "{demos}\n\nEach output above follows one instruction. The instruction was to",
+    "fewshot": (
+        "Input: apple banana cherry\nOutput: cherry banana apple\n"
+        "The instruction was to reverse the order of the words.\n\n"
+        "Input: 7 5\nOutput: 12\nThe instruction was to add the two numbers.\n\n"
+        "Input: london\nOutput: London\nThe instruction was to capitalize the first letter of the word.\n\n"
+        "{demos}\nThe instruction was to"
+    ),
+}
+"""Named generator prompts (`generator.template` takes a name or a text with `{demos}`); measured against each
+other in benchmarks/README.md ("Generator: soft-prompt strength and meta-prompt")."""
+
+CHAT_META_PROMPT = (
+    "Here are input-output pairs. The same instruction turned every input into its output.\n\n{demos}\n\n"
+    "What was the instruction? Answer with the instruction only, in one sentence."
+)
+"""The user turn for a chat-tuned generator (soft tokens go at the start of the turn); its answer is pre-filled
+with `CHAT_ANSWER_PREFIX` so the continuation is the instruction itself."""
+
+CHAT_ANSWER_PREFIX = "The instruction was to"
+
+_SOFT_MARKER = "\x00soft-tokens\x00"
+
+CLEANING_VERSION = 1
+"""Bumped whenever `clean_instruction` changes what it returns for some text (part of the generation cache key)."""
+
+
+def resolve_template(template: str | None) -> str:
+    """A preset name or a literal template -> the template text (None: the default)."""
+    if template is None:
+        return DEFAULT_TEMPLATE
+    if template in META_PROMPTS:
+        return META_PROMPTS[template]
+    if "{demos}" not in template:
+        raise ConfigError(
+            f"generator template must be one of {', '.join(META_PROMPTS)} or contain '{{demos}}', got {template!r}"
+        )
+    return template
+
 
 DEMO_TEMPLATE = "Input: {input}\nOutput: {output}"
 """One exemplar; exemplars are joined with a blank line."""
@@ -144,7 +197,7 @@ class InstructionGenerator:
         hidden_size: the model's embedding width.
         embedding_stats: statistics of the model's (scaled) token embeddings, used by the projection.
         projection: the fixed `SoftPromptProjection` z (b x d) -> soft tokens (b x n x hidden).
-        template: the text after the soft tokens, with `{demos}` for the exemplars.
+        template: the text after the soft tokens, with `{demos}` for the exemplars (a `META_PROMPTS` name or text).
 
     `stop_at_first_line` (default True) ends each sequence once its first non-empty line is complete, since
     only that line is kept; False always decodes `max_new_tokens` (or to EOS), e.g. for benchmarks.
@@ -160,21 +213,23 @@ class InstructionGenerator:
         projection_seed: int = 0,
         max_new_tokens: int = 48,
         device: str | None = None,
-        template: str = DEFAULT_TEMPLATE,
+        template: str | None = None,
         demo_template: str = DEMO_TEMPLATE,
         stop_at_first_line: bool = True,
+        soft_scale: float = 1.0,
     ) -> None:
-        if "{demos}" not in template:
-            raise ConfigError(f"template must contain '{{demos}}', got {template!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         self.model_id = model
-        self.template = template
         self.demo_template = demo_template
         self.max_new_tokens = max_new_tokens
         self.stop_at_first_line = stop_at_first_line
         self.device = _resolve_device(device)
         self._tokenizer, self._model, path = self._load(model, Path(cache_dir or default_cache_dir()), self.device)
+        # A chat-tuned model (its tokenizer carries a chat template) is asked in its own chat format, soft tokens
+        # at the start of the user turn; a base model continues the template text after BOS + soft tokens.
+        self.chat = bool(getattr(self._tokenizer, "chat_template", None))
+        self.template = resolve_template(template if template is not None or not self.chat else CHAT_META_PROMPT)
         self.model_revision = model_revision(path, commit_hash=getattr(self._model.config, "_commit_hash", None))
         embedding = self._model.get_input_embeddings()
         self._embedding = embedding
@@ -188,6 +243,7 @@ class InstructionGenerator:
             projection_seed,
             embedding_std=self.embedding_stats.std,
             embedding_mean=self.embedding_stats.mean,
+            scale=soft_scale,
         )
 
     @staticmethod
@@ -205,8 +261,43 @@ class InstructionGenerator:
         return tokenizer, lm, path
 
     def prompt_text(self, exemplars: Sequence[ExemplarLike]) -> str:
-        """The text that follows the soft tokens for these exemplars."""
+        """The template filled with these exemplars (for a chat model: the user turn after the soft tokens)."""
         return self.template.replace("{demos}", render_demos(exemplars, self.demo_template))
+
+    def prompt_pieces(self, exemplars: Sequence[ExemplarLike]) -> tuple[str, str]:
+        """The text before and after the soft tokens.
+
+        Base model: ("", template text), BOS being added as a token. Chat model: the chat-formatted conversation
+        up to the start of the user turn, then the user turn, the end of turn and the assistant's pre-filled
+        `CHAT_ANSWER_PREFIX`.
+        """
+        if not self.chat:
+            return "", self.prompt_text(exemplars)
+        rendered = self._tokenizer.apply_chat_template(
+            [{"role": "user", "content": _SOFT_MARKER + self.prompt_text(exemplars)}],
+            add_generation_prompt=True, tokenize=False,
+        )
+        before, after = rendered.split(_SOFT_MARKER, 1)
+        return before, after + CHAT_ANSWER_PREFIX
+
+    def prompt_ids(self, exemplars: Sequence[ExemplarLike]) -> list[int]:
+        """Token ids of the whole prompt without soft tokens (what APE-style sampling continues)."""
+        before, after = self.prompt_pieces(exemplars)
+        bos = [] if self.chat or self._tokenizer.bos_token_id is None else [self._tokenizer.bos_token_id]
+        tok = self._tokenizer
+        return [*bos, *tok(before, add_special_tokens=False).input_ids, *tok(after, add_special_tokens=False).input_ids]
+
+    @torch.inference_mode()
+    def _prompt_embeddings(self, exemplars: Sequence[ExemplarLike]) -> tuple[Tensor, Tensor]:
+        """Embeddings before (BOS, or the chat prefix) and after the soft tokens: (P x hidden), (L x hidden)."""
+        before, after = self.prompt_pieces(exemplars)
+        if not self.chat:
+            return self._text_embeddings(after)
+        tok = self._tokenizer
+        ids_before = tok(before, add_special_tokens=False).input_ids
+        ids_after = tok(after, add_special_tokens=False).input_ids
+        embed = self._embedding(torch.tensor([*ids_before, *ids_after], device=self.device))
+        return embed[: len(ids_before)], embed[len(ids_before) :]
 
     @torch.inference_mode()
     def _text_embeddings(self, text: str) -> tuple[Tensor, Tensor]:
@@ -225,8 +316,8 @@ class InstructionGenerator:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         soft = self.projection(z).to(self.device)  # (b x n x hidden)
-        bos, text = self._text_embeddings(self.prompt_text(exemplars))  # (1 x hidden), (L x hidden)
-        sequences = [torch.cat([bos, s, text]) for s in soft]  # each (1 + n + L) x hidden
+        before, after = self._prompt_embeddings(exemplars)  # (P x hidden), (L x hidden)
+        sequences = [torch.cat([before, s, after]) for s in soft]  # each (P + n + L) x hidden
         outputs: list[str] = []
         for start in range(0, len(sequences), batch_size):
             outputs.extend(self._generate_batch(sequences[start : start + batch_size]))

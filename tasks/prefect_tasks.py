@@ -25,7 +25,7 @@ from tasks.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
 from tasks.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
 from tasks.data import Example, TaskData, load_task
 from tasks.errors import BlackBoxError
-from tasks.generator import InstructionGenerator
+from tasks.generator import CLEANING_VERSION, InstructionGenerator
 from tasks.metrics import MetricName
 from tasks.splits import Splits, make_splits
 
@@ -46,6 +46,7 @@ def load_generator(
     max_new_tokens: int,
     device: str | None,
     template: str | None,
+    soft_scale: float = 1.0,
 ) -> InstructionGenerator:
     """Load the generator once per process (a reload of the packaged model costs seconds)."""
     kwargs: dict[str, Any] = dict(
@@ -55,6 +56,7 @@ def load_generator(
         projection_seed=projection_seed,
         max_new_tokens=max_new_tokens,
         device=device,
+        soft_scale=soft_scale,
     )
     if template is not None:
         kwargs["template"] = template
@@ -74,11 +76,12 @@ class GeneratorSpec:
     device: str | None
     template: str | None
     batch_size: int
+    soft_scale: float = 1.0
 
     def load(self) -> InstructionGenerator:
         return load_generator(
             self.model, self.cache_dir, self.n_soft_tokens, self.intrinsic_dim, self.projection_seed,
-            self.max_new_tokens, self.device, self.template,
+            self.max_new_tokens, self.device, self.template, self.soft_scale,
         )
 
 
@@ -145,12 +148,23 @@ def propose_prompt(state: SurrogateState | None, **settings: Any) -> Proposal:
     return propose_prompts(state, **settings)
 
 
+def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorSpec) -> str:
+    """Everything that changes the instructions written for z: the weights, the projection (its fingerprint
+    covers its version, seed, scale and the embedding statistics), the full prompt text the exemplars fill in,
+    the demo format, decoding settings and the cleaning code's version. The device is left out on purpose:
+    greedy decoding gives the same text on CPU and GPU up to float round-off."""
+    generator = spec.load()
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    exemplars_key = [(e.input, e.answers[0]) for e in exemplars]
+    return "generate-" + _digest(
+        hashlib.sha256(z.tobytes()).hexdigest(), z.shape, generator.model_revision,
+        generator.projection.fingerprint(), generator.template, generator.demo_template,
+        generator.max_new_tokens, generator.stop_at_first_line, CLEANING_VERSION, spec.model, exemplars_key,
+    )
+
+
 def _generation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    spec: GeneratorSpec = parameters["spec"]
-    z = np.ascontiguousarray(parameters["z"], dtype=np.float64)
-    revision = spec.load().model_revision
-    exemplars = [(e.input, e.answers[0]) for e in parameters["exemplars"]]
-    return "generate-" + _digest(hashlib.sha256(z.tobytes()).hexdigest(), z.shape, revision, spec, exemplars)
+    return generation_key(parameters["z"], parameters["exemplars"], parameters["spec"])
 
 
 @task(name="generate-instruction", cache_key_fn=_generation_key, persist_result=True)

@@ -83,9 +83,11 @@ class SoftPromptProjection:
        norm (for N(0, 1/d) entries the squared norm is 1 on average, so this only removes the chi-square spread).
     2. For z ~ U(-1,1)^d (independent coordinates of variance 1/3) every coordinate of u = z @ A has mean 0 and
        variance (1/3) * |A_col|^2 = 1/3 exactly, so sqrt(3) * u has unit variance.
-    3. The soft token is `mean + std * sqrt(3) * u` per coordinate, with `mean` and `std` the per-coordinate
-       mean and std of the model's (scaled) token embeddings. So for z drawn uniformly from the box, soft tokens
-       have the same per-coordinate mean and std as real tokens, and the same overall std.
+    3. The soft token is `mean + scale * std * sqrt(3) * u` per coordinate, with `mean` and `std` the
+       per-coordinate mean and std of the model's (scaled) token embeddings. So with `scale` = 1, for z drawn
+       uniformly from the box, soft tokens have the same per-coordinate mean and std as real tokens, and the same
+       overall std. `scale` is the soft prompt's strength, a setting (`generator.soft_scale`): larger moves the
+       soft tokens further from the mean embedding (more varied, eventually less fluent instructions).
 
     At a corner (|z_j| = 1 for all j) the spread is sqrt(3) times the real one; at z = 0 every soft token is
     the mean embedding. `embedding_std` may be a float (one std for all coordinates) or a (hidden,) tensor;
@@ -100,6 +102,7 @@ class SoftPromptProjection:
         seed: int,
         embedding_std: float | Tensor,
         embedding_mean: Tensor,
+        scale: float = 1.0,
     ) -> None:
         for name, value in (("intrinsic_dim", intrinsic_dim), ("n_tokens", n_tokens), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or value < 1:
@@ -108,6 +111,9 @@ class SoftPromptProjection:
         self.n_tokens = n_tokens
         self.hidden_size = hidden_size
         self.seed = int(seed)
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"soft-prompt scale must be a positive number, got {scale!r}")
+        self.scale = float(scale)
         self.mean = self._as_vector(embedding_mean, "embedding_mean")
         self.std = self._as_vector(embedding_std, "embedding_std")
         if not bool(torch.all(self.std > 0)):
@@ -153,11 +159,13 @@ class SoftPromptProjection:
         """
         zt = self.check_z(z)
         u = (zt @ self.A).view(zt.shape[0], self.n_tokens, self.hidden_size)  # unit-free, var 1/3 per coordinate
-        return self.mean + self.std * math.sqrt(3.0) * u
+        return self.mean + self.scale * self.std * math.sqrt(3.0) * u
 
-    def settings(self) -> dict[str, int | str]:
-        """The settings that, with the embedding statistics, determine the map (stored with the run)."""
-        return {
+    def settings(self) -> dict[str, int | str | float]:
+        """The settings that, with the embedding statistics, determine the map (stored with the run).
+
+        `scale` appears only when it is not 1, so fingerprints of runs made before it existed still match."""
+        settings: dict[str, int | str | float] = {
             "version": PROJECTION_VERSION,
             "intrinsic_dim": self.intrinsic_dim,
             "n_tokens": self.n_tokens,
@@ -165,6 +173,9 @@ class SoftPromptProjection:
             "seed": self.seed,
             "distribution": "normal-unit-columns*sqrt(3)*std+mean",
         }
+        if self.scale != 1.0:
+            settings["scale"] = self.scale
+        return settings
 
     def fingerprint(self) -> str:
         """sha256 over A's bytes, the mean/std vectors and the settings: equal iff the map z -> soft tokens is."""

@@ -82,7 +82,7 @@ def test_invalid_settings_raise_config_error(kw: dict[str, Any]) -> None:
 
 
 def test_request_hash_is_canonical_and_covers_params() -> None:
-    params = {"api": "chat", "temperature": 0.0, "max_tokens": 32, "stop": []}
+    params = {"endpoint": "http://h/v1", "api": "chat", "temperature": 0.0, "max_tokens": 32, "stop": []}
     h = request_hash("m", "p", params)
     assert h == request_hash("m", "p", dict(reversed(list(params.items()))))
     assert len({h, request_hash("m2", "p", params), request_hash("m", "p2", params),
@@ -91,8 +91,28 @@ def test_request_hash_is_canonical_and_covers_params() -> None:
                 request_hash("m", "p", {**params, "stop": ["\n"]})}) == 6
     s = settings("http://127.0.0.1:1/v1/", temperature=0)  # int 0 and 0.0 hash alike; trailing slash dropped
     assert s.base_url == "http://127.0.0.1:1/v1"
-    other = BlackBoxClient(settings("http://x:1/v1", temperature=0.0))
-    assert BlackBoxClient(s).request_hash("p") == other.request_hash("p")
+    assert BlackBoxClient(s).request_hash("p") == BlackBoxClient(settings("http://127.0.0.1:1/v1")).request_hash("p")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(base_url="http://127.0.0.1:2/v1"), dict(endpoint_id="local:llama.cpp:m"), dict(model="other"),
+     dict(api="completions"), dict(temperature=0.7), dict(max_tokens=5), dict(stop=("###",))],
+    ids=lambda c: next(iter(c)),
+)
+def test_every_setting_that_changes_the_answer_changes_the_cache_key(change: dict[str, Any]) -> None:
+    """Two servers answering to one model name, or one server asked differently, never share cached answers."""
+    base = dict(base_url="http://127.0.0.1:1/v1", model="m", api="chat", temperature=0.0, max_tokens=16,
+                stop=("\n",))
+    before = BlackBoxClient(settings(**base)).request_hash("p")
+    assert BlackBoxClient(settings(**{**base, **change})).request_hash("p") != before
+
+
+def test_endpoint_id_replaces_the_url_in_the_key() -> None:
+    """The embedded black box gets a new port every run: its stable id keeps answers cached across runs."""
+    a = BlackBoxClient(settings("http://127.0.0.1:1/v1", endpoint_id="local:transformers:m"))
+    b = BlackBoxClient(settings("http://127.0.0.1:2/v1", endpoint_id="local:transformers:m"))
+    assert a.request_hash("p") == b.request_hash("p")
 
 
 # ----------------------------------------------------------------------------------------- complete_many

@@ -58,11 +58,22 @@ def test_common_concept_joins_items_and_accepts_all_concepts(fixture_data_dir: P
     [
         ("rhymes", ("big", "dig")),
         ("translation_en-de", ("Zeit", "Zeiten")),
-        ("word_in_context", ("not the same", "no")),
+        ("word_in_context", ("not the same",)),
     ],
 )
 def test_extra_answer_fields_follow_the_canonical_output(fixture_data_dir: Path, name: str, answers: tuple) -> None:
     assert load_task(name, fixture_data_dir).examples[0].answers == answers
+
+
+def test_word_in_context_follows_the_reference_metric(fixture_data_dir: Path) -> None:
+    """The reference accepts only `output`: "no" for "not the same" scores 0, the exact phrase scores 1."""
+    from tasks.metrics import score_prediction
+
+    task = load_task("word_in_context", fixture_data_dir)
+    answers = task.examples[0].answers
+    assert score_prediction("no", answers, task.metric) == 0.0
+    assert score_prediction("false", answers, task.metric) == 0.0
+    assert score_prediction("Not the same.", answers, task.metric) == 1.0
 
 
 # ---------------------------------------------------------------------------------------------------- BIG-bench

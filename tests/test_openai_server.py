@@ -190,3 +190,39 @@ def test_transformers_micro_batch_matches_single_requests(gemma_server: ServerHa
         single = [pool.submit(backend.generate, [r]).result()[0] for r in (add, short)]
     assert [o.text for o in batched] == [o.text for o in single]
     assert "\n" not in batched[0].text and batched[1].completion_tokens == 2 and batched[1].finish_reason == "length"
+
+
+# --------------------------------------------------------------------------------- the default chat black box
+@pytest.mark.slow
+def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url: str) -> None:
+    """The default black box: real HTTP, /v1/chat/completions, SmolLM2-135M-Instruct in its own chat template.
+
+    The hand-written sentiment instruction gets the right label; the same input without an instruction does not
+    get a label at all: this model is instruction-sensitive, which is what makes the default run meaningful.
+    """
+    from tasks.builtin_tasks import HUMAN_INSTRUCTIONS
+    from tasks.model_assets import PACKAGED_SMOLLM2
+
+    client = openai.OpenAI(base_url=smollm2_server_url, api_key="not-needed", max_retries=0, timeout=120)
+
+    def ask(instruction: str, text: str) -> Any:
+        return client.chat.completions.create(
+            model=PACKAGED_SMOLLM2, max_tokens=16, stop=["\n"], temperature=0,
+            messages=[{"role": "user", "content": render_zero_shot(instruction, text)}],
+        )
+
+    instruction = HUMAN_INSTRUCTIONS["sentiment"][0]
+    assert ask(instruction, "The movie was wonderful.").choices[0].message.content.strip().lower() == "positive"
+    bare = ask("", "The movie was wonderful.")
+    assert "positive" not in bare.choices[0].message.content.lower()
+    # The server applied the model's own chat template (system turn + user turn + assistant header), so the
+    # prompt it counted is longer than the user message alone.
+    from transformers import AutoTokenizer
+
+    from tasks.model_assets import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(PACKAGED_SMOLLM2)))
+    message = render_zero_shot("", "The movie was wonderful.")
+    templated = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+    templated = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
+    assert bare.usage.prompt_tokens == len(templated) > len(tok(message)["input_ids"])

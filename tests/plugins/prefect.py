@@ -129,7 +129,8 @@ _INTEGRITY_CHECKS = {
     "example score without evaluation": "SELECT x.id FROM example_scores x LEFT JOIN evaluations e "
                                         "ON e.id = x.evaluation_id WHERE e.id IS NULL",
     "orphaned instruction": "SELECT i.id FROM instructions i LEFT JOIN candidates c ON c.instruction_id = i.id "
-                            "WHERE c.id IS NULL",
+                            "LEFT JOIN evaluations e ON e.instruction_id = i.id "
+                            "WHERE c.id IS NULL AND e.id IS NULL",  # baselines have a test evaluation only
     "candidate or evaluation of an unknown run": "SELECT c.run_id FROM candidates c LEFT JOIN runs r "
                                                  "ON r.id = c.run_id WHERE r.id IS NULL UNION ALL "
                                                  "SELECT e.run_id FROM evaluations e LEFT JOIN runs r "

@@ -4,6 +4,8 @@
   model id "rule-based", no faults. Tests that inject faults or count requests start their own with `make_server`.
 * `gemma_server` / `gemma_server_url` (session): the transformers backend serving the packaged Gemma-3 270M, model id
   "gemma3-270m"; the model is loaded once per session.
+* `smollm2_server` / `smollm2_server_url` (session): the transformers backend serving the packaged chat model
+  SmolLM2-135M-Instruct (the default black box) with its own chat template, model id "smollm2-135m-instruct".
 * `make_server`: factory `make_server(backend="rule", **kwargs) -> ServerHandle`; every server it starts is stopped
   after the test.
 """
@@ -41,6 +43,21 @@ def gemma_server() -> Iterator[ServerHandle]:
 @pytest.fixture(scope="session")
 def gemma_server_url(gemma_server: ServerHandle) -> str:
     return gemma_server.base_url
+
+
+@pytest.fixture(scope="session")
+def smollm2_server() -> Iterator[ServerHandle]:
+    from tasks.model_assets import PACKAGED_SMOLLM2
+
+    handle = start_server_in_thread("transformers", model=PACKAGED_SMOLLM2, model_name=PACKAGED_SMOLLM2,
+                                    torch_threads=1, max_batch=4, startup_timeout_s=300)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_server_url(smollm2_server: ServerHandle) -> str:
+    return smollm2_server.base_url
 
 
 @pytest.fixture

