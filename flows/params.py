@@ -86,7 +86,10 @@ class BOSettings(BaseModel):
     n_init: int = Field(4, ge=2, le=1000)  # Sobol soft prompts of iteration 0
     iterations: int = Field(3, ge=0, le=1000)  # BO iterations after the initial design
     batch_size: int = Field(2, ge=1, le=64)  # soft prompts proposed per BO iteration
-    kernel: Literal["coupled", "matern"] = "coupled"  # instruction-coupled kernel, or plain Matern (ablation)
+    # instruction-coupled kernel (the paper's), the same plus latent_weight of its latent Matern (keeps prior
+    # variance far from the data, so EI keeps exploring), or plain Matern (ablation)
+    kernel: Literal["coupled", "coupled+matern", "matern"] = "coupled"
+    latent_weight: float = Field(0.25, gt=0.0, lt=1.0)  # "coupled+matern": prior variance share kept far away
     similarity: Literal["scores", "embedding"] = "scores"  # K_S from dev score vectors or MiniLM embeddings
     acquisition: Literal["logei", "ei"] = "logei"
     optimizer: Literal["optimize_acqf", "cmaes"] = "optimize_acqf"
@@ -111,7 +114,7 @@ class RunConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _check_dims(self) -> RunConfig:
-        if self.bo.kernel == "coupled" and self.bo.n_init < 2:
+        if self.bo.kernel != "matern" and self.bo.n_init < 2:
             raise ValueError("bo.n_init must be >= 2 for the coupled kernel")
         return self
 

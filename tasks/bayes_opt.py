@@ -67,23 +67,27 @@ def gp_update(
     history: Sequence[CandidateRecord],
     dev_ids: Sequence[str],
     *,
-    kernel: Literal["coupled", "matern"],
+    kernel: Literal["coupled", "coupled+matern", "matern"],
     similarity: Literal["scores", "embedding"],
     seed: int,
+    latent_weight: float = 0.25,
 ) -> SurrogateState:
-    """Fit the surrogate on every evaluated candidate (the paper's instruction-coupled kernel by default)."""
+    """Fit the surrogate on every evaluated candidate (the paper's instruction-coupled kernel by default).
+
+    `latent_weight` is the share of prior variance the "coupled+matern" kernel keeps far from the data.
+    """
     from tasks.similarity import embedding_similarity, instruction_similarity
-    from tasks.surrogate import fit_surrogate
+    from tasks.surrogate import COUPLED_KERNELS, fit_surrogate
 
     X, y, S = history_arrays(history, dev_ids)
     K_S = None
-    if kernel == "coupled":
+    if kernel in COUPLED_KERNELS:
         if similarity == "scores":
             K_S = instruction_similarity(S)
         else:
             texts = [c.instruction for c in history if c.z is not None and c.dev_score is not None]
             K_S = embedding_similarity(texts)
-    model = fit_surrogate(X, y, kernel=kernel, similarity=K_S, seed=seed)
+    model = fit_surrogate(X, y, kernel=kernel, similarity=K_S, seed=seed, latent_weight=latent_weight)
     return SurrogateState(model=model, X=X, best_f=float(y.max()))
 
 
