@@ -37,6 +37,9 @@ OptimizerName = Literal["optimize_acqf", "cmaes"]
 BOX_LOWER = -1.0
 BOX_UPPER = 1.0
 
+# Noise variance (in the model's standardised outcome units) of the Kriging-believer fantasies of `_propose_cmaes`.
+_FANTASY_NOISE = 1e-6
+
 
 def sobol_design(n: int, d: int, seed: int) -> Tensor:
     """Scrambled Sobol points in the searched box.
@@ -273,10 +276,15 @@ def _propose_cmaes(
         )
         pick = torch.from_numpy(best_x).to(torch.float64).unsqueeze(0)
         picks.append(pick)
-        if i + 1 < batch_size:  # Kriging believer: condition on the posterior mean at the pick
+        if i + 1 < batch_size:  # Kriging believer: condition on the posterior mean at the pick, believed exactly
             with torch.no_grad():
                 mean = current.posterior(pick).mean.detach()  # (1 x 1)
-            current = current.condition_on_observations(X=pick, Y=mean)
+            # Noise-free fantasy: with the fitted observation noise the coupled kernel's posterior sd at the pick
+            # barely drops (0.098 -> 0.092 on a 25-point toy fit), so every pick of a batch landed within ~0.01 of
+            # the first; believed exactly (standardised noise variance 1e-6) it drops to ~0.002 there.
+            current = current.condition_on_observations(
+                X=pick, Y=mean, noise=torch.full_like(mean, _FANTASY_NOISE)
+            )
             incumbent = max(incumbent, float(mean))
     return torch.cat(picks, dim=0)
 
