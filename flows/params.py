@@ -95,6 +95,9 @@ class BOSettings(BaseModel):
     # cmaes: CMA-ES on analytic LogEI, batch by noise-free Kriging believer (every pick an acquisition optimum:
     # LogEI within ~0.3 of the first pick; sequential optimize_acqf left picks 2-4 at -5 to -11000)
     optimizer: Literal["optimize_acqf", "cmaes"] = "cmaes"
+    # proposal rounds per batch: slots whose soft prompt decodes to an already scored instruction are proposed
+    # again (their known score conditions the GP), so b soft prompts yield b new instructions where possible
+    propose_attempts: int = Field(3, ge=1, le=20)
     num_restarts: int = Field(5, ge=1, le=100)
     raw_samples: int = Field(128, ge=8, le=100_000)
 
