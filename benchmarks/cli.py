@@ -1,6 +1,6 @@
 """`instructzero bench`: quality against baselines and pipeline speed, one command, report + plots + store rows.
 
-    instructzero bench --tasks sum,word_sorting --seeds 0,1 [--budget N] [--methods ...]
+    instructzero bench [--preset default|cpu|paper] --tasks sum,word_sorting --seeds 0,1 [--budget N] [--methods ...]
                        [--black-box-url URL --black-box-model M | --endpoint auto|llama.cpp|transformers|echo]
                        [--store URL] [--out DIR] [--quality] [--speed]
 
@@ -21,6 +21,21 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USER_ERROR = 2
+
+# Quality-benchmark shapes. Explicit flags override the preset's values. Black-box calls per method-run (before
+# the store's shared response cache): flow methods and APE budget * n_dev + n_test; manual H * n_dev + n_test
+# (H human instructions of the task); empty n_dev + n_test. See benchmarks/README.md for the totals.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the historical defaults: a quick look, cannot rank methods
+    "default": dict(budget=8, init=4, batch=2, n_dev=10, n_test=30, n_exemplars=5, n_soft_tokens=5,
+                    intrinsic_dim=10),
+    # fits a 2-core CPU: 40 dev evaluations per method-run (10 Sobol + 6 iterations x 5)
+    "cpu": dict(budget=40, init=10, batch=5, n_dev=10, n_test=50, n_exemplars=5, n_soft_tokens=5, intrinsic_dim=10),
+    # InstructZero's setting (Chen et al. 2023): 25 Sobol + 5 iterations x 25 = 150 evaluations, 20 dev,
+    # up to 100 test examples, 5 exemplars, 5 soft tokens, d = 10
+    "paper": dict(budget=150, init=25, batch=25, n_dev=20, n_test=100, n_exemplars=5, n_soft_tokens=5,
+                  intrinsic_dim=10),
+}
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -49,16 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", action="store_true", help="run the quality benchmark")
     p.add_argument("--speed", action="store_true", help="run the speed and cost benchmark")
     q = p.add_argument_group("quality")
+    q.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="benchmark shape: default (budget 8), cpu (budget 40, fits 2 cores), paper (25 Sobol + "
+                        "5 x 25, dev 20, test 100); explicit flags below override it")
     q.add_argument("--tasks", type=_csv, default=("sum", "word_sorting"), help="comma-separated task names")
     q.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
-    q.add_argument("--budget", type=int, default=8, help="instructions evaluated on dev per method (default 8)")
+    q.add_argument("--budget", type=int, help="instructions evaluated on dev per method (preset default: 8)")
     q.add_argument("--methods", type=_csv, default=METHODS, help=f"subset of {','.join(METHODS)}")
     q.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ (manual baseline)")
-    q.add_argument("--n-exemplars", type=int, default=5)
-    q.add_argument("--n-dev", type=int, default=10)
-    q.add_argument("--n-test", type=int, default=30)
-    q.add_argument("--init", type=int, default=4, help="Sobol soft prompts of the flow's initial design")
-    q.add_argument("--batch", type=int, default=2, help="soft prompts per BO iteration")
+    q.add_argument("--n-exemplars", type=int)
+    q.add_argument("--n-dev", type=int)
+    q.add_argument("--n-test", type=int)
+    q.add_argument("--n-soft-tokens", type=int)
+    q.add_argument("--intrinsic-dim", type=int, help="dimension d of the searched soft prompt")
+    q.add_argument("--init", type=int, help="Sobol soft prompts of the flow's initial design")
+    q.add_argument("--batch", type=int, help="soft prompts per BO iteration")
     q.add_argument("--max-new-tokens", type=int, default=32, help="generator tokens per instruction")
     q.add_argument("--generator", help="generator model (default: the packaged Gemma-3 270M)")
     q.add_argument("--num-restarts", type=int, default=5)
@@ -91,6 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sqlite:///instructzero.db)")
     o.add_argument("--out", help="report folder (default benchmarks/results/<timestamp>/)")
     return p
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every quality option the user did not give from `PRESETS[args.preset]` (in place)."""
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def bench_cost(preset: str, *, n_tasks: int, n_seeds: int, flow_and_ape_methods: int = 5,
+               human_instructions: int = 5) -> dict[str, int]:
+    """Black-box calls a preset needs (before the store's shared response cache), per method-run and in total."""
+    s = PRESETS[preset]
+    per_run = s["budget"] * s["n_dev"] + s["n_test"]
+    manual = human_instructions * s["n_dev"] + s["n_test"]
+    empty = s["n_dev"] + s["n_test"]
+    runs = n_tasks * n_seeds
+    return {"per_method_run": per_run, "manual_run": manual, "empty_run": empty,
+            "total": runs * (flow_and_ape_methods * per_run + manual + empty)}
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -133,11 +173,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / stamp
     store_url = _store_url(args)
+    apply_preset(args)
     if args.budget < 2:
         raise ConfigError(f"--budget must be >= 2, got {args.budget}")
     if not args.tasks or not args.seeds:
         raise ConfigError("--tasks and --seeds must each name at least one value")
-    header: dict[str, Any] = {"command": "instructzero bench " + " ".join(argv),
+    header: dict[str, Any] = {"command": "instructzero bench " + " ".join(argv), "preset": args.preset,
                               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "store": store_url}
     try:
         import torch
@@ -153,6 +194,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             tasks=tuple(args.tasks), seeds=tuple(args.seeds), budget=args.budget, methods=tuple(args.methods),
             store_url=store_url, data_dir=Path(args.data_dir) if args.data_dir else None,
             n_exemplars=args.n_exemplars, n_dev=args.n_dev, n_test=args.n_test, n_init=args.init,
+            n_soft_tokens=args.n_soft_tokens, intrinsic_dim=args.intrinsic_dim,
             batch_size=args.batch, max_new_tokens=args.max_new_tokens, generator=args.generator,
             num_restarts=args.num_restarts, raw_samples=args.raw_samples, suite=args.suite,
             max_tokens=args.max_tokens, concurrency=args.concurrency,

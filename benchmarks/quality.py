@@ -4,6 +4,7 @@ Methods (each one run per task and seed, each an ordinary run in the store named
 ``bench-<suite>-<task>-<method>-s<seed>``):
 
 * ``instructzero``        the flow with the instruction-coupled kernel (the paper's method)
+* ``instructzero-explore`` the flow with the exploring kernel ``coupled+matern`` (coupled + a share of latent Matern)
 * ``instructzero-matern`` the flow with a plain Matern kernel on z (ablation of the coupled kernel)
 * ``uniform``             the flow with ``bo.strategy="uniform"``: as many random soft prompts, no BO
 * ``ape``                 APE-style: the generator samples instructions from the exemplars, no soft prompt
@@ -28,9 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-METHODS: tuple[str, ...] = ("instructzero", "instructzero-matern", "uniform", "ape", "manual", "empty")
+METHODS: tuple[str, ...] = (
+    "instructzero", "instructzero-explore", "instructzero-matern", "uniform", "ape", "manual", "empty",
+)
 FLOW_METHODS: dict[str, dict[str, str]] = {
     "instructzero": {"strategy": "bo", "kernel": "coupled"},
+    "instructzero-explore": {"strategy": "bo", "kernel": "coupled+matern"},
     "instructzero-matern": {"strategy": "bo", "kernel": "matern"},
     "uniform": {"strategy": "uniform", "kernel": "coupled"},
 }
@@ -54,6 +58,8 @@ class QualitySettings:
     n_exemplars: int = 5
     n_dev: int = 10
     n_test: int = 30
+    n_soft_tokens: int = 5  # soft tokens prepended by the generator
+    intrinsic_dim: int = 10  # d of the searched soft prompt z
     n_init: int = 4  # Sobol soft prompts of the flow's initial design (before fitting the budget)
     batch_size: int = 2  # soft prompts per BO iteration
     max_new_tokens: int = 32  # generator tokens per instruction
@@ -92,6 +98,9 @@ class MethodRun:
     paid_tokens: int = 0
     wall_s: float = 0.0
     curve: tuple[float, ...] = ()  # best dev score so far after each evaluated instruction
+    curve_calls: tuple[int, ...] = ()  # dev black-box calls spent up to each evaluated instruction (a repeated
+    #                                    instruction costs none: the run scores it once)
+    test_examples: tuple[tuple[str, float], ...] = ()  # (example id, score) of the best instruction on test
 
 
 @dataclass
@@ -127,7 +136,8 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
 
     n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
     variant = FLOW_METHODS.get(method, {"strategy": "bo", "kernel": "coupled"})
-    generator: dict[str, Any] = {"max_new_tokens": s.max_new_tokens}
+    generator: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "n_soft_tokens": s.n_soft_tokens,
+                                 "intrinsic_dim": s.intrinsic_dim}
     if s.generator:
         generator["model"] = s.generator
     return build_config(
@@ -202,33 +212,43 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
 
 
 def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
-              examples: dict[str, Any], settings: Any, template: str, model_name: str) -> MethodRun:
+              examples: dict[str, Any], settings: Any, template: str, model_name: str,
+              reused: bool = False) -> MethodRun:
     from tasks.selection import best_candidate
 
     candidates = store.load_candidates(run_id)
     scored = [c for c in candidates if c.dev_score is not None]
     best = best_candidate(scored)
-    curve, top = [], float("-inf")
+    curve, curve_calls, top, calls, seen = [], [], float("-inf"), 0, set()
     for c in scored:
         top = max(top, float(c.dev_score))
+        if c.instruction not in seen:
+            seen.add(c.instruction)
+            calls += len(c.dev_example_scores)
         curve.append(top)
+        curve_calls.append(calls)
     cost = run_cost(store, run_id, examples, settings, template, model_name)
     test = best.test_score
+    tests = [e for e in store.load_evaluations(run_id, "test") if e.instruction == best.instruction]
     if test is None:  # the flow records the test score on the best candidate; look it up by instruction
-        tests = [e for e in store.load_evaluations(run_id, "test") if e.instruction == best.instruction]
         test = tests[-1].mean_score if tests else None
+    test_examples = tuple((ex.example_id, float(ex.score)) for ex in tests[-1].examples) if tests else ()
+    if reused:  # a completed run read back from the store: report the wall time it took when it ran
+        stored = store.load_metrics(run_id, "bench.wall_s")
+        wall_s = stored[0].value if stored else wall_s
     run = MethodRun(task=task, method=method, seed=seed, run_name=name, run_id=run_id, status="completed",
                     best_instruction=best.instruction, dev_score=float(best.dev_score),
                     test_score=None if test is None else float(test), n_candidates=len(scored), wall_s=wall_s,
-                    curve=tuple(curve), **cost)
+                    curve=tuple(curve), curve_calls=tuple(curve_calls), test_examples=test_examples, **cost)
     for key, value in (("bench.test_accuracy", run.test_score), ("bench.best_dev", run.dev_score),
                        ("bench.calls", run.calls), ("bench.paid_calls", run.paid_calls),
                        ("bench.tokens", run.tokens), ("bench.paid_tokens", run.paid_tokens),
                        ("bench.wall_s", wall_s)):
         if value is not None:
             store.record_metric(run_id, key, 0, float(value))
-    for step, value in enumerate(curve, start=1):
+    for step, (value, spent) in enumerate(zip(curve, curve_calls), start=1):
         store.record_metric(run_id, "bench.best_dev_so_far", step, value)
+        store.record_metric(run_id, "bench.dev_calls_so_far", step, float(spent))
     return run
 
 
@@ -266,6 +286,8 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                     continue
                 log(f"[quality] {data.name} seed {seed}: {method} ({name})")
                 t0 = time.perf_counter()
+                before = store.find_run_by_name(name)
+                reused = before is not None and before.status == "completed"
                 try:
                     if method in FLOW_METHODS:
                         run_id = _run_flow_method(config)
@@ -294,7 +316,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                     wall = time.perf_counter() - t0
                     run = _read_run(store, task=data.name, method=method, seed=seed, name=name, run_id=run_id,
                                     wall_s=wall, examples=examples, settings=settings, template=template,
-                                    model_name=config.black_box.model)
+                                    model_name=config.black_box.model, reused=reused)
                     log(f"[quality]   dev {run.dev_score:.3f} test {run.test_score} calls {run.calls} "
                         f"({wall:.1f}s) best {run.best_instruction!r}")
                 except KeyboardInterrupt:

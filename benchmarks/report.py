@@ -9,8 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.quality import QualityResult, summarize
+from benchmarks.quality import MethodRun, QualityResult, summarize
 from benchmarks.speed import SpeedResult, gp_series
+from tasks.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+
+REFERENCE = "instructzero"  # the method the paired comparisons are about
+PAIRED_AGAINST = ("uniform", "ape", "empty")
+ALPHA = 0.05
 
 
 def _plt():  # noqa: ANN202
@@ -82,36 +87,168 @@ def quality_tables(q: QualityResult) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------------------------ statistics
+def _completed(q: QualityResult, task: str, method: str) -> list[MethodRun]:
+    return [r for r in q.runs if r.task == task and r.method == method and r.status == "completed"]
+
+
+def _pooled_test(runs: list[MethodRun]) -> dict[tuple[int, str], float]:
+    """(seed, test example id) -> score of the run's best instruction, pooled over seeds."""
+    return {(r.seed, ex_id): score for r in runs for ex_id, score in r.test_examples}
+
+
+def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, Any]:
+    """Per task and method: mean test accuracy over the pooled test examples of all seeds with a 95% percentile
+    bootstrap interval; per task: paired differences of `REFERENCE` vs each of `PAIRED_AGAINST` over the test
+    examples both scored (same seed, same example), pooled over seeds (paired bootstrap p and, for 0/1 scores,
+    exact McNemar p), with per-seed win/tie/loss of the test accuracies; over tasks: win/tie/loss by mean
+    difference, and how many differences are significant at `ALPHA` (paired bootstrap)."""
+    methods = list(q.settings["methods"])
+    tasks = list(dict.fromkeys(r.task for r in q.runs))
+    accuracy: dict[str, dict[str, Any]] = {}
+    paired: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        accuracy[task] = {}
+        for m in methods:
+            pooled = _pooled_test(_completed(q, task, m))
+            if not pooled:
+                continue
+            scores = list(pooled.values())
+            low, high = bootstrap_ci(scores, n_boot=n_boot)
+            accuracy[task][m] = {"mean": statistics.fmean(scores), "low": low, "high": high, "n": len(scores)}
+        paired[task] = {}
+        ref_runs = _completed(q, task, REFERENCE)
+        ref = _pooled_test(ref_runs)
+        for other in PAIRED_AGAINST:
+            if other not in methods or not ref:
+                continue
+            other_runs = _completed(q, task, other)
+            theirs = _pooled_test(other_runs)
+            keys = sorted(set(ref) & set(theirs))
+            if not keys:
+                continue
+            a, b = [ref[k] for k in keys], [theirs[k] for k in keys]
+            diff, low, high, p_boot = paired_bootstrap(a, b, n_boot=n_boot)
+            binary = all(v in (0.0, 1.0) for v in a + b)
+            by_seed = {r.seed: r.test_score for r in other_runs if r.test_score is not None}
+            seeds = [(r.test_score, by_seed[r.seed]) for r in ref_runs if r.seed in by_seed and r.test_score is not None]
+            paired[task][other] = {
+                "diff": diff, "low": low, "high": high, "p_bootstrap": p_boot,
+                "p_mcnemar": mcnemar_exact(a, b) if binary else None, "n": len(keys),
+                "seed_wins": sum(x > y for x, y in seeds), "seed_ties": sum(x == y for x, y in seeds),
+                "seed_losses": sum(x < y for x, y in seeds),
+            }
+    overall = {}
+    for other in PAIRED_AGAINST:
+        cells = [paired[t][other] for t in tasks if other in paired[t]]
+        if cells:
+            overall[other] = {
+                "tasks": len(cells), "wins": sum(c["diff"] > 0 for c in cells),
+                "ties": sum(c["diff"] == 0 for c in cells), "losses": sum(c["diff"] < 0 for c in cells),
+                "significant_wins": sum(c["diff"] > 0 and c["p_bootstrap"] < ALPHA for c in cells),
+                "significant_losses": sum(c["diff"] < 0 and c["p_bootstrap"] < ALPHA for c in cells),
+                "mean_diff": statistics.fmean(c["diff"] for c in cells),
+            }
+    cost = {}
+    for m in methods:
+        rows = [r for r in q.runs if r.method == m and r.status == "completed"]
+        if rows:
+            cost[m] = {"runs": len(rows), "wall_s": statistics.fmean(r.wall_s for r in rows),
+                       "calls": statistics.fmean(r.calls for r in rows),
+                       "paid_calls": statistics.fmean(r.paid_calls for r in rows),
+                       "dev_evaluations": statistics.fmean(r.n_candidates for r in rows)}
+    return {"reference": REFERENCE, "alpha": ALPHA, "n_boot": n_boot, "accuracy": accuracy, "paired": paired,
+            "paired_overall": overall, "cost": cost}
+
+
+def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
+    acc = stats["accuracy"]
+    tasks = list(acc)
+    out = ["Test accuracy over the pooled test examples of all seeds, with a 95% percentile bootstrap interval "
+           f"({stats['n_boot']} resamples; `tasks/statistics.py`).", "",
+           "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for task in tasks:
+        out.append(f"| {task} | " + " | ".join(
+            f"{acc[task][m]['mean']:.3f} [{acc[task][m]['low']:.3f}, {acc[task][m]['high']:.3f}]"
+            if m in acc[task] else "n/a" for m in methods) + " |")
+    ref = stats["reference"]
+    out += ["", f"Paired differences {ref} − baseline over the test examples both scored (same seed and example), "
+            "pooled over seeds: mean difference [95% paired bootstrap interval], two-sided p (paired bootstrap; "
+            "exact McNemar for 0/1 scores), and per-seed win/tie/loss of the test accuracies.", "",
+            "| task | vs | diff [95% CI] | p (bootstrap) | p (McNemar) | seeds W/T/L |", "|---|---|---:|---:|---:|---:|"]
+    for task in tasks:
+        for other, c in stats["paired"][task].items():
+            mc = "–" if c["p_mcnemar"] is None else f"{c['p_mcnemar']:.3g}"
+            out.append(f"| {task} | {other} | {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
+                       f"{c['p_bootstrap']:.3g} | {mc} | {c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |")
+    if stats["paired_overall"]:
+        out += ["", f"Over tasks ({ref} vs each baseline; significant: paired bootstrap p < {stats['alpha']}):", "",
+                "| vs | tasks | W/T/L | significant W/L | mean diff |", "|---|---:|---:|---:|---:|"]
+        for other, c in stats["paired_overall"].items():
+            out.append(f"| {other} | {c['tasks']} | {c['wins']}/{c['ties']}/{c['losses']} | "
+                       f"{c['significant_wins']}/{c['significant_losses']} | {c['mean_diff']:+.3f} |")
+    out += ["", "Wall time and black-box calls per method-run (mean over tasks and seeds; *paid*: not answered by "
+            "the store's shared response cache; a run reused from the store reports the wall time it took then).",
+            "", "| method | runs | dev evaluations | calls | paid calls | wall s |", "|---|---:|---:|---:|---:|---:|"]
+    for m, c in stats["cost"].items():
+        out.append(f"| {m} | {c['runs']} | {c['dev_evaluations']:.0f} | {c['calls']:.0f} | {c['paid_calls']:.0f} | "
+                   f"{c['wall_s']:.1f} |")
+    return "\n".join(out + [""])
+
+
+def _band(ax: Any, x: Any, ys: Any, label: str) -> None:
+    import numpy as np
+
+    ys = np.asarray(ys, dtype=float)
+    mean, sd = ys.mean(0), ys.std(0)
+    (line,) = ax.plot(x, mean, label=label, linewidth=1.5)
+    if len(ys) > 1:
+        ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.15, linewidth=0)
+
+
 def plot_curves(q: QualityResult, out_dir: Path) -> list[Path]:
-    """One PNG per task: best dev score so far vs number of evaluated instructions (mean over seeds)."""
+    """One PNG per task: best dev score so far vs evaluated instructions and vs dev black-box calls, mean over
+    seeds with a +-1 sd band across seeds (calls: each seed's step curve read on a common grid)."""
+    import numpy as np
+
     plt = _plt()
-    from matplotlib.ticker import MaxNLocator
 
     paths = []
     methods = list(q.settings["methods"])
-    budget = int(q.settings["budget"])
     for task in dict.fromkeys(r.task for r in q.runs):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in methods:
-            runs = [r for r in q.runs if r.task == task and r.method == m and r.status == "completed" and r.curve]
+        fig, (ax, ax_calls) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        runs_by = {m: [r for r in _completed(q, task, m) if r.curve] for m in methods}
+        max_calls = max((r.curve_calls[-1] for rs in runs_by.values() for r in rs if r.curve_calls), default=1)
+        grid = np.linspace(0, max(max_calls, 1), 200)
+        for m, runs in runs_by.items():
             if not runs:
                 continue
             if m in ("manual", "empty"):  # fixed candidates: their best dev score as a level
                 level = statistics.fmean(r.curve[-1] for r in runs)
-                ax.axhline(level, linestyle="--", linewidth=1, label=f"{m} (best of {len(runs[0].curve)})",
-                           color="grey" if m == "empty" else "black")
+                for a in (ax, ax_calls):
+                    a.axhline(level, linestyle="--", linewidth=1, label=f"{m} (best of {len(runs[0].curve)})",
+                              color="grey" if m == "empty" else "black")
                 continue
             length = min(len(r.curve) for r in runs)
-            ys = [statistics.fmean(r.curve[k] for r in runs) for k in range(length)]
-            ax.plot(range(1, length + 1), ys, marker="o", markersize=3, label=m)
+            _band(ax, np.arange(1, length + 1), [r.curve[:length] for r in runs], m)
+            if all(r.curve_calls for r in runs):
+                ys = []
+                for r in runs:  # best dev after spending x calls (NaN before the first evaluation)
+                    idx = np.searchsorted(np.asarray(r.curve_calls), grid, side="right") - 1
+                    ys.append(np.where(idx >= 0, np.asarray(r.curve)[np.clip(idx, 0, None)], np.nan))
+                ys_arr = np.asarray(ys)
+                keep = ~np.isnan(ys_arr).any(0)
+                _band(ax_calls, grid[keep], ys_arr[:, keep], m)
+        n_seeds = len(q.settings["seeds"])
         ax.set_xlabel("instructions evaluated on dev")
         ax.set_ylabel("best dev accuracy so far")
-        ax.set_title(f"{task}: best dev vs evaluations (mean over {len(q.settings['seeds'])} seed(s))")
-        ax.set_xlim(0.5, max(budget, 1) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{task}: vs evaluations (mean ± sd, {n_seeds} seed(s))", fontsize=10)
+        ax_calls.set_xlabel("dev black-box calls (a repeated instruction costs none)")
+        ax_calls.set_title(f"{task}: vs black-box calls", fontsize=10)
+        for a in (ax, ax_calls):
+            a.set_ylim(-0.02, 1.02)
+            a.grid(alpha=0.3)
+        ax_calls.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / f"curve_{_file_slug(task)}.png"
         fig.savefig(path, dpi=110)
@@ -217,13 +354,16 @@ def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResul
                f"`{s['black_box_model']}` ({quality.endpoint}); store `{s['store_url']}`; "
                f"wall time {quality.wall_s / 60:.1f} min.", "",
                quality_tables(quality)]
+        stats = quality_statistics(quality)
+        md += ["### Statistics", "", statistics_tables(stats, list(s["methods"]))]
         for path in plot_curves(quality, out_dir):
             md += [f"![{path.stem}]({path.name})", ""]
         methods = list(s["methods"])
         tasks = list(dict.fromkeys(r.task for r in quality.runs))
         results["quality"] = {
             "settings": s, "suite": quality.suite, "endpoint": quality.endpoint, "wall_s": quality.wall_s,
-            "summary": summarize(quality.runs, methods, tasks), "runs": [asdict(r) for r in quality.runs],
+            "summary": summarize(quality.runs, methods, tasks), "statistics": stats,
+            "runs": [asdict(r) for r in quality.runs],
         }
     if speed is not None:
         md += ["## Speed and cost", "", f"Wall time {speed.wall_s / 60:.1f} min.", "", speed_tables(speed)]

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-exemplars", type=int)
     run.add_argument("--n-dev", type=int)
     run.add_argument("--n-test", type=int)
-    run.add_argument("--kernel", choices=["coupled", "matern"])
+    run.add_argument("--kernel", choices=["coupled", "coupled+matern", "matern"])
     run.add_argument("--similarity", choices=["scores", "embedding"])
     run.add_argument("--acquisition", choices=["logei", "ei"])
     run.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"])

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from flows.params import BlackBoxConfig, RunConfig, package_versions
 from storage.entities import RunRecord
+from tasks.bayes_opt import propose_distinct
 from tasks.comparison import (
     FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
@@ -161,26 +162,37 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         )
         state = None
         if history and bo.strategy == "bo":
-            state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed)
+            state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+                                   latent_weight=bo.latent_weight)
         for iteration in range(bo.iterations + 1):
             if iteration in done:
                 continue
-            proposal = propose_prompt(
-                state, iteration=iteration, n_init=bo.n_init, batch_size=bo.batch_size,
-                dim=config.generator.intrinsic_dim, seed=config.seed, acquisition=bo.acquisition,
-                optimizer=bo.optimizer, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples,
-                strategy=bo.strategy,
+            # Slots whose soft prompt decodes to an already scored instruction are proposed again (up to
+            # bo.propose_attempts rounds), so a batch of b soft prompts yields b new instructions where possible.
+            distinct = propose_distinct(
+                lambda n, attempt, known, pending, tried: propose_prompt(
+                    state, iteration=iteration, n_init=bo.n_init, batch_size=n,
+                    dim=config.generator.intrinsic_dim, seed=config.seed, acquisition=bo.acquisition,
+                    optimizer=bo.optimizer, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples,
+                    strategy=bo.strategy, attempt=attempt, known=known, pending=pending, exclude=tried,
+                ),
+                lambda z: generate_instruction(z, splits.exemplars, spec),
+                {c.instruction: float(c.dev_score or 0.0) for c in history},
+                batch_size=bo.batch_size if iteration else bo.n_init, max_attempts=bo.propose_attempts,
             )
-            instructions = generate_instruction(proposal.z, splits.exemplars, spec)
+            proposal, instructions = distinct.proposal, distinct.instructions
             evaluations = evaluate_batch(
                 instructions, splits.dev, metric, config.black_box.template, settings, config.store_url, run.id
             )
             history = record_iteration(
                 config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
             )
+            store.record_metric(run.id, "bo.unique_instructions", iteration, float(distinct.unique_new))
+            store.record_metric(run.id, "bo.rejected_proposals", iteration, float(distinct.rejected))
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
-                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed
+                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+                    latent_weight=bo.latent_weight,
                 )
             bar.update(1)
             update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)

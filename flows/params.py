@@ -112,10 +112,18 @@ class BOSettings(BaseModel):
     n_init: int = Field(4, ge=2, le=1000)  # Sobol soft prompts of iteration 0
     iterations: int = Field(3, ge=0, le=1000)  # BO iterations after the initial design
     batch_size: int = Field(2, ge=1, le=64)  # soft prompts proposed per BO iteration
-    kernel: Literal["coupled", "matern"] = "coupled"  # instruction-coupled kernel, or plain Matern (ablation)
+    # instruction-coupled kernel (the paper's), the same plus latent_weight of its latent Matern (keeps prior
+    # variance far from the data, so EI keeps exploring), or plain Matern (ablation)
+    kernel: Literal["coupled", "coupled+matern", "matern"] = "coupled"
+    latent_weight: float = Field(0.25, gt=0.0, lt=1.0)  # "coupled+matern": prior variance share kept far away
     similarity: Literal["scores", "embedding"] = "scores"  # K_S from dev score vectors or MiniLM embeddings
     acquisition: Literal["logei", "ei"] = "logei"
-    optimizer: Literal["optimize_acqf", "cmaes"] = "optimize_acqf"
+    # cmaes: CMA-ES on analytic LogEI, batch by noise-free Kriging believer (every pick an acquisition optimum:
+    # LogEI within ~0.3 of the first pick; sequential optimize_acqf left picks 2-4 at -5 to -11000)
+    optimizer: Literal["optimize_acqf", "cmaes"] = "cmaes"
+    # proposal rounds per batch: slots whose soft prompt decodes to an already scored instruction are proposed
+    # again (their known score conditions the GP), so b soft prompts yield b new instructions where possible
+    propose_attempts: int = Field(3, ge=1, le=20)
     num_restarts: int = Field(5, ge=1, le=100)
     raw_samples: int = Field(128, ge=8, le=100_000)
 
@@ -138,7 +146,7 @@ class RunConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _check_dims(self) -> RunConfig:
-        if self.bo.kernel == "coupled" and self.bo.n_init < 2:
+        if self.bo.kernel != "matern" and self.bo.n_init < 2:
             raise ValueError("bo.n_init must be >= 2 for the coupled kernel")
         return self
 

@@ -37,6 +37,9 @@ OptimizerName = Literal["optimize_acqf", "cmaes"]
 BOX_LOWER = -1.0
 BOX_UPPER = 1.0
 
+# Noise variance (in the model's standardised outcome units) of the Kriging-believer fantasies of `_propose_cmaes`.
+_FANTASY_NOISE = 1e-6
+
 
 def sobol_design(n: int, d: int, seed: int) -> Tensor:
     """Scrambled Sobol points in the searched box.
@@ -70,6 +73,7 @@ def propose_batch(
     num_restarts: int = 5,
     raw_samples: int = 128,
     exclude: Tensor | None = None,
+    pending: Tensor | None = None,
     min_distance: float = 1e-4,
     mc_samples: int = 256,
     cmaes_maxiter: int = 60,
@@ -88,6 +92,10 @@ def propose_batch(
     maximising LogEI and EI select the same points wherever EI does not underflow; LogEI keeps a useful ranking
     where it does, hence it is the CMA-ES objective for both `acquisition` choices.
 
+    Pending points (already chosen for this batch, not yet evaluated): qLogEI/qEI's `X_pending` for
+    optimize_acqf; for CMA-ES the model is first conditioned on them like on its own earlier picks (noise-free
+    Kriging believer). The returned values are those of the model *without* the pending fantasies.
+
     De-duplication: a candidate within `min_distance` (Euclidean) of a row of `exclude` or of an earlier
     candidate is replaced by the best (by analytic acquisition) point of a seeded Sobol pool that is not.
 
@@ -102,6 +110,8 @@ def propose_batch(
         num_restarts: multi-start count for either optimiser.
         raw_samples: Sobol points scored to choose the starting points.
         exclude: (m x d) already evaluated points never to propose again (e.g. the training inputs).
+        pending: (p x d) points already in the batch; candidates are chosen jointly with them (see above) and are
+            kept `min_distance` away from them.
         min_distance: Euclidean distance under which two points count as the same.
         mc_samples: QMC samples of the q-batch acquisition (optimize_acqf only).
         cmaes_maxiter: generations per CMA-ES run.
@@ -117,6 +127,13 @@ def propose_batch(
         exclude = torch.as_tensor(exclude).detach().to(torch.float64)
         if exclude.dim() != 2 or exclude.shape[-1] != dim:
             raise ConfigError(f"exclude must be (m x {dim}), got shape {tuple(exclude.shape)}")
+    if pending is not None:
+        pending = torch.as_tensor(pending).detach().to(torch.float64)
+        if pending.dim() != 2 or pending.shape[-1] != dim:
+            raise ConfigError(f"pending must be (p x {dim}), got shape {tuple(pending.shape)}")
+        if pending.shape[0] == 0:
+            pending = None
+    taken = exclude if pending is None else (pending if exclude is None else torch.cat([exclude, pending]))
     bounds = torch.tensor([[BOX_LOWER] * dim, [BOX_UPPER] * dim], dtype=torch.float64)
     with torch.random.fork_rng(), warnings.catch_warnings():
         # "ei" is an explicit configuration choice; botorch's advice to use LogEI instead is noise here
@@ -125,7 +142,7 @@ def propose_batch(
         if optimizer == "optimize_acqf":
             sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
             acqf_cls = qLogExpectedImprovement if acquisition == "logei" else qExpectedImprovement
-            acqf = acqf_cls(model=model, best_f=best_f, sampler=sampler)
+            acqf = acqf_cls(model=model, best_f=best_f, sampler=sampler, X_pending=pending)
             candidates, _ = optimize_acqf(
                 acqf,
                 bounds=bounds,
@@ -137,10 +154,11 @@ def propose_batch(
             )
         else:
             candidates = _propose_cmaes(
-                model, best_f, batch_size, dim, seed, num_restarts, raw_samples, cmaes_maxiter, cmaes_popsize
+                model, best_f, batch_size, dim, seed, num_restarts, raw_samples, cmaes_maxiter, cmaes_popsize,
+                pending,
             )
         candidates = candidates.detach().to(torch.float64).clamp(BOX_LOWER, BOX_UPPER)
-        candidates = _dedupe(model, candidates, best_f, exclude, min_distance, seed, max(raw_samples, 256))
+        candidates = _dedupe(model, candidates, best_f, taken, min_distance, seed, max(raw_samples, 256))
         values = _analytic_values(model, candidates, best_f, acquisition)
     return candidates, values
 
@@ -252,11 +270,14 @@ def _propose_cmaes(
     raw_samples: int,
     maxiter: int,
     popsize: int | None,
+    pending: Tensor | None = None,
 ) -> Tensor:
     rng = np.random.default_rng(seed % 2**63)
     popsize = popsize or max(8, 4 + int(3 * math.log(dim)))
     current = model
     incumbent = float(best_f)
+    if pending is not None:
+        current, incumbent = _believe(current, pending, incumbent)
     picks: list[Tensor] = []
     for i in range(batch_size):
         acqf = LogExpectedImprovement(current, best_f=incumbent)
@@ -273,12 +294,22 @@ def _propose_cmaes(
         )
         pick = torch.from_numpy(best_x).to(torch.float64).unsqueeze(0)
         picks.append(pick)
-        if i + 1 < batch_size:  # Kriging believer: condition on the posterior mean at the pick
-            with torch.no_grad():
-                mean = current.posterior(pick).mean.detach()  # (1 x 1)
-            current = current.condition_on_observations(X=pick, Y=mean)
-            incumbent = max(incumbent, float(mean))
+        if i + 1 < batch_size:
+            current, incumbent = _believe(current, pick, incumbent)
     return torch.cat(picks, dim=0)
+
+
+def _believe(model: Model, X: Tensor, incumbent: float) -> tuple[Model, float]:
+    """Kriging believer: condition on the posterior mean at X (p x d), believed exactly; raise the incumbent.
+
+    Noise-free fantasy: with the fitted observation noise the coupled kernel's posterior sd at a pick barely
+    drops (0.098 -> 0.092 on a 25-point toy fit), so every pick of a batch landed within ~0.01 of the first;
+    believed exactly (standardised noise variance 1e-6) it drops to ~0.002 there.
+    """
+    with torch.no_grad():
+        mean = model.posterior(X).mean.detach()  # (p x 1)
+    conditioned = model.condition_on_observations(X=X, Y=mean, noise=torch.full_like(mean, _FANTASY_NOISE))
+    return conditioned, max(incumbent, float(mean.max()))
 
 
 def _analytic_values(model: Model, X: Tensor, best_f: float, acquisition: AcquisitionName) -> Tensor:

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from tasks.errors import ConfigError, NumericalWarning
 
-__all__ = ["InstructionCoupledKernel", "latent_matern_kernel", "psd_root"]
+__all__ = ["InstructionCoupledKernel", "CoupledPlusLatentKernel", "latent_matern_kernel", "psd_root"]
 
 # Each failed Cholesky multiplies the jitter by this factor, at most this many times.
 _JITTER_GROWTH = 10.0
@@ -307,3 +307,49 @@ class InstructionCoupledKernel(Kernel):
             else:
                 out = k1 @ (M @ k2.transpose(-1, -2))
         return out.expand(*batch, n1) if diag else out.expand(*batch, n1, n2)
+
+
+class CoupledPlusLatentKernel(Kernel):
+    r"""The instruction-coupled kernel plus a fixed share of its own latent kernel: prior variance everywhere.
+
+    K(z, z') = (1 - w) K_coupled(z, z') + w k(z, z'),   K_coupled = k(z, Z) (K_ZZ + jI)^-1 K_S (K_ZZ + jI)^-1 k(Z, z')
+
+    with the *same* latent kernel k (Matern-5/2, ARD, unit variance) inside the coupled term and as the added term,
+    so the fit learns one set of lengthscales. Why: k(z, Z) -> 0 away from the anchors, so the coupled kernel's
+    prior (and posterior) variance vanishes there and Expected Improvement only ever looks near the data. The added
+    w k(z, z') keeps a prior variance of w (times the output scale) at every z; near the anchors, where
+    K_coupled(z_i, z_i) ~ (K_S)_ii = 1 for the unit-diagonal similarities of tasks/similarity.py, the prior variance
+    stays ~1, so w is the share of prior variance kept far from the data. The weight is fixed, not learned: the
+    marginal likelihood would happily drive it to 0 on a history that the coupled term explains, which is exactly
+    the collapse of exploration this kernel exists to avoid. Wrap it in a `ScaleKernel` for an output scale.
+
+    Args:
+        coupled: the `InstructionCoupledKernel`; its `base_kernel` is the latent kernel that is added.
+        weight: w in (0, 1).
+
+    Shapes are those of `InstructionCoupledKernel.forward`.
+    """
+
+    has_lengthscale = False
+    is_stationary = False
+
+    def __init__(self, coupled: InstructionCoupledKernel, *, weight: float = 0.25, **kwargs: Any) -> None:
+        if not 0.0 < weight < 1.0:
+            raise ConfigError(f"latent kernel weight must be in (0, 1), got {weight}")
+        super().__init__(batch_shape=coupled.batch_shape, **kwargs)
+        self.coupled = coupled
+        self.weight = float(weight)
+
+    @property
+    def base_kernel(self) -> Kernel:
+        """The shared latent kernel k."""
+        return self.coupled.base_kernel
+
+    def forward(
+        self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params: Any
+    ) -> Tensor:
+        """(1 - w) K_coupled + w k: (batch x n1 x n2), or (batch x n1) when `diag`."""
+        coupled = self.coupled.forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch)
+        latent = self.coupled.base_kernel.forward(x1, x2, diag=diag)
+        latent = latent if isinstance(latent, Tensor) else latent.to_dense()
+        return (1.0 - self.weight) * coupled + self.weight * latent.expand_as(coupled)

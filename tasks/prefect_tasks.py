@@ -136,10 +136,18 @@ def start_run(
 
 @task(name="gp-update", cache_policy=NO_CACHE)
 def gp_update_task(
-    history: Sequence[CandidateRecord], dev_ids: Sequence[str], *, kernel: str, similarity: str, seed: int
+    history: Sequence[CandidateRecord],
+    dev_ids: Sequence[str],
+    *,
+    kernel: str,
+    similarity: str,
+    seed: int,
+    latent_weight: float = 0.25,
 ) -> SurrogateState:
     """Fit the GP on every evaluated soft prompt of the run."""
-    return gp_update(history, dev_ids, kernel=kernel, similarity=similarity, seed=seed)  # type: ignore[arg-type]
+    return gp_update(  # type: ignore[arg-type]
+        history, dev_ids, kernel=kernel, similarity=similarity, seed=seed, latent_weight=latent_weight
+    )
 
 
 @task(name="propose-prompt", cache_policy=NO_CACHE)

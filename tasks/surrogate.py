@@ -17,11 +17,13 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from tasks.errors import ConfigError, NumericalWarning
-from tasks.kernel import InstructionCoupledKernel, latent_matern_kernel
+from tasks.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
 
-__all__ = ["fit_surrogate", "BOX_LOWER", "BOX_UPPER"]
+__all__ = ["fit_surrogate", "KERNELS", "COUPLED_KERNELS", "BOX_LOWER", "BOX_UPPER"]
 
-KernelName = Literal["coupled", "matern"]
+KernelName = Literal["coupled", "coupled+matern", "matern"]
+KERNELS: tuple[str, ...] = ("coupled", "coupled+matern", "matern")
+COUPLED_KERNELS: tuple[str, ...] = ("coupled", "coupled+matern")  # the kernels that need K_S
 
 # The searched box of soft prompts, [-1, 1]^d.
 BOX_LOWER = -1.0
@@ -37,6 +39,7 @@ def fit_surrogate(
     similarity: Tensor | None = None,
     seed: int = 0,
     jitter: float = 1e-4,
+    latent_weight: float = 0.25,
 ) -> SingleTaskGP:
     """Fit a GP to evaluated soft prompts.
 
@@ -50,20 +53,23 @@ def fit_surrogate(
     Args:
         X: (n x d) evaluated soft prompts in [-1, 1]^d (converted to float64).
         y: (n,) or (n x 1) dev scores.
-        kernel: "coupled" for InstructZero's instruction-coupled kernel (anchors Z = X, K_S = `similarity`) or
+        kernel: "coupled" for InstructZero's instruction-coupled kernel (anchors Z = X, K_S = `similarity`),
+            "coupled+matern" for the coupled kernel plus `latent_weight` of its latent Matern
+            (`CoupledPlusLatentKernel`: keeps prior variance away from the data, so EI keeps exploring), or
             "matern" for a ScaleKernel(Matern-5/2 with ARD).
-        similarity: (n x n) instruction similarity K_S; required for "coupled", ignored for "matern".
+        similarity: (n x n) instruction similarity K_S; required for the coupled kernels, ignored for "matern".
         seed: seeds the fitting's random restarts.
         jitter: jitter of the coupled kernel's K_ZZ solve.
+        latent_weight: w of "coupled+matern", the share of prior variance kept far from the data (in (0, 1)).
 
     Returns:
         The fitted `SingleTaskGP` in eval mode (posterior in the original y units).
     """
     X, Y = _check_data(X, y)
     n, d = X.shape
-    if kernel == "coupled":
+    if kernel in COUPLED_KERNELS:
         if similarity is None:
-            raise ConfigError("kernel='coupled' needs a similarity matrix K_S of shape (n x n), got None")
+            raise ConfigError(f"kernel={kernel!r} needs a similarity matrix K_S of shape (n x n), got None")
         if not isinstance(similarity, Tensor):
             similarity = torch.as_tensor(similarity)
         if similarity.shape != (n, n):
@@ -71,13 +77,14 @@ def fit_surrogate(
                 f"similarity must be ({n} x {n}) to match X of shape {tuple(X.shape)}, got {tuple(similarity.shape)}"
             )
         anchors = (X - BOX_LOWER) / (BOX_UPPER - BOX_LOWER)  # the kernel sees Normalize'd inputs
+        coupled = InstructionCoupledKernel(anchors, similarity.to(torch.float64), latent_matern_kernel(d), jitter=jitter)
         covar: Kernel = ScaleKernel(
-            InstructionCoupledKernel(anchors, similarity.to(torch.float64), latent_matern_kernel(d), jitter=jitter)
+            coupled if kernel == "coupled" else CoupledPlusLatentKernel(coupled, weight=latent_weight)
         )
     elif kernel == "matern":
         covar = ScaleKernel(latent_matern_kernel(d))
     else:
-        raise ConfigError(f"kernel must be 'coupled' or 'matern', got {kernel!r}")
+        raise ConfigError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
 
     bounds = torch.tensor([[BOX_LOWER] * d, [BOX_UPPER] * d], dtype=torch.float64)
     with torch.random.fork_rng():

@@ -19,6 +19,25 @@ pytestmark = pytest.mark.slow
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "valid"
 
 
+def store_config(store_url: str, name: str) -> dict:
+    run = RunStore(store_url).find_run_by_name(name)
+    assert run is not None and run.status == "completed"
+    return run.config
+
+
+def test_presets_fill_only_what_was_not_given() -> None:
+    from benchmarks.cli import PRESETS, apply_preset, bench_cost, build_parser
+
+    args = apply_preset(build_parser().parse_args(["--preset", "paper", "--n-dev", "7"]))
+    assert (args.budget, args.init, args.batch, args.n_test, args.n_exemplars) == (150, 25, 25, 100, 5)
+    assert (args.n_soft_tokens, args.intrinsic_dim, args.n_dev) == (5, 10, 7)
+    assert bo_shape(args.budget, args.init, args.batch) == (25, 5, 25)  # 25 Sobol + 5 iterations x 25
+    cpu = PRESETS["cpu"]
+    assert bo_shape(cpu["budget"], cpu["init"], cpu["batch"])[0] + 6 * 5 == cpu["budget"] >= 40
+    assert bench_cost("paper", n_tasks=1, n_seeds=1)["per_method_run"] == 150 * 20 + 100
+    assert apply_preset(build_parser().parse_args([])).budget == 8  # the historical default
+
+
 def test_bo_shape_spends_exactly_the_budget() -> None:
     for budget in range(2, 20):
         n_init, iterations, batch = bo_shape(budget, 4, 2)
@@ -32,24 +51,34 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     rc = bench_main([
         "--quality", "--speed", "--toy", "--speed-skip", "generation,overhead,resume,gp",
         "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
-        "--budget", "2", "--init", "2", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
-        "--max-new-tokens", "4", "--methods", "instructzero,ape,manual,empty", "--suite", "smoke",
-        "--store", store_url, "--out", str(out),
+        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
+        "--max-new-tokens", "4", "--methods", "instructzero,instructzero-explore,uniform,ape,manual,empty",
+        "--suite", "smoke", "--store", store_url, "--out", str(out),
     ])
     assert rc == 0
     report = (out / "report.md").read_text()
     assert "## Quality" in report and "## Speed and cost" in report
     assert "| sum |" in report and "mean over tasks" in report
+    assert "### Statistics" in report and "| sum | empty |" in report and "Over tasks" in report
     assert (out / "curve_sum.png").stat().st_size > 1000
 
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in results["quality"]["runs"]}
     assert {m: r["status"] for m, r in runs.items()} == dict.fromkeys(
-        ["instructzero", "ape", "manual", "empty"], "completed")
+        ["instructzero", "instructzero-explore", "uniform", "ape", "manual", "empty"], "completed")
+    stats = results["quality"]["statistics"]
+    assert stats["accuracy"]["sum"]["manual"] == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 2}
+    vs_manual_free = stats["paired"]["sum"]
+    assert set(vs_manual_free) == {"uniform", "ape", "empty"} and all(c["n"] == 2 for c in vs_manual_free.values())
+    assert all(0.0 < c["p_bootstrap"] <= 1.0 for c in vs_manual_free.values())
+    assert stats["paired_overall"]["empty"]["tasks"] == 1
+    assert len(runs["instructzero"]["curve_calls"]) == 3 and runs["instructzero"]["curve_calls"][0] == 2
+    explore = store_config(store_url, run_name("smoke", "sum", "instructzero-explore", 0))
+    assert explore["bo"]["kernel"] == "coupled+matern"
     # The echo backend adds the numbers when the instruction says "add": the human instruction solves the task.
     assert runs["manual"]["best_instruction"] == "Add the two numbers."
     assert runs["manual"]["test_score"] == 1.0
-    assert runs["ape"]["n_candidates"] == 2 and runs["instructzero"]["n_candidates"] == 2
+    assert runs["ape"]["n_candidates"] == 3 and runs["instructzero"]["n_candidates"] == 3
     assert all(r["calls"] > 0 for r in runs.values())
     throughput = results["speed"]["sections"]["throughput@0.05s"]
     assert throughput["speedup"] > 1.0 and throughput["server_max_in_flight"] > 1
@@ -66,7 +95,7 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     # Same suite again: every run is reused from the store, nothing is paid twice.
     rc = bench_main([
         "--quality", "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
-        "--budget", "2", "--init", "2", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
+        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
         "--max-new-tokens", "4", "--methods", "ape,manual,empty", "--suite", "smoke",
         "--store", store_url, "--out", str(tmp_path / "again"),
     ])

@@ -59,6 +59,10 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, gemma_server_ur
     assert 0.0 <= summary.test_score <= 1.0
     assert any(c.test_score is not None for c in candidates)
     assert store.completed_iterations(run.id) == [0, 1, 2]
+    unique = {m.step: m.value for m in store.load_metrics(run.id, "bo.unique_instructions")}
+    assert sorted(unique) == [0, 1, 2] and all(0 <= v <= (2 if step == 0 else 1) for step, v in unique.items())
+    texts = [c.instruction for c in candidates]
+    assert sum(unique.values()) == len(set(texts))  # each iteration counts the instructions it added
 
 
 def _cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

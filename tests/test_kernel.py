@@ -246,3 +246,28 @@ def test_embedding_similarity_minilm():
         torch.testing.assert_close(embedding_similarity(texts[:2]), K[:2, :2])  # cached model, deterministic
     with pytest.raises(ConfigError, match="at least one"):
         embedding_similarity([])
+
+
+# ------------------------------------------------------------------------------- coupled + latent (exploring)
+
+
+def test_coupled_plus_latent_is_the_weighted_sum_and_keeps_prior_variance_far_away():
+    from tasks.kernel import CoupledPlusLatentKernel
+
+    coupled, Z, S = _make_kernel()
+    kernel = CoupledPlusLatentKernel(coupled, weight=0.25)
+    assert kernel.base_kernel is coupled.base_kernel  # one set of lengthscales
+    g = torch.Generator().manual_seed(9)
+    x1 = torch.rand(2, 5, D, generator=g, dtype=torch.float64)
+    x2 = torch.rand(4, D, generator=g, dtype=torch.float64)
+    far = Z.mean(0) + 50.0  # k(far, Z) ~ 0
+    with torch.no_grad():
+        expected = 0.75 * coupled(x1, x2).to_dense() + 0.25 * coupled.base_kernel(x1, x2).to_dense()
+        _assert_close(kernel(x1, x2).to_dense(), expected)
+        K = kernel(torch.cat([x2, Z])).to_dense()
+        _assert_close(kernel(x1, diag=True), kernel(x1).to_dense().diagonal(dim1=-2, dim2=-1))
+        assert float(coupled(far.unsqueeze(0), diag=True)) < 1e-12  # the coupled kernel's prior variance dies
+        assert float(kernel(far.unsqueeze(0), diag=True)) == pytest.approx(0.25)  # this one keeps w
+    assert torch.linalg.eigvalsh(K).min() >= -1e-8
+    with pytest.raises(ConfigError, match=r"\(0, 1\)"):
+        CoupledPlusLatentKernel(coupled, weight=1.0)

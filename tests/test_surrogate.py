@@ -39,10 +39,11 @@ def models(data) -> dict[str, SingleTaskGP]:
     return {
         "matern": fit_surrogate(X, y, kernel="matern", seed=0),
         "coupled": fit_surrogate(X, y, kernel="coupled", similarity=S, seed=0),
+        "coupled+matern": fit_surrogate(X, y, kernel="coupled+matern", similarity=S, seed=0),
     }
 
 
-@pytest.mark.parametrize("kernel", ["matern", "coupled"])
+@pytest.mark.parametrize("kernel", ["matern", "coupled", "coupled+matern"])
 def test_posterior_mean_tracks_truth_on_held_out_points(models, kernel):
     X_test = sobol_design(64, D, seed=123)
     with torch.no_grad():
@@ -51,7 +52,7 @@ def test_posterior_mean_tracks_truth_on_held_out_points(models, kernel):
     assert spearmanr(mean.numpy(), toy(X_test).numpy()).statistic > 0.5
 
 
-@pytest.mark.parametrize("kernel", ["matern", "coupled"])
+@pytest.mark.parametrize("kernel", ["matern", "coupled", "coupled+matern"])
 def test_q_batch_posterior_matches_pointwise(models, kernel):
     model = models[kernel]
     X_test = sobol_design(12, D, seed=5).reshape(4, 3, D)  # (b x q x d)
@@ -74,7 +75,7 @@ def test_fit_is_deterministic(data):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kernel", ["matern", "coupled"])
+@pytest.mark.parametrize("kernel", ["matern", "coupled", "coupled+matern"])
 def test_degenerate_targets_do_not_crash(data, kernel):
     X, _, S = data
     with warnings.catch_warnings():
@@ -105,3 +106,26 @@ def test_bad_inputs_name_the_shapes(data):
         fit_surrogate(X, y, kernel="rbf")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="1.49"):
         fit_surrogate(X * 1.5 / X.abs().max(), y, kernel="matern")
+
+
+def test_exploring_kernel_keeps_posterior_sd_far_from_the_data():
+    """Fit on 20 points with z_0 in [-1, -0.2]; look at z_0 = 1 (at least 0.6 of the unit cube away).
+
+    Measured (d=4, seed 0): posterior sd there / prior sd at the data = 0.42 for "coupled+matern" (w = 0.25) but
+    0.06 for "coupled", whose prior variance k(z, Z) K_ZZ^-1 K_S K_ZZ^-1 k(Z, z) vanishes away from the anchors.
+    """
+    X = sobol_design(N, D, seed=0)
+    X[:, 0] = -1.0 + 0.4 * (X[:, 0] + 1.0)
+    y = toy(X)
+    S = instruction_similarity(toy_scores(X))
+    far = sobol_design(64, D, seed=5)
+    far[:, 0] = 1.0
+    ratio = {}
+    for kernel in ("coupled", "coupled+matern"):
+        model = fit_surrogate(X, y, kernel=kernel, similarity=S, seed=0)
+        with torch.no_grad():
+            post_sd = model.posterior(far).variance.sqrt().median()
+            prior_sd_at_data = model.covar_module(model.input_transform(X), diag=True).sqrt().median()
+        ratio[kernel] = float(post_sd / (prior_sd_at_data * model.outcome_transform.stdvs.squeeze()))
+    assert ratio["coupled+matern"] > 0.3
+    assert ratio["coupled"] < 0.15
