@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local black box when no URL is given (auto: llama.cpp if installed, else transformers)")
     b.add_argument("--server-max-batch", type=int, default=8,
                    help="micro-batch of the local transformers server (default 8; 1 = strictly one at a time)")
-    b.add_argument("--max-tokens", type=int, default=16)
+    b.add_argument("--max-tokens", type=int, default=None, help="answer cap (default: from the task's answers)")
     b.add_argument("--concurrency", type=int, default=8)
     s = p.add_argument_group("speed")
     s.add_argument("--speed-requests", type=int, default=48)

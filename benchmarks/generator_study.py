@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for task_name in args.tasks.split(","):
             task = load_task(task_name, data_dir)
             splits = make_splits(task, n_exemplars=5, n_dev=args.n_dev, n_test=1, seed=0)
-            client = BlackBoxClient(bb.client_settings(ep.base_url, answers=[e.answers for e in splits.dev]),
+            client = BlackBoxClient(bb.settings_for_splits(ep.base_url, splits),
                                     cache=cache)
             for model, template in settings:
                 for scale in scales:

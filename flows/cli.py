@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,8 +30,15 @@ def offline_defaults() -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "TOKENIZERS_PARALLELISM": "false",
+        # A first impression without walls of text: the progress bar and the final report say what matters;
+        # Prefect's per-task INFO lines and model-loading bars are one variable away (PREFECT_LOGGING_LEVEL=INFO).
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
     }.items():
         os.environ.setdefault(key, value)
+    # gpytorch rounds tiny negative posterior variances up to 1e-10 and says so on every proposal; expected.
+    warnings.filterwarnings("ignore", message="Negative variance values detected")
 
 
 def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -157,9 +157,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     )
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
     with black_box_endpoint(config.black_box) as base_url:
-        settings = config.black_box.client_settings(
-            base_url, answers=[e.answers for e in (*splits.exemplars, *splits.dev, *splits.test)]
-        )
+        settings = config.black_box.settings_for_splits(base_url, splits)
         state = None
         if history and bo.strategy == "bo":
             state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,

@@ -24,6 +24,7 @@ from tasks.blackbox import BlackBoxSettings
 from tasks.errors import ConfigError
 from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
 from tasks.prompts import ZERO_SHOT_TEMPLATE
+from tasks.splits import Splits
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -92,6 +93,12 @@ class BlackBoxConfig(BaseModel):
         if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
             fields["endpoint_id"] = f"local:{resolve_kind(self.engine)}:{self.model}"
         return BlackBoxSettings(base_url=base_url, **{**fields, **overrides})
+
+    def settings_for_splits(self, base_url: str, splits: Splits, **overrides: Any) -> BlackBoxSettings:
+        """`client_settings` with the answer cap derived from every example of the run's splits (one rule for the
+        flow, the baselines and the benchmarks, so their requests - and cache keys - are the same)."""
+        examples = (*splits.exemplars, *splits.dev, *splits.test)
+        return self.client_settings(base_url, answers=[e.answers for e in examples], **overrides)
 
 
 class ReportSettings(BaseModel):
