@@ -28,7 +28,10 @@ from tasks.comparison import (
     FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
+from tasks.blackbox import BlackBoxSettings, EvaluationResult
 from tasks.errors import ConfigError
+from tasks.metrics import MetricName
+from tasks.splits import Splits
 from tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
@@ -220,7 +223,9 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     )
 
 
-def _test_report(config: RunConfig, run: RunRecord, found: str, metric, splits, settings):
+def _test_report(
+    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings
+) -> tuple[list[ComparisonRow], EvaluationResult]:
     """Score the found instruction and the baselines on the same test examples; store and show the paired table.
 
     Returns the report's rows and the found instruction's test evaluation.

@@ -62,6 +62,10 @@ class GeneratorSettings(BaseModel):
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
 
+EMBEDDED_TIMEOUT_S = 600.0
+"""Per-request timeout for the embedded local black box (at least this; a remote API keeps `timeout_s`)."""
+
+
 class BlackBoxConfig(BaseModel):
     """The black-box LLM that scores instructions zero-shot. The API key itself is never stored: only its env var."""
 
@@ -92,6 +96,8 @@ class BlackBoxConfig(BaseModel):
             fields["max_tokens"] = answer_token_cap(answers)
         if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
             fields["endpoint_id"] = f"local:{resolve_kind(self.engine)}:{self.model}"
+            # on a busy CPU a batch of long answers can take minutes: it is slow, not down
+            fields["timeout_s"] = max(fields["timeout_s"], EMBEDDED_TIMEOUT_S)
         return BlackBoxSettings(base_url=base_url, **{**fields, **overrides})
 
     def settings_for_splits(self, base_url: str, splits: Splits, **overrides: Any) -> BlackBoxSettings:

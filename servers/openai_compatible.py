@@ -279,6 +279,9 @@ class _Batcher:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+            batch = [b for b in batch if not b[1].cancelled()]  # the client gave up while it waited: skip it
+            if not batch:
+                continue
             try:
                 outs: list[GenOutput] | BaseException = self._backend.generate([b[0] for b in batch])
             except Exception as exc:  # delivered to every waiting request as a 500
@@ -287,6 +290,20 @@ class _Batcher:
             for i, (_, fut, loop) in enumerate(batch):
                 result = outs if isinstance(outs, BaseException) else outs[i]
                 loop.call_soon_threadsafe(_resolve, fut, result)
+
+
+async def _unless_disconnected(request: Request, job: Any, poll_s: float = 0.25) -> GenOutput | None:
+    """Await a queued generation, but give it up (cancelling it, so the batcher skips it) once the client has
+    disconnected: a client that timed out and retried must not leave its abandoned request in the queue, or a slow
+    CPU server falls ever further behind."""
+    task = asyncio.ensure_future(job)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll_s)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            return None
 
 
 def _resolve(fut: asyncio.Future[GenOutput], result: GenOutput | BaseException) -> None:
@@ -456,7 +473,10 @@ def create_app(
                     await asyncio.sleep(0.05)
             if fault == "malformed":
                 return Response('{"id": "broken", "choices": [{"text": ', media_type="application/json")
-            outs = [await batcher.submit(GenRequest(p, max_tokens, stop, chat)) for p in prompts]
+            outs = [await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat)))
+                    for p in prompts]
+            if any(o is None for o in outs):
+                return Response(status_code=499)  # the client went away (timed out): nobody reads this
         except Exception as exc:  # a backend failure is the server's fault: 500, as a hosted API would say
             return _error(500, f"generation failed: {exc}", "server_error")
         finally:

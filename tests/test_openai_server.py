@@ -226,3 +226,40 @@ def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url
     templated = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
     templated = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
     assert bare.usage.prompt_tokens == len(templated) > len(tok(message)["input_ids"])
+
+
+class _SlowBackend(RuleBackend):
+    """The rule backend, 0.6 s per generate call, recording what it was asked to generate."""
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.seen: list[str] = []
+
+    def generate(self, requests):  # noqa: ANN001, ANN201 - Backend protocol
+        import time
+
+        time.sleep(0.6)
+        self.seen.extend(r.prompt for r in requests)
+        return super().generate(requests)
+
+
+def test_requests_abandoned_by_a_timed_out_client_are_not_generated(
+    make_server: Callable[..., ServerHandle],
+) -> None:
+    """A client that times out while its request waits in the queue leaves nothing behind: the server skips it,
+    so a slow CPU server does not fall further behind with every client retry."""
+    import time
+
+    backend = _SlowBackend()
+    server = make_server(backend, max_batch=1)
+    patient = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=30)
+    hasty = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=0.3)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(patient.completions.create, model="m", prompt="first", max_tokens=2)
+        time.sleep(0.1)  # "first" is being generated; "abandoned" queues behind it and times out
+        with pytest.raises(openai.APITimeoutError):
+            hasty.completions.create(model="m", prompt="abandoned", max_tokens=2)
+        assert first.result().choices[0].text == "first"
+    time.sleep(1.0)  # give the batcher time to reach the queued, cancelled request
+    patient.completions.create(model="m", prompt="last", max_tokens=2)
+    assert backend.seen == ["first", "last"]
