@@ -131,10 +131,16 @@ def _store_url(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
 
 
+def _print_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from storage.analytics import Analytics, format_table
 
     with Analytics(_store_url(args)) as analytics:
+        _print_warnings(analytics.warnings)
         columns, rows = analytics.query(args.query)
     if args.format == "json":
         print(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=1))
@@ -153,6 +159,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.analytics import Analytics
 
     with Analytics(_store_url(args)) as analytics:
+        _print_warnings(analytics.warnings)
         analytics.export_parquet(args.view, Path(args.path))
     print(f"wrote {args.path}")
     return 0
