@@ -92,6 +92,7 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
 def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> RunSummary:
     """Search for the best instruction for the black box on `config.data.task`, resuming a stored run if asked."""
     logger = get_run_logger()
+    config = config.with_store_secret()  # a config from JSON (deployment parameters) names the store redacted
     existing = _resolve_run(config, resume_run_id)
     data, splits = load_task_data(
         config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars,

@@ -8,14 +8,16 @@ e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override b
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.session import display_url, normalize_url
 from tasks.blackbox import BlackBoxSettings
 from tasks.errors import ConfigError
 from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
@@ -109,6 +111,16 @@ class RunConfig(BaseSettings):
     black_box: BlackBoxConfig = BlackBoxConfig()
     bo: BOSettings = BOSettings()
 
+    @field_serializer("store_url", when_used="json")
+    def _redact_store_url(self, url: str) -> str:
+        """JSON (the store's `runs.config`, Prefect flow-run parameters, artifacts) never carries the password."""
+        return display_url(url)
+
+    def with_store_secret(self) -> RunConfig:
+        """This config with a redacted store URL (one that travelled as JSON) restored from the environment."""
+        resolved = resolve_store_url(self.store_url)
+        return self if resolved == self.store_url else self.model_copy(update={"store_url": resolved})
+
     @model_validator(mode="after")
     def _check_dims(self) -> RunConfig:
         if self.bo.kernel == "coupled" and self.bo.n_init < 2:
@@ -130,6 +142,27 @@ class RunConfig(BaseSettings):
         recorded.pop("name", None)
         recorded.pop("store_url", None)
         return recorded
+
+
+STORE_URL_ENV = "INSTRUCTZERO_STORE_URL"
+
+
+def resolve_store_url(url: str) -> str:
+    """`url` itself, or, when its password is redacted (`***`, as JSON of a `RunConfig` shows it), the full URL
+    from $INSTRUCTZERO_STORE_URL naming the same store. Secrets travel by environment, never as parameters."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        redacted = make_url(normalize_url(url)).password == "***"
+    except Exception:  # noqa: BLE001 - not a URL: the store reports it when opened
+        return url
+    if not redacted:
+        return url
+    env = os.environ.get(STORE_URL_ENV, "")
+    if env and display_url(normalize_url(env)) == display_url(normalize_url(url)):
+        return env
+    raise ConfigError(f"store URL {url!r} has its password redacted: set {STORE_URL_ENV} to the full URL of "
+                      "this store in the environment of the process running the flow")
 
 
 def build_config(**overrides: Any) -> RunConfig:

@@ -11,7 +11,8 @@ Views (DuckDB temp views over the attached store):
   candidates_flat     one row per candidate with run name, task, instruction text, dev/test scores
   score_by_iteration  per run and iteration: best dev score in the iteration and the best so far (window)
   best_instructions   per run and task: the best dev instruction and its test score
-  cost_per_run        per run: black-box calls, cached calls, tokens in/out, latency, retries, cost
+  cost_per_run        per run: answers used and cache hits (evaluations); paid calls, tokens in/out, latency,
+                      retries and cost from the llm_calls rows the run itself sent (the ledger)
 """
 
 from __future__ import annotations
@@ -66,22 +67,26 @@ VIEWS: dict[str, str] = {
         QUALIFY row_number() OVER (PARTITION BY run_id, task
                                    ORDER BY dev_score DESC, iteration, "index") = 1
     """,
+    # The ledger: what a run paid is what it sent, i.e. its own llm_calls rows (each answer is stored once, by the
+    # run that paid for it); `calls`/`cached_calls` are the answers its evaluations used and those of them taken
+    # from the store's response cache instead of being sent.
     "cost_per_run": """
         WITH ev AS (
-            SELECT run_id, count(*) AS n_evaluations, sum(n_calls) AS calls, sum(n_cached) AS cached_calls,
-                   sum(prompt_tokens) AS tokens_in, sum(completion_tokens) AS tokens_out,
-                   sum(latency_s) AS latency_s, sum(retries) AS retries
+            SELECT run_id, count(*) AS n_evaluations, sum(n_calls) AS calls, sum(n_cached) AS cached_calls
             FROM store.evaluations GROUP BY run_id
         ), paid AS (
-            SELECT run_id, count(*) AS paid_calls, sum(cost_usd) AS cost_usd
+            SELECT run_id, count(*) AS paid_calls, sum(prompt_tokens) AS tokens_in,
+                   sum(completion_tokens) AS tokens_out, sum(latency_s) AS latency_s, sum(retries) AS retries,
+                   sum(cost_usd) AS cost_usd
             FROM store.llm_calls WHERE run_id IS NOT NULL GROUP BY run_id
         )
         SELECT r.id AS run_id, r.name AS run_name, r.task, r.status,
                coalesce(ev.n_evaluations, 0) AS n_evaluations,
                coalesce(ev.calls, 0) AS calls, coalesce(ev.cached_calls, 0) AS cached_calls,
-               coalesce(ev.tokens_in, 0) AS tokens_in, coalesce(ev.tokens_out, 0) AS tokens_out,
-               coalesce(ev.latency_s, 0.0) AS latency_s, coalesce(ev.retries, 0) AS retries,
-               coalesce(paid.paid_calls, 0) AS paid_calls, coalesce(paid.cost_usd, 0.0) AS cost_usd
+               coalesce(paid.paid_calls, 0) AS paid_calls,
+               coalesce(paid.tokens_in, 0) AS tokens_in, coalesce(paid.tokens_out, 0) AS tokens_out,
+               coalesce(paid.latency_s, 0.0) AS latency_s, coalesce(paid.retries, 0) AS retries,
+               coalesce(paid.cost_usd, 0.0) AS cost_usd
         FROM store.runs AS r
         LEFT JOIN ev ON ev.run_id = r.id
         LEFT JOIN paid ON paid.run_id = r.id

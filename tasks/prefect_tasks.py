@@ -159,19 +159,9 @@ def generate_instruction(z: np.ndarray, exemplars: Sequence[Example], spec: Gene
     return spec.load().generate(z, exemplars, batch_size=spec.batch_size)
 
 
-def _evaluation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    settings: BlackBoxSettings = parameters["settings"]
-    examples = [(e.id, e.input, list(e.answers)) for e in parameters["examples"]]
-    return "evaluate-" + _digest(
-        parameters["instruction"], examples, parameters["metric"], parameters["template"], parameters["store_url"],
-        settings.base_url, settings.model, settings.api, settings.temperature, settings.max_tokens,
-    )
-
-
 @task(
     name="zero-shot-evaluate",
-    cache_key_fn=_evaluation_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,  # the store's llm_calls table is the only cache of black-box answers (the ledger)
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_only_transient,
