@@ -84,12 +84,37 @@ def _preflight(config: Any) -> None:
     open_store(config.store_url)
 
 
+def _check_not_held(config: Any, run: Any) -> None:
+    """Refuse, before Prefect starts, a run another live process holds (the flow's claim is the real guard)."""
+    from datetime import UTC, datetime
+
+    from storage.errors import RunLeasedError
+    from storage.repository import lease_timeout_s
+
+    timeout = lease_timeout_s()
+    if run is not None and run.lease_live(datetime.now(UTC), timeout):
+        age = (datetime.now(UTC) - run.heartbeat_at).total_seconds()
+        raise RunLeasedError(
+            f"run {run.name!r} ({run.id}) is being run by another process ({run.lease_owner}, last heartbeat "
+            f"{age:.0f}s ago); wait for it to finish, or resume it once it has been silent for {timeout:.0f}s")
+
+
+def _start_prefect() -> None:
+    from flows.prefect_server import start_ephemeral_api
+
+    start_ephemeral_api()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.instructzero import instructzero_flow
     from flows.params import build_config
+    from tasks.prefect_tasks import open_store
 
     config = build_config(**_nested_overrides(args))
     _preflight(config)
+    if config.name:
+        _check_not_held(config, open_store(config.store_url).find_run_by_name(config.name))
+    _start_prefect()
     _print_summary(instructzero_flow(config))
     return 0
 
@@ -101,8 +126,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
     run = open_store(store_url).get_run(args.run_id)
+    if run.status == "completed":
+        print(f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
+              "nothing to resume")
+        return 0
     config = config_from_record(run.config, store_url=store_url)
     _preflight(config)
+    _check_not_held(config, run)
+    _start_prefect()
     _print_summary(instructzero_flow(config, resume_run_id=run.id))
     return 0
 
@@ -120,8 +151,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from tasks.prefect_tasks import open_store
 
+    from datetime import UTC, datetime
+
+    from storage.repository import lease_timeout_s
+
+    now, timeout = datetime.now(UTC), lease_timeout_s()
     for run in open_store(_store_url(args)).list_runs():
-        print(f"{run.id}  {run.status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
+        status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
+        print(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
     return 0
 
 

@@ -118,8 +118,9 @@ def start_run(
     projection_hash: str | None,
     data: TaskData,
     splits: Splits,
+    lease_owner: str | None = None,
 ) -> RunRecord:
-    """Create the run row with its config, versions and split manifest."""
+    """Create the run row with its config, versions and split manifest (claimed by `lease_owner`)."""
     manifest = splits.manifest()
     datasets = [
         DatasetIn(task=data.name, split=split, content_hash=data.content_hash, example_ids=tuple(ids))
@@ -127,7 +128,7 @@ def start_run(
     ]
     return open_store(store_url).create_run(
         name=name, task=task_name, config=config, seed=seed, versions=versions,
-        projection_hash=projection_hash, splits=manifest, datasets=datasets,
+        projection_hash=projection_hash, splits=manifest, datasets=datasets, lease_owner=lease_owner,
     )
 
 
