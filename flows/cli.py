@@ -122,10 +122,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from flows.instructzero import instructzero_flow
     from flows.params import DEFAULT_STORE_URL, config_from_record
-    from tasks.prefect_tasks import open_store
+    from storage.errors import RunNotFoundError
+    from storage.repository import RunStore
 
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
-    run = open_store(store_url).get_run(args.run_id)
+    try:
+        with RunStore(store_url, read_only=True) as lookup:  # creates nothing when the store or the run is missing
+            run = lookup.get_run(args.run_id)
+    except RunNotFoundError:
+        raise
+    except StoreError as exc:
+        raise StoreError(f"cannot resume run {args.run_id!r}: {exc}") from None
     if run.status == "completed":
         print(f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
               "nothing to resume")
@@ -149,14 +156,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tasks.prefect_tasks import open_store
+    from storage.repository import RunStore
 
     from datetime import UTC, datetime
 
     from storage.repository import lease_timeout_s
 
     now, timeout = datetime.now(UTC), lease_timeout_s()
-    for run in open_store(_store_url(args)).list_runs():
+    with RunStore(_store_url(args), read_only=True) as store:
+        runs = store.list_runs()
+    for run in runs:
         status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
         print(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
     return 0

@@ -54,7 +54,7 @@ class GeneratorSettings(BaseModel):
     intrinsic_dim: int = Field(10, ge=1, le=1024)  # dimension d of the searched soft prompt z in [-1, 1]^d
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
-    device: str | None = None  # None: CUDA when present, else CPU
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
     template: str | None = None  # None: the generator's documented default exemplar template
 
 
@@ -103,7 +103,7 @@ class RunConfig(BaseSettings):
         frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__"
     )
     name: str | None = None  # run name; re-running the same name resumes an unfinished run
-    seed: int = 0  # splits, projection, Sobol design and acquisition optimisation all derive from it
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # (numpy/torch seeds are 32-bit) splits, projection, Sobol design and acquisition optimisation all derive from it
     store_url: str = DEFAULT_STORE_URL
     cache_dir: Path = Field(default_factory=default_cache_dir)  # converted models
     data: DataSettings = DataSettings()
@@ -167,8 +167,13 @@ def resolve_store_url(url: str) -> str:
 
 def build_config(**overrides: Any) -> RunConfig:
     """Build a `RunConfig` from nested overrides, turning validation errors into one-line `ConfigError`s."""
+    from pydantic_settings import SettingsError
+
     try:
         return RunConfig(**overrides)
+    except SettingsError as exc:  # e.g. INSTRUCTZERO_BO='{bad json'
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"invalid setting from the environment: {str(exc).splitlines()[0]} ({cause})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"

@@ -129,8 +129,9 @@ class RunStore:
     Safe to use from several threads; several processes may hold their own RunStore on the same database.
     """
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = open_engine(url)
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """`read_only`: for reading commands; open an existing store at head only, create and write nothing."""
+        self._engine: Engine = open_engine(url, read_only=read_only)
         self.url: str = str(self._engine.url.render_as_string(hide_password=False))
 
     # ------------------------------------------------------------------------------------------------ plumbing
