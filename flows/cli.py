@@ -88,11 +88,12 @@ def _check_not_held(config: Any, run: Any) -> None:
     """Refuse, before Prefect starts, a run another live process holds (the flow's claim is the real guard)."""
     from datetime import UTC, datetime
 
+    from flows.instructzero import holder_is_dead
     from storage.errors import RunLeasedError
     from storage.repository import lease_timeout_s
 
     timeout = lease_timeout_s()
-    if run is not None and run.lease_live(datetime.now(UTC), timeout):
+    if run is not None and run.lease_live(datetime.now(UTC), timeout) and not holder_is_dead(run.lease_owner):
         age = (datetime.now(UTC) - run.heartbeat_at).total_seconds()
         raise RunLeasedError(
             f"run {run.name!r} ({run.id}) is being run by another process ({run.lease_owner}, last heartbeat "

@@ -173,8 +173,11 @@ class RunLease:
         self._thread: threading.Thread | None = None
 
     def claim(self, run_id: str) -> RunRecord:
-        """Take the run (RunLeasedError while another live process holds it) and start beating."""
-        return self.created(self.store.claim_run(run_id, self.owner, timeout_s=self.timeout_s))
+        """Take the run (RunLeasedError while another live process holds it) and start beating. A holder on this
+        host whose process is gone (kill -9) is taken over at once instead of after the timeout."""
+        holder = self.store.get_run(run_id).lease_owner
+        dead = holder if holder and holder_is_dead(holder) else None
+        return self.created(self.store.claim_run(run_id, self.owner, timeout_s=self.timeout_s, take_over=dead))
 
     def created(self, run: RunRecord) -> RunRecord:
         """Start beating for a run created already claimed by `owner`."""
@@ -199,6 +202,21 @@ class RunLease:
             self._thread.join(timeout=5)
         if self.run_id is not None:
             self.store.release_run(self.run_id, self.owner)
+
+
+def holder_is_dead(owner: str) -> bool:
+    """Whether a lease owner ("host:pid:nonce") is a process of this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: GeneratorSpec) -> RunSummary:

@@ -203,10 +203,11 @@ class RunStore:
 
     # ---------------------------------------------------------------------------------------------- leases
 
-    def claim_run(self, run_id: str, owner: str, *, timeout_s: float) -> RunRecord:
-        """Take the run's lease for `owner` if it is free, already ours, or stale (no heartbeat for `timeout_s`);
-        one atomic UPDATE, so of two processes claiming at once exactly one wins. Raises RunLeasedError (naming
-        the holder and its last heartbeat) while another process holds it."""
+    def claim_run(self, run_id: str, owner: str, *, timeout_s: float, take_over: str | None = None) -> RunRecord:
+        """Take the run's lease for `owner` if it is free, already ours, stale (no heartbeat for `timeout_s`) or
+        held by `take_over` (a holder the caller knows is dead); one atomic UPDATE, so of two processes claiming
+        at once exactly one wins. Raises RunLeasedError (naming the holder and its last heartbeat) while another
+        process holds it."""
         now = datetime.now(UTC)
         stale_before = now - timedelta(seconds=timeout_s)
         with self._scope(f"claim_run({run_id!r})", write=True) as s:
@@ -215,7 +216,8 @@ class RunStore:
                 update(SqlRun).where(
                     SqlRun.id == run_id,
                     or_(SqlRun.lease_owner.is_(None), SqlRun.lease_owner == owner, SqlRun.heartbeat_at.is_(None),
-                        SqlRun.heartbeat_at < stale_before))
+                        SqlRun.heartbeat_at < stale_before,
+                        *([SqlRun.lease_owner == take_over] if take_over else [])))
                 .values(lease_owner=owner, heartbeat_at=now)
                 .execution_options(synchronize_session=False)
             ).rowcount

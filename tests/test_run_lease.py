@@ -180,3 +180,21 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
     assert store_rows(url, "SELECT status, finished_at, lease_owner FROM runs") == finished
     print(f"\nlease: second process refused ({second.stderr.strip()[:80]}...), kill -9 left {len(servers)} Prefect "
           f"server process(es) that exited with it, the stale run was resumed once, a second resume ran nothing")
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> None:
+    import socket
+
+    from flows.instructzero import holder_is_dead
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:deadbeef"
+    assert holder_is_dead(dead) and not holder_is_dead(f"{socket.gethostname()}:{os.getpid()}:x")
+    assert not holder_is_dead(f"other-host:{gone.pid}:x")
+    store = RunStore(sqlite_url)
+    run = _new_run(store, "orphan", dead)
+    with pytest.raises(RunLeasedError):
+        store.claim_run(run.id, "me", timeout_s=60)
+    assert store.claim_run(run.id, "me", timeout_s=60, take_over=dead).lease_owner == "me"
+    store.close()
