@@ -110,13 +110,39 @@ def _preflight(config: Any) -> None:
     open_store(config.store_url)
 
 
+def _check_not_held(config: Any, run: Any) -> None:
+    """Refuse, before Prefect starts, a run another live process holds (the flow's claim is the real guard)."""
+    from datetime import UTC, datetime
+
+    from flows.instructzero import holder_is_dead
+    from storage.errors import RunLeasedError
+    from storage.repository import lease_timeout_s
+
+    timeout = lease_timeout_s()
+    if run is not None and run.lease_live(datetime.now(UTC), timeout) and not holder_is_dead(run.lease_owner):
+        age = (datetime.now(UTC) - run.heartbeat_at).total_seconds()
+        raise RunLeasedError(
+            f"run {run.name!r} ({run.id}) is being run by another process ({run.lease_owner}, last heartbeat "
+            f"{age:.0f}s ago); wait for it to finish, or resume it once it has been silent for {timeout:.0f}s")
+
+
+def _start_prefect() -> None:
+    from flows.prefect_server import start_ephemeral_api
+
+    start_ephemeral_api()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.instructzero import instructzero_flow
     from flows.params import build_config
+    from tasks.prefect_tasks import open_store
 
     config = build_config(**_nested_overrides(args))
     _preflight(config)
+    if config.name:
+        _check_not_held(config, open_store(config.store_url).find_run_by_name(config.name))
     start = time.perf_counter()
+    _start_prefect()
     _print_summary(instructzero_flow(config), time.perf_counter() - start)
     return 0
 
@@ -124,13 +150,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from flows.instructzero import instructzero_flow
     from flows.params import DEFAULT_STORE_URL, config_from_record
-    from tasks.prefect_tasks import open_store
+    from storage.errors import RunNotFoundError
+    from storage.repository import RunStore
 
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
-    run = open_store(store_url).get_run(args.run_id)
+    try:
+        with RunStore(store_url, read_only=True) as lookup:  # creates nothing when the store or the run is missing
+            run = lookup.get_run(args.run_id)
+    except RunNotFoundError:
+        raise
+    except StoreError as exc:
+        raise StoreError(f"cannot resume run {args.run_id!r}: {exc}") from None
+    if run.status == "completed":
+        print(f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
+              "nothing to resume")
+        return 0
     config = config_from_record(run.config, store_url=store_url)
     _preflight(config)
+    _check_not_held(config, run)
     start = time.perf_counter()
+    _start_prefect()
     _print_summary(instructzero_flow(config, resume_run_id=run.id), time.perf_counter() - start)
     return 0
 
@@ -146,10 +185,18 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tasks.prefect_tasks import open_store
+    from storage.repository import RunStore
 
-    for run in open_store(_store_url(args)).list_runs():
-        print(f"{run.id}  {run.status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
+    from datetime import UTC, datetime
+
+    from storage.repository import lease_timeout_s
+
+    now, timeout = datetime.now(UTC), lease_timeout_s()
+    with RunStore(_store_url(args), read_only=True) as store:
+        runs = store.list_runs()
+    for run in runs:
+        status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
+        print(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
     return 0
 
 
@@ -159,10 +206,16 @@ def _store_url(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
 
 
+def _print_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from storage.analytics import Analytics, format_table
 
     with Analytics(_store_url(args)) as analytics:
+        _print_warnings(analytics.warnings)
         columns, rows = analytics.query(args.query)
     if args.format == "json":
         print(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=1))
@@ -181,6 +234,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.analytics import Analytics
 
     with Analytics(_store_url(args)) as analytics:
+        _print_warnings(analytics.warnings)
         analytics.export_parquet(args.view, Path(args.path))
     print(f"wrote {args.path}")
     return 0

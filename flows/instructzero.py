@@ -11,7 +11,12 @@ iteration and pays for no black-box call twice. The GP state is never stored: it
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -29,6 +34,8 @@ from tasks.comparison import (
     scores_in_order,
 )
 from tasks.blackbox import BlackBoxSettings, EvaluationResult
+from storage.errors import RunExistsError
+from storage.repository import RunStore, lease_timeout_s
 from tasks.errors import ConfigError
 from tasks.metrics import MetricName
 from tasks.splits import Splits
@@ -104,9 +111,23 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
 
 @flow(name="instructzero", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> RunSummary:
-    """Search for the best instruction for the black box on `config.data.task`, resuming a stored run if asked."""
+    """Search for the best instruction for the black box on `config.data.task`, resuming a stored run if asked.
+
+    The run is held by this call alone (a lease with a heartbeat on its row): another process running it at the
+    same time is refused with RunLeasedError, and a killed holder's run can be taken over once it is stale."""
+    config = config.with_store_secret()  # a config from JSON (deployment parameters) names the store redacted
+    lease = RunLease(open_store(config.store_url))
+    try:
+        return _instructzero(config, resume_run_id, lease)
+    finally:
+        lease.release()
+
+
+def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease) -> RunSummary:
     logger = get_run_logger()
     existing = _resolve_run(config, resume_run_id)
+    if existing is not None:  # fail fast, before loading anything, while another process holds it
+        existing = lease.claim(existing.id)
     data, splits = load_task_data(
         config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars,
         n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed,
@@ -121,13 +142,20 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
     )
     generator = spec.load()
     if existing is None:
-        run = start_run(
-            config.store_url, name=config.name or f"{data.name}-seed{config.seed}-{int(time.time())}",
-            task_name=data.name, config=config.recorded(), seed=config.seed,
-            versions={**package_versions(), "generator_revision": generator.model_revision},
-            projection_hash=generator.projection.fingerprint(), data=data, splits=splits,
-        )
-    else:
+        try:
+            run = lease.created(start_run(
+                config.store_url, name=config.name or f"{data.name}-seed{config.seed}-{int(time.time())}",
+                task_name=data.name, config=config.recorded(), seed=config.seed,
+                versions={**package_versions(), "generator_revision": generator.model_revision},
+                projection_hash=generator.projection.fingerprint(), data=data, splits=splits,
+                lease_owner=lease.owner,
+            ))
+        except RunExistsError:  # another process created it a moment ago: it holds it, or it went stale
+            found = _resolve_run(config, None)
+            if found is None:
+                raise
+            existing = lease.claim(found.id)
+    if existing is not None:
         run = existing
         if run.splits != splits.manifest():
             raise ConfigError(f"task data of run {run.id} changed since it started: its splits no longer match")
@@ -144,6 +172,66 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
     logger.info("best instruction %r: dev %.3f, test %.3f", summary.best_instruction, summary.dev_score,
                 summary.test_score)
     return summary
+
+
+class RunLease:
+    """This flow call's hold on one run: claimed (or created claimed), renewed every quarter of the lease timeout
+    by a daemon thread, released at the end. A killed process stops beating, so its run goes stale and can be
+    resumed by another process; the SQL is `RunStore.claim_run/heartbeat/release_run`."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.timeout_s = lease_timeout_s()
+        self.run_id: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def claim(self, run_id: str) -> RunRecord:
+        """Take the run (RunLeasedError while another live process holds it) and start beating. A holder on this
+        host whose process is gone (kill -9) is taken over at once instead of after the timeout."""
+        holder = self.store.get_run(run_id).lease_owner
+        dead = holder if holder and holder_is_dead(holder) else None
+        return self.created(self.store.claim_run(run_id, self.owner, timeout_s=self.timeout_s, take_over=dead))
+
+    def created(self, run: RunRecord) -> RunRecord:
+        """Start beating for a run created already claimed by `owner`."""
+        self.run_id = run.id
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{run.id[:8]}", daemon=True)
+        self._thread.start()
+        return run
+
+    def _beat(self) -> None:
+        log = logging.getLogger("instructzero.lease")
+        while not self._stop.wait(self.timeout_s / 4):
+            try:
+                if not self.store.heartbeat(self.run_id, self.owner):
+                    log.warning("run %s: lease lost (another process took the stale run over)", self.run_id)
+                    return
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the run; the next beat retries
+                log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.run_id is not None:
+            self.store.release_run(self.run_id, self.owner)
+
+
+def holder_is_dead(owner: str) -> bool:
+    """Whether a lease owner ("host:pid:nonce") is a process of this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: GeneratorSpec) -> RunSummary:

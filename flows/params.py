@@ -9,17 +9,19 @@ e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override b
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import resolve_kind
 from tasks.answer_length import answer_token_cap
+from storage.session import display_url, normalize_url
 from tasks.blackbox import BlackBoxSettings
 from tasks.errors import ConfigError
 from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
@@ -57,7 +59,7 @@ class GeneratorSettings(BaseModel):
     intrinsic_dim: int = Field(10, ge=1, le=1024)  # dimension d of the searched soft prompt z in [-1, 1]^d
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
-    device: str | None = None  # None: CUDA when present, else CPU
+    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
     template: str | None = None  # a preset name (tasks.generator.META_PROMPTS) or text with {demos}; None: default
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
@@ -148,7 +150,7 @@ class RunConfig(BaseSettings):
         frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__"
     )
     name: str | None = None  # run name; re-running the same name resumes an unfinished run
-    seed: int = 0  # splits, projection, Sobol design and acquisition optimisation all derive from it
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # (numpy/torch seeds are 32-bit) splits, projection, Sobol design and acquisition optimisation all derive from it
     store_url: str = DEFAULT_STORE_URL
     cache_dir: Path = Field(default_factory=default_cache_dir)  # converted models
     data: DataSettings = DataSettings()
@@ -156,6 +158,16 @@ class RunConfig(BaseSettings):
     black_box: BlackBoxConfig = BlackBoxConfig()
     bo: BOSettings = BOSettings()
     report: ReportSettings = ReportSettings()
+
+    @field_serializer("store_url", when_used="json")
+    def _redact_store_url(self, url: str) -> str:
+        """JSON (the store's `runs.config`, Prefect flow-run parameters, artifacts) never carries the password."""
+        return display_url(url)
+
+    def with_store_secret(self) -> RunConfig:
+        """This config with a redacted store URL (one that travelled as JSON) restored from the environment."""
+        resolved = resolve_store_url(self.store_url)
+        return self if resolved == self.store_url else self.model_copy(update={"store_url": resolved})
 
     @model_validator(mode="after")
     def _check_dims(self) -> RunConfig:
@@ -180,10 +192,36 @@ class RunConfig(BaseSettings):
         return recorded
 
 
+STORE_URL_ENV = "INSTRUCTZERO_STORE_URL"
+
+
+def resolve_store_url(url: str) -> str:
+    """`url` itself, or, when its password is redacted (`***`, as JSON of a `RunConfig` shows it), the full URL
+    from $INSTRUCTZERO_STORE_URL naming the same store. Secrets travel by environment, never as parameters."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        redacted = make_url(normalize_url(url)).password == "***"
+    except Exception:  # noqa: BLE001 - not a URL: the store reports it when opened
+        return url
+    if not redacted:
+        return url
+    env = os.environ.get(STORE_URL_ENV, "")
+    if env and display_url(normalize_url(env)) == display_url(normalize_url(url)):
+        return env
+    raise ConfigError(f"store URL {url!r} has its password redacted: set {STORE_URL_ENV} to the full URL of "
+                      "this store in the environment of the process running the flow")
+
+
 def build_config(**overrides: Any) -> RunConfig:
     """Build a `RunConfig` from nested overrides, turning validation errors into one-line `ConfigError`s."""
+    from pydantic_settings import SettingsError
+
     try:
         return RunConfig(**overrides)
+    except SettingsError as exc:  # e.g. INSTRUCTZERO_BO='{bad json'
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"invalid setting from the environment: {str(exc).splitlines()[0]} ({cause})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"

@@ -25,7 +25,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.instructzero import RunSummary, black_box_endpoint, instructzero_flow
-from flows.params import DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record
+from flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record,
+                          resolve_store_url)
 from tasks.errors import ConfigError, InstructZeroError
 from tasks.prefect_tasks import open_store
 from tasks.selection import best_candidate
@@ -150,7 +151,8 @@ def benchmark_suite(
     logger = get_run_logger()
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
-    configs = member_configs(list(tasks), dict(config or {}), name_prefix or _default_prefix())
+    configs = [c.with_store_secret() for c in member_configs(list(tasks), dict(config or {}),
+                                                              name_prefix or _default_prefix())]
     store_urls = {c.store_url for c in configs}
     for url in store_urls:  # create / migrate the shared store once, before the members race for it
         open_store(url)
@@ -194,7 +196,7 @@ def resume_run(run_id: str, store_url: str | None = None, black_box_url: str | N
         black_box_url: only when the endpoint moved; answers already paid for are reused (the response cache is
             keyed by model, prompt and generation settings, not by URL).
     """
-    url = store_url or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
+    url = resolve_store_url(store_url or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL))
     run = open_store(url).get_run(run_id)
     overrides: dict[str, Any] = {"store_url": url}
     if black_box_url:

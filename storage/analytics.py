@@ -1,16 +1,18 @@
 """Read-only analytics over the store through DuckDB.
 
-The store (SQLite file or PostgreSQL database) is ATTACHed READ_ONLY as `store` using the sqlite/postgres scanner
-extensions shipped in the `duckdb-extension-sqlite`/`duckdb-extension-postgres` wheels: they are INSTALLed from
-site-packages into a private extension directory and LOADed; autoinstall/autoload from the internet are off.
-After attaching, external access is disabled and the configuration locked, so ad-hoc SQL cannot read or write
-files or attach anything else; `query` additionally accepts only a single read-only statement.
+The store (SQLite file or PostgreSQL database) is ATTACHed READ_ONLY by a private *loader* DuckDB using the
+sqlite/postgres scanner extensions shipped in the `duckdb-extension-sqlite`/`duckdb-extension-postgres` wheels
+(INSTALLed from site-packages into a private extension directory; autoinstall/autoload off), copied in one
+transaction into a temporary DuckDB file, and detached. Ad-hoc SQL runs in a second, sandboxed DuckDB that sees
+only that copy, READ_ONLY, as `store`: no extension is ever loaded there, external access is disabled and the
+configuration locked (see `Analytics`). `check_read_only` is only a friendly first message in front of it.
 
 Views (DuckDB temp views over the attached store):
   candidates_flat     one row per candidate with run name, task, instruction text, dev/test scores
   score_by_iteration  per run and iteration: best dev score in the iteration and the best so far (window)
   best_instructions   per run and task: the best dev instruction and its test score
-  cost_per_run        per run: black-box calls, cached calls, tokens in/out, latency, retries, cost
+  cost_per_run        per run: answers used and cache hits (evaluations); paid calls, tokens in/out, latency,
+                      retries and cost from the llm_calls rows the run itself sent (the ledger)
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import importlib.util
 import math
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,22 +67,26 @@ VIEWS: dict[str, str] = {
         QUALIFY row_number() OVER (PARTITION BY run_id, task
                                    ORDER BY dev_score DESC, iteration, "index") = 1
     """,
+    # The ledger: what a run paid is what it sent, i.e. its own llm_calls rows (each answer is stored once, by the
+    # run that paid for it); `calls`/`cached_calls` are the answers its evaluations used and those of them taken
+    # from the store's response cache instead of being sent.
     "cost_per_run": """
         WITH ev AS (
-            SELECT run_id, count(*) AS n_evaluations, sum(n_calls) AS calls, sum(n_cached) AS cached_calls,
-                   sum(prompt_tokens) AS tokens_in, sum(completion_tokens) AS tokens_out,
-                   sum(latency_s) AS latency_s, sum(retries) AS retries
+            SELECT run_id, count(*) AS n_evaluations, sum(n_calls) AS calls, sum(n_cached) AS cached_calls
             FROM store.evaluations GROUP BY run_id
         ), paid AS (
-            SELECT run_id, count(*) AS paid_calls, sum(cost_usd) AS cost_usd
+            SELECT run_id, count(*) AS paid_calls, sum(prompt_tokens) AS tokens_in,
+                   sum(completion_tokens) AS tokens_out, sum(latency_s) AS latency_s, sum(retries) AS retries,
+                   sum(cost_usd) AS cost_usd
             FROM store.llm_calls WHERE run_id IS NOT NULL GROUP BY run_id
         )
         SELECT r.id AS run_id, r.name AS run_name, r.task, r.status,
                coalesce(ev.n_evaluations, 0) AS n_evaluations,
                coalesce(ev.calls, 0) AS calls, coalesce(ev.cached_calls, 0) AS cached_calls,
-               coalesce(ev.tokens_in, 0) AS tokens_in, coalesce(ev.tokens_out, 0) AS tokens_out,
-               coalesce(ev.latency_s, 0.0) AS latency_s, coalesce(ev.retries, 0) AS retries,
-               coalesce(paid.paid_calls, 0) AS paid_calls, coalesce(paid.cost_usd, 0.0) AS cost_usd
+               coalesce(paid.paid_calls, 0) AS paid_calls,
+               coalesce(paid.tokens_in, 0) AS tokens_in, coalesce(paid.tokens_out, 0) AS tokens_out,
+               coalesce(paid.latency_s, 0.0) AS latency_s, coalesce(paid.retries, 0) AS retries,
+               coalesce(paid.cost_usd, 0.0) AS cost_usd
         FROM store.runs AS r
         LEFT JOIN ev ON ev.run_id = r.id
         LEFT JOIN paid ON paid.run_id = r.id
@@ -95,14 +102,8 @@ FORBIDDEN_KEYWORDS = frozenset({
 # Table functions that open their own connections or run arbitrary SQL on the attached database.
 _FORBIDDEN_FUNCTION = re.compile(
     r"^(postgres_\w+|sqlite_(scan|attach|query)|query|query_table|read_\w+|glob|getenv)$", re.IGNORECASE)
-_LEXER = re.compile(
-    r"""(?P<comment>--[^\n]*|/\*.*?\*/)
-      | (?P<string>'(?:[^']|'')*'|\$\$.*?\$\$)
-      | (?P<quoted>"(?:[^"]|"")*")
-      | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-      | (?P<other>.)""",
-    re.VERBOSE | re.DOTALL,
-)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -163,20 +164,96 @@ def _postgres_conninfo(url: str) -> str:
     return " ".join(f"{k}={_libpq_value(v)}" for k, v in parts.items())
 
 
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
+    """(kind, text) tokens of DuckDB/PostgreSQL SQL: comments (nested /* */), strings ('..', E'..' with
+    backslash escapes, $tag$..$tag$), quoted identifiers, words and single characters."""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if text.startswith("--", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            yield "comment", text[i:j]
+            i = j
+        elif text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            if depth:
+                raise StoreError("query refused: unterminated /* comment")
+            yield "comment", text[i:j]
+            i = j
+        elif ch == "'" or (ch in "eE" and text.startswith("'", i + 1) and not _word_before(text, i)):
+            escapes = ch != "'"
+            j = i + (2 if escapes else 1)
+            while True:
+                if j >= n:
+                    raise StoreError("query refused: unterminated string literal")
+                if escapes and text[j] == "\\":
+                    j += 2
+                elif text[j] == "'":
+                    if text.startswith("'", j + 1):
+                        j += 2
+                    else:
+                        break
+                else:
+                    j += 1
+            yield "string", text[i:j + 1]
+            i = j + 1
+        elif ch == "$" and (m := _DOLLAR_TAG.match(text, i)) and not _word_before(text, i):
+            tag = m.group()
+            j = text.find(tag, m.end())
+            if j < 0:
+                raise StoreError("query refused: unterminated dollar-quoted string")
+            yield "string", text[i:j + len(tag)]
+            i = j + len(tag)
+        elif ch == '"':
+            j = i + 1
+            while True:
+                if j >= n:
+                    raise StoreError("query refused: unterminated quoted identifier")
+                if text[j] == '"':
+                    if text.startswith('"', j + 1):
+                        j += 2
+                        continue
+                    break
+                j += 1
+            yield "quoted", text[i + 1:j].replace('""', '"')
+            i = j + 1
+        elif (m := _WORD.match(text, i)):
+            yield "word", m.group()
+            i = m.end()
+        else:
+            yield "other", ch
+            i += 1
+
+
+def _word_before(text: str, i: int) -> bool:
+    return i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_$")
+
+
 def check_read_only(sql: str) -> str:
-    """Return `sql` stripped if it is a single read-only statement; raise StoreError otherwise."""
+    """Return `sql` stripped if it looks like a single read-only statement; raise StoreError otherwise.
+
+    A friendly first message only: the guarantee is the sandboxed engine of `Analytics` (see the module doc),
+    which refuses or cannot perform anything else however the SQL is spelled."""
     text = sql.strip().rstrip(";").strip()
     if not text:
         raise StoreError("query refused: empty SQL")
     words: list[tuple[str, bool]] = []  # (word, quoted)
-    for m in _LEXER.finditer(text):
-        if m.lastgroup == "word":
-            words.append((m.group(), False))
-        elif m.lastgroup == "quoted":
-            words.append((m.group()[1:-1].replace('""', '"'), True))
-        elif m.lastgroup == "other" and m.group() == ";":
+    for kind, value in _tokens(text):
+        if kind == "word":
+            words.append((value, False))
+        elif kind == "quoted":
+            words.append((value, True))
+        elif kind == "other" and value == ";":
             raise StoreError("query refused: only a single statement is allowed")
-        elif m.lastgroup == "other" and m.group() == "(" and words:
+        elif kind == "other" and value == "(" and words:
             name = words[-1][0]
             if _FORBIDDEN_FUNCTION.match(name):
                 raise StoreError(f"query refused: function {name!r} is not allowed (read-only queries only)")
@@ -186,12 +263,41 @@ def check_read_only(sql: str) -> str:
     return text
 
 
+    # ----------------------------------------------------------------------------------------------- public
+
+# Read-only role check (PostgreSQL): can the configured role change anything in the store's schema?
+_PG_CAN_WRITE = """
+    SELECT current_user::text AS who,
+           coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
+           OR has_schema_privilege(current_schema(), 'CREATE')
+           OR EXISTS (SELECT 1 FROM pg_tables AS t WHERE t.schemaname = current_schema()
+                      AND has_table_privilege(format('%I.%I', t.schemaname, t.tablename),
+                                              'INSERT,UPDATE,DELETE,TRUNCATE')) AS can_write
+"""
+
+
 class Analytics:
-    """DuckDB over the store at `url`, read-only. Use as a context manager or call `close()`."""
+    """DuckDB over a read-only snapshot of the store at `url`. Use as a context manager or call `close()`.
+
+    Two DuckDB instances, so that ad-hoc SQL can never reach the store itself or anything else:
+
+    1. a *loader* instance (our own SQL only) LOADs the sqlite/postgres scanner, ATTACHes the store READ_ONLY
+       (SQLite: a read-only file handle; PostgreSQL: `default_transaction_read_only=on` for the session), checks
+       the schema revision and copies every store table, in one transaction, into a private DuckDB file in a fresh
+       temporary directory; then it is closed, with every connection to the store.
+    2. the *query* instance, a fresh in-memory DuckDB that never loads an extension, ATTACHes that file READ_ONLY
+       as `store`, then disables external access (no files, no ATTACH of files, no COPY, no LOAD) and locks its
+       configuration. Its settings hold only the temporary directory's path, it has no secrets, and the scanner
+       functions (`sqlite_scan`, `postgres_scan`, `postgres_query`, `postgres_execute`, ...) do not exist in it.
+
+    For PostgreSQL, `warnings` holds one line when the configured role could write to the store (use a
+    read-only role for analysis; see the README).
+    """
 
     def __init__(self, url: str, *, extension_dir: Path | None = None) -> None:
         self.url = normalize_url(url)
         shown = display_url(self.url)
+        self.warnings: list[str] = []
         try:
             parsed = make_url(self.url)
         except Exception as exc:  # noqa: BLE001
@@ -214,46 +320,70 @@ class Analytics:
             ext_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create DuckDB extension directory {str(ext_dir)!r}: {exc}") from None
-        self._con = duckdb.connect(":memory:", config={
+        self._tmp = Path(tempfile.mkdtemp(prefix="iz-sql-"))
+        snapshot = self._tmp / "snapshot.duckdb"
+        try:
+            self._snapshot(kind, target, ext_dir, snapshot, shown)
+            self._con = self._sandbox(snapshot)
+            try:
+                for name, sql in VIEWS.items():
+                    self._con.execute(f"CREATE TEMP VIEW {name} AS {sql}")
+            except duckdb.Error:
+                self._con.close()
+                raise
+        except duckdb.Error as exc:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise StoreError(f"cannot open store {shown!r} in DuckDB: {_one_line(exc)}") from None
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+
+    def _snapshot(self, kind: str, target: str, ext_dir: Path, snapshot: Path, shown: str) -> None:
+        loader = duckdb.connect(str(snapshot), config={
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "extension_directory": str(ext_dir),
         })
         try:
-            self._load_extension(kind)
-            self._con.execute(f"ATTACH {_sql_literal(target)} AS store (TYPE {kind}, READ_ONLY)")
-            self._con.execute("SET enable_external_access = false")
-            self._con.execute("SET lock_configuration = true")
-            self._check_schema(shown)
-            for name, sql in VIEWS.items():
-                self._con.execute(f"CREATE TEMP VIEW {name} AS {sql}")
-        except duckdb.Error as exc:
-            self._con.close()
-            raise StoreError(f"cannot open store {shown!r} in DuckDB: {_one_line(exc)}") from None
-        except StoreError:
-            self._con.close()
-            raise
+            _load_extension(loader, kind)
+            loader.execute(f"ATTACH {_sql_literal(target)} AS store (TYPE {kind}, READ_ONLY)")
+            loader.execute("BEGIN TRANSACTION")
+            tables = _check_schema(loader, shown)
+            if kind == "postgres":
+                who, can_write = loader.execute(
+                    f"SELECT * FROM postgres_query('store', {_sql_literal(_PG_CAN_WRITE)})").fetchone()
+                if can_write:
+                    self.warnings.append(
+                        f"store role {who!r} can write to {shown!r}; `instructzero sql` reads a snapshot and "
+                        f"cannot write, but connect with a read-only role (README: PostgreSQL read-only role)")
+            for schema, table in tables:
+                loader.execute(f'CREATE TABLE main."{table}" AS SELECT * FROM store."{schema}"."{table}"')
+            loader.execute("COMMIT")
+            loader.execute("DETACH store")
+        finally:
+            loader.close()
 
-    def _load_extension(self, kind: str) -> None:
+    def _sandbox(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
+        private = str(self._tmp)
+        con = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_persistent_secrets": False,
+            "extension_directory": private,
+            "custom_extension_repository": private,
+            "home_directory": private,
+            "secret_directory": private,
+            "temp_directory": private,
+        })
         try:
-            self._con.execute(f"LOAD {kind}")
-            return
-        except duckdb.Error:
-            pass  # not installed in the private directory yet
-        self._con.execute(f"INSTALL {_sql_literal(str(extension_file(kind)))}")
-        self._con.execute(f"LOAD {kind}")
-
-    def _check_schema(self, shown: str) -> None:
-        tables = {r[0] for r in self._con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store'").fetchall()}
-        if "runs" not in tables or "alembic_version" not in tables:
-            raise StoreError(f"store {shown!r} is not an instructzero store (no runs/alembic_version tables)")
-        rows = self._con.execute("SELECT version_num FROM store.alembic_version").fetchall()
-        current = rows[0][0] if rows else None
-        head = head_revision()
-        if current != head:
-            raise StoreError(f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
-                             f"run `instructzero db upgrade`")
+            con.execute(f"ATTACH {_sql_literal(str(snapshot))} AS store (READ_ONLY)")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # ----------------------------------------------------------------------------------------------- public
 
@@ -264,7 +394,10 @@ class Analytics:
         self.close()
 
     def close(self) -> None:
-        self._con.close()
+        try:
+            self._con.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def views(self) -> list[str]:
         return list(VIEWS)
@@ -326,6 +459,34 @@ class Analytics:
         except OSError as exc:
             raise StoreError(f"cannot write {str(out)!r}: {exc}") from None
         return table.num_rows
+
+
+def _load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    try:
+        con.execute(f"LOAD {kind}")
+        return
+    except duckdb.Error:
+        pass  # not installed in the private directory yet
+    con.execute(f"INSTALL {_sql_literal(str(extension_file(kind)))}")
+    con.execute(f"LOAD {kind}")
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, shown: str) -> list[tuple[str, str]]:
+    """(schema, table) of the attached store's tables, after checking it is an instructzero store at head."""
+    tables = [(r[0], r[1]) for r in con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'store' "
+        "AND schema_name IN ('main', 'public') ORDER BY table_name").fetchall()]
+    names = {t for _, t in tables}
+    if "runs" not in names or "alembic_version" not in names:
+        raise StoreError(f"store {shown!r} is not an instructzero store (no runs/alembic_version tables)")
+    schema = next(s for s, t in tables if t == "alembic_version")
+    rows = con.execute(f'SELECT version_num FROM store."{schema}".alembic_version').fetchall()
+    current = rows[0][0] if rows else None
+    head = head_revision()
+    if current != head:
+        raise StoreError(f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
+                         f"run `instructzero db upgrade`")
+    return tables
 
 
 def _one_line(exc: BaseException) -> str:

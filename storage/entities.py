@@ -92,6 +92,19 @@ class RunRecord:
     error: str | None
     started_at: datetime
     finished_at: datetime | None
+    lease_owner: str | None = None  # the process holding the run (None: free)
+    heartbeat_at: datetime | None = None  # that process's last heartbeat
+
+    def lease_live(self, now: datetime, timeout_s: float) -> bool:
+        """Whether a process holds the run: a lease whose heartbeat is younger than `timeout_s`."""
+        return (self.lease_owner is not None and self.heartbeat_at is not None
+                and (now - self.heartbeat_at).total_seconds() < timeout_s)
+
+    def shown_status(self, now: datetime, timeout_s: float) -> str:
+        """The status as `instructzero runs` shows it: "stale" for a "running" run nobody holds any more."""
+        if self.status == "running" and not self.lease_live(now, timeout_s):
+            return "stale"
+        return self.status
 
 
 @dataclass(frozen=True)

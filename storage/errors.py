@@ -9,3 +9,11 @@ class StoreError(Exception):
 
 class RunNotFoundError(StoreError):
     """No run with that id or name exists in the store."""
+
+
+class RunLeasedError(StoreError):
+    """Another live process holds the run (its lease has a fresh heartbeat)."""
+
+
+class RunExistsError(StoreError):
+    """A run of that name exists already (a claimed creation lost the race to another process)."""

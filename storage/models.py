@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 ORM models of the store (schema revision `0001_initial`).
+"""SQLAlchemy 2.0 ORM models of the store (schema revision `0002_run_lease`).
 
 Plural snake_case tables, named constraints (naming convention below). Every change here needs a new Alembic
 revision in `storage/migrations/versions/`; `tests/test_migrations.py` checks that the migrations and these models
@@ -60,6 +60,8 @@ class SqlRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))  # the process running it ("host:pid:nonce")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the owner's last sign of life
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'completed', 'failed', 'interrupted')", name="status"),

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.entities import (
@@ -33,7 +34,7 @@ from storage.entities import (
     MetricRecord,
     RunRecord,
 )
-from storage.errors import RunNotFoundError, StoreError
+from storage.errors import RunExistsError, RunLeasedError, RunNotFoundError, StoreError
 from storage.models import (
     SqlCandidate,
     SqlDataset,
@@ -49,6 +50,21 @@ from storage.session import display_url, open_engine, session_scope, upgrade_sto
 __all__ = ["RunStore", "instruction_hash", "upgrade_store"]
 
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
+DEFAULT_LEASE_TIMEOUT_S = 60.0
+"""A run whose owner sent no heartbeat for this long is stale: `instructzero runs` says so and resume takes it over.
+The owner beats every quarter of it. Override with $INSTRUCTZERO_LEASE_TIMEOUT_S."""
+
+
+def lease_timeout_s() -> float:
+    """$INSTRUCTZERO_LEASE_TIMEOUT_S, else DEFAULT_LEASE_TIMEOUT_S."""
+    raw = os.environ.get("INSTRUCTZERO_LEASE_TIMEOUT_S", "")
+    try:
+        value = float(raw) if raw else DEFAULT_LEASE_TIMEOUT_S
+    except ValueError:
+        raise StoreError(f"INSTRUCTZERO_LEASE_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise StoreError(f"INSTRUCTZERO_LEASE_TIMEOUT_S must be positive, got {raw!r}")
+    return value
 
 
 def instruction_hash(text: str) -> str:
@@ -88,6 +104,8 @@ def _run_record(row: SqlRun) -> RunRecord:
         error=row.error,
         started_at=_aware(row.started_at),  # type: ignore[arg-type]
         finished_at=_aware(row.finished_at),
+        lease_owner=row.lease_owner,
+        heartbeat_at=_aware(row.heartbeat_at),
     )
 
 
@@ -111,8 +129,9 @@ class RunStore:
     Safe to use from several threads; several processes may hold their own RunStore on the same database.
     """
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = open_engine(url)
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """`read_only`: for reading commands; open an existing store at head only, create and write nothing."""
+        self._engine: Engine = open_engine(url, read_only=read_only)
         self.url: str = str(self._engine.url.render_as_string(hide_password=False))
 
     # ------------------------------------------------------------------------------------------------ plumbing
@@ -147,8 +166,12 @@ class RunStore:
 
     def create_run(self, *, name: str, task: str, config: dict, seed: int, versions: dict,
                    projection_hash: str | None, splits: dict[str, list[str]],
-                   datasets: Sequence[DatasetIn] = ()) -> RunRecord:
-        """Insert a new run (status "running") with its split manifests; returns it."""
+                   datasets: Sequence[DatasetIn] = (), lease_owner: str | None = None) -> RunRecord:
+        """Insert a new run (status "running") with its split manifests; returns it.
+
+        With `lease_owner`, the new run is created already claimed by that process, and only if no run of that
+        name exists (checked in the same serialised transaction): otherwise RunExistsError, so two processes
+        started with one name at once cannot both create it."""
         if not name:
             raise StoreError("run name must not be empty")
         seen: set[str] = set()
@@ -160,8 +183,16 @@ class RunStore:
             id=uuid.uuid4().hex, name=name, task=task, status="running", config=dict(config), seed=int(seed),
             projection_hash=projection_hash, versions=dict(versions),
             splits={k: list(v) for k, v in splits.items()}, started_at=datetime.now(UTC),
+            lease_owner=lease_owner, heartbeat_at=datetime.now(UTC) if lease_owner else None,
         )
         with self._scope(f"create_run({name!r})", write=True) as s:
+            if lease_owner is not None:
+                if s.bind.dialect.name == "postgresql":  # SQLite write transactions are serialised already
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                              {"k": int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)})
+                other = s.scalar(select(SqlRun.id).where(SqlRun.name == name).limit(1))
+                if other is not None:
+                    raise RunExistsError(f"a run named {name!r} already exists ({other})")
             s.add(row)
             s.flush()
             for ds in datasets:
@@ -169,6 +200,49 @@ class RunStore:
                                  example_ids=list(ds.example_ids)))
             s.flush()
             return _run_record(row)
+
+    # ---------------------------------------------------------------------------------------------- leases
+
+    def claim_run(self, run_id: str, owner: str, *, timeout_s: float, take_over: str | None = None) -> RunRecord:
+        """Take the run's lease for `owner` if it is free, already ours, stale (no heartbeat for `timeout_s`) or
+        held by `take_over` (a holder the caller knows is dead); one atomic UPDATE, so of two processes claiming
+        at once exactly one wins. Raises RunLeasedError (naming the holder and its last heartbeat) while another
+        process holds it."""
+        now = datetime.now(UTC)
+        stale_before = now - timedelta(seconds=timeout_s)
+        with self._scope(f"claim_run({run_id!r})", write=True) as s:
+            row = self._get_run_row(s, run_id)
+            won = s.execute(
+                update(SqlRun).where(
+                    SqlRun.id == run_id,
+                    or_(SqlRun.lease_owner.is_(None), SqlRun.lease_owner == owner, SqlRun.heartbeat_at.is_(None),
+                        SqlRun.heartbeat_at < stale_before,
+                        *([SqlRun.lease_owner == take_over] if take_over else [])))
+                .values(lease_owner=owner, heartbeat_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            s.expire_all()
+            row = self._get_run_row(s, run_id)
+            if won != 1:
+                age = (now - _aware(row.heartbeat_at)).total_seconds() if row.heartbeat_at else float("nan")
+                raise RunLeasedError(
+                    f"run {row.name!r} ({run_id}) is being run by another process ({row.lease_owner}, last "
+                    f"heartbeat {age:.0f}s ago); wait for it to finish, or resume it once it has been silent for "
+                    f"{timeout_s:.0f}s")
+            return _run_record(row)
+
+    def heartbeat(self, run_id: str, owner: str) -> bool:
+        """Renew `owner`'s lease; False when it no longer holds it (taken over after going stale)."""
+        with self._scope(f"heartbeat({run_id!r})", write=True) as s:
+            return s.execute(update(SqlRun).where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
+                             .values(heartbeat_at=datetime.now(UTC))
+                             .execution_options(synchronize_session=False)).rowcount == 1
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        """Give the lease up (no-op when `owner` does not hold it)."""
+        with self._scope(f"release_run({run_id!r})", write=True) as s:
+            s.execute(update(SqlRun).where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
+                      .values(lease_owner=None, heartbeat_at=None).execution_options(synchronize_session=False))
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._scope(f"get_run({run_id!r})") as s:

@@ -71,8 +71,36 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     try:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cur.close()
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """`PRAGMA journal_mode = WAL`, retried: on a file another process is creating right now the switch can
+    answer "database is locked" at once, without waiting on the busy timeout (two first runs on one fresh store)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _sqlite_on_connect_read_only(dbapi_conn: Any, _record: Any) -> None:
+    # Reading commands: no journal-mode switch (that would alter another application's file), no writes at all.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA query_only = ON")
     finally:
         cur.close()
 
@@ -81,8 +109,15 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
 
 
-def create_store_engine(url: str) -> Engine:
-    """A configured engine for `url` (not yet checked against the schema). Raises StoreError naming the URL."""
+PG_CONNECT_TIMEOUT_S = 10
+"""libpq connect_timeout unless the URL sets one: a host that accepts but never answers fails in seconds."""
+
+
+def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
+    """A configured engine for `url` (not yet checked against the schema). Raises StoreError naming the URL.
+
+    `read_only`: for reading commands; a SQLite file must exist already (no file or directory is created) and is
+    opened with `query_only` and without switching its journal mode."""
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -93,19 +128,25 @@ def create_store_engine(url: str) -> Engine:
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if read_only and database and database != ":memory:" and not database.startswith("file:"):
+            if not Path(database).expanduser().is_file():
+                raise StoreError(f"no store at {display_url(url)!r}: {str(Path(database).expanduser())!r} does not "
+                                 "exist (reading commands never create one)")
+        elif database and database != ":memory:" and not database.startswith("file:"):
             try:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot open store {display_url(url)!r}: {exc}") from None
     else:
         kwargs["pool_pre_ping"] = True
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot open store {display_url(url)!r}: {one_line(exc)}") from None
     if is_sqlite:
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_on_connect_read_only if read_only else _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
@@ -202,12 +243,27 @@ def _check_or_initialise(engine: Engine, shown: str) -> None:
         )
 
 
-def open_engine(url: str) -> Engine:
-    """Create the engine, upgrade a fresh database to head and refuse one at another revision."""
-    engine = create_store_engine(url)
+def _check_existing(engine: Engine, shown: str) -> None:
+    """Reading commands: the database must already be an instructzero store at head; nothing is written."""
+    head = head_revision()
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+        if "alembic_version" not in names or "runs" not in names:
+            raise StoreError(f"{shown!r} is not an instructzero store (no runs/alembic_version tables); "
+                             "reading commands never create or change a database")
+        current = current_revision(conn)
+    if current != head:
+        raise StoreError(f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
+                         f"run `instructzero db upgrade` (back up the database first)")
+
+
+def open_engine(url: str, *, read_only: bool = False) -> Engine:
+    """Create the engine, upgrade a fresh database to head and refuse one at another revision (`read_only`:
+    refuse anything but an existing store at head, and write nothing)."""
+    engine = create_store_engine(url, read_only=read_only)
     shown = display_url(str(engine.url))
     try:
-        _check_or_initialise(engine, shown)
+        (_check_existing if read_only else _check_or_initialise)(engine, shown)
     except StoreError:
         engine.dispose()
         raise

@@ -201,6 +201,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaskDataError(f"malformed JSON in {path} at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except RecursionError:
+        raise TaskDataError(f"malformed JSON in {path}: nested too deeply") from None
 
 
 def _text(value: Any, what: str) -> str:
@@ -364,6 +366,8 @@ def _jsonl_examples(path: Path) -> list[Example]:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TaskDataError(f"malformed JSON in {path} at line {lineno}, column {exc.colno}: {exc.msg}") from exc
+        except RecursionError:
+            raise TaskDataError(f"malformed JSON in {path} at line {lineno}: nested too deeply") from None
         if not isinstance(raw, dict):
             raise TaskDataError(f"{where} must be a JSON object with input and output")
         input_ = _text(_field(raw, "input", where), f"{where} field 'input'")
@@ -399,6 +403,8 @@ def _csv_answers(cell: str, where: str) -> tuple[str, ...]:
             parsed = json.loads(cell)
         except json.JSONDecodeError:
             return (cell,)
+        except RecursionError:
+            raise TaskDataError(f"{where} column 'output': JSON nested too deeply") from None
         return _unique(_texts(parsed, f"{where} column 'output'"))
     return (cell,)
 

@@ -121,8 +121,9 @@ def start_run(
     projection_hash: str | None,
     data: TaskData,
     splits: Splits,
+    lease_owner: str | None = None,
 ) -> RunRecord:
-    """Create the run row with its config, versions and split manifest."""
+    """Create the run row with its config, versions and split manifest (claimed by `lease_owner`)."""
     manifest = splits.manifest()
     datasets = [
         DatasetIn(task=data.name, split=split, content_hash=data.content_hash, example_ids=tuple(ids))
@@ -130,7 +131,7 @@ def start_run(
     ]
     return open_store(store_url).create_run(
         name=name, task=task_name, config=config, seed=seed, versions=versions,
-        projection_hash=projection_hash, splits=manifest, datasets=datasets,
+        projection_hash=projection_hash, splits=manifest, datasets=datasets, lease_owner=lease_owner,
     )
 
 
@@ -181,19 +182,9 @@ def generate_instruction(z: np.ndarray, exemplars: Sequence[Example], spec: Gene
     return spec.load().generate(z, exemplars, batch_size=spec.batch_size)
 
 
-def _evaluation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    settings: BlackBoxSettings = parameters["settings"]
-    examples = [(e.id, e.input, list(e.answers)) for e in parameters["examples"]]
-    return "evaluate-" + _digest(
-        parameters["instruction"], examples, parameters["metric"], parameters["template"], parameters["store_url"],
-        settings.base_url, settings.model, settings.api, settings.temperature, settings.max_tokens,
-    )
-
-
 @task(
     name="zero-shot-evaluate",
-    cache_key_fn=_evaluation_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,  # the store's llm_calls table is the only cache of black-box answers (the ledger)
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_only_transient,

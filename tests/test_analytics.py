@@ -73,7 +73,8 @@ def test_views_on_a_populated_store(analytics: Analytics, populated: dict) -> No
     n_evals_a = N_IT * N_CAND + 1  # distinct instructions' dev evaluations + one test evaluation
     assert cost["run-a"]["n_evaluations"] == n_evals_a
     assert cost["run-a"]["calls"] == N_IT * N_CAND * 2 + 2 and cost["run-a"]["cached_calls"] == 0
-    assert cost["run-a"]["tokens_in"] == 10 * (N_IT * N_CAND * 2 + 2)
+    assert cost["run-a"]["tokens_in"] == 10 * 5 and cost["run-a"]["tokens_out"] == 2 * 5  # its 5 llm_calls
+    assert cost["run-b"]["tokens_in"] == 0 and cost["run-b"]["paid_calls"] == 0  # no call sent, none paid
     assert cost["run-a"]["paid_calls"] == 5 and cost["run-a"]["cost_usd"] == pytest.approx(2.5)
     assert cost["run-b"]["cost_usd"] == 0.0
 

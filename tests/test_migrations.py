@@ -19,16 +19,16 @@ from tests.plugins.store import populate
 
 OUR_TABLES = set(Base.metadata.tables)
 
-REVISION_0002 = '''"""test-only second revision: adds runs.note
+REVISION_0002 = '''"""test-only next revision: adds runs.note
 
-Revision ID: 0002_test_note
-Revises: 0001_initial
+Revision ID: 0003_test_note
+Revises: 0002_run_lease
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_test_note"
-down_revision = "0001_initial"
+revision = "0003_test_note"
+down_revision = "0002_run_lease"
 branch_labels = None
 depends_on = None
 
@@ -63,10 +63,10 @@ def execute(url: str, sql: str) -> None:
 
 @pytest.fixture
 def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Pretend this code has a second migration: a copy of storage/migrations plus 0002_test_note."""
+    """Pretend this code has a newer migration: a copy of storage/migrations plus 0003_test_note."""
     migrations = tmp_path / "migrations"
     shutil.copytree(session_mod.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_test_note.py").write_text(REVISION_0002)
+    (migrations / "versions" / "0003_test_note.py").write_text(REVISION_0002)
     monkeypatch.setattr(session_mod, "MIGRATIONS_DIR", migrations)
     return migrations
 
@@ -74,7 +74,7 @@ def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_fresh_store_is_upgraded_to_head(store_url: str) -> None:
     assert store_revision(store_url) is None
     RunStore(store_url).close()
-    assert store_revision(store_url) == head_revision() == "0001_initial"
+    assert store_revision(store_url) == head_revision() == "0002_run_lease"
     assert OUR_TABLES <= tables(store_url)
 
 
@@ -95,7 +95,7 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
         populate(store, n_iterations=1)
     assert downgrade_store(store_url, "base") == "base"
     assert tables(store_url) & OUR_TABLES == set()
-    assert upgrade_store(store_url) == "0001_initial"
+    assert upgrade_store(store_url) == "0002_run_lease"
     with RunStore(store_url) as store:
         assert store.list_runs() == []
         populate(store, n_iterations=1)
@@ -103,11 +103,11 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
 
 def test_out_of_date_store_is_refused_until_upgraded(store_url: str, newer_code: Path) -> None:
     upgrade_store(store_url, "0001_initial")
-    assert head_revision() == "0002_test_note"
-    with pytest.raises(StoreError, match=r"revision '0001_initial' but this version needs '0002_test_note'.*"
+    assert head_revision() == "0003_test_note"
+    with pytest.raises(StoreError, match=r"revision '0001_initial' but this version needs '0003_test_note'.*"
                                          r"instructzero db upgrade"):
         RunStore(store_url)
-    assert upgrade_store(store_url) == "0002_test_note"
+    assert upgrade_store(store_url) == "0003_test_note"
     engine = create_engine(normalize_url(store_url))
     try:
         assert "note" in {c["name"] for c in inspect(engine).get_columns("runs")}
@@ -136,3 +136,17 @@ def test_unversioned_tables_are_refused(store_url: str) -> None:
 def test_bad_target_revision(sqlite_url: str) -> None:
     with pytest.raises(StoreError, match="'nope'"):
         upgrade_store(sqlite_url, "nope")
+
+
+def test_0002_adds_the_lease_and_redacts_stored_store_urls(store_url: str) -> None:
+    """A store from before 0002 kept the store URL's password in runs.config; the upgrade redacts it."""
+    upgrade_store(store_url, "0001_initial")
+    execute(store_url, "INSERT INTO runs (id, name, task, status, config, seed, versions, splits, started_at) "
+                       "VALUES ('r1', 'old', 'sum', 'running', "
+                       "'{\"store_url\": \"postgresql+psycopg://iz:s3cret@db/iz\", \"seed\": 0}', 0, '{}', '{}', "
+                       "'2025-01-01 00:00:00')")
+    assert upgrade_store(store_url) == "0002_run_lease"
+    with RunStore(store_url) as store:
+        run = store.get_run("r1")
+        assert run.config == {"store_url": "postgresql+psycopg://iz:***@db/iz", "seed": 0}
+        assert run.lease_owner is None and run.heartbeat_at is None
