@@ -91,6 +91,7 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
     stored = dict(existing.config)
     stored.pop("name", None)
     stored.pop("store_url", None)
+    stored.pop("budget", None)
     if stored != config.reproducibility_key():
         raise ConfigError(
             f"a run named {config.name!r} already exists ({existing.id}) with different settings; "
