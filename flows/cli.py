@@ -1,4 +1,4 @@
-"""`instructzero` command line: run, resume, tasks, runs, sql, export, db, serve, bench.
+"""`instructzero` command line: run, estimate, resume, tasks, runs, sql, export, db, serve, bench.
 
 User errors (bad task, malformed files, bad DB URL, unreachable endpoint, invalid settings) print one line,
 `error: ...`, and exit with status 2; nothing is written to the store before the inputs have been checked.
@@ -51,6 +51,10 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "engine": ("black_box", "engine"), "soft_scale": ("generator", "soft_scale"),
         "meta_prompt": ("generator", "template"), "baseline_instruction": ("report", "baselines"),
         "empty_baseline": ("report", "empty_baseline"),
+        "price_in": ("black_box", "price_in_per_mtok"), "price_out": ("black_box", "price_out_per_mtok"),
+        "max_cost": ("budget", "max_cost_usd"), "max_total_tokens": ("budget", "max_total_tokens"),
+        "max_calls": ("budget", "max_calls"), "stop_at_limit": ("budget", "stop_at_limit"),
+        "length_penalty": ("bo", "length_penalty"),
     }
     nested: dict[str, Any] = {}
     for flag, path in mapping.items():
@@ -87,19 +91,55 @@ def _print_summary(summary: Any, wall_s: float) -> None:
           f"(the rest from the store's cache); {wall_s:.0f} s")
 
 
-def _preflight(config: Any) -> None:
-    """Check task data, store and endpoint before anything is written or Prefect starts."""
+def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
+    """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
     from tasks.blackbox import BlackBoxClient
     from tasks.data import load_task
     from tasks.prefect_tasks import open_store
     from tasks.splits import make_splits
 
     data = load_task(config.data.task, config.data.data_dir)
-    make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test,
-                seed=config.seed)
+    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
+                         n_test=config.data.n_test, seed=config.seed)
+    _check_budget(config, splits, resume_run_id)
     if config.black_box.base_url:
         BlackBoxClient(config.black_box.client_settings(config.black_box.base_url, timeout_s=10.0)).check_reachable()
     open_store(config.store_url)
+
+
+def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: bool = False) -> None:
+    """Estimate the worst case of what is left to run and refuse (ConfigError) what the limits cannot cover."""
+    from flows.spend import estimate_for, format_estimate, one_line
+    from tasks.budget import Usage, check_estimate
+    from tasks.prefect_tasks import open_store
+
+    done: list[int] = []
+    spent = Usage()
+    if resume_run_id is not None:  # the store exists: count what is recorded and spent
+        store = open_store(config.store_url)
+        done, spent = store.completed_iterations(resume_run_id), Usage(*store.llm_spend(resume_run_id))
+    estimate = estimate_for(config, splits, done_iterations=done, spent=spent)
+    if show:
+        print(format_estimate(config, estimate))
+    check_estimate(estimate, config.budget.limits(), stop_at_limit=config.budget.stop_at_limit)
+    if not show and config.budget.limits().any:
+        print(f"budget: {one_line(estimate)}; within the limits" if not config.budget.stop_at_limit
+              else f"budget: {one_line(estimate)}; stopping at the limit if it is reached")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from flows.params import build_config
+    from tasks.data import load_task
+    from tasks.splits import make_splits
+
+    config = build_config(**_nested_overrides(args))
+    data = load_task(config.data.task, config.data.data_dir)
+    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
+                         n_test=config.data.n_test, seed=config.seed)
+    _check_budget(config, splits, None, show=True)
+    if config.budget.limits().any:
+        print("fits the limits" + (" (or stops at them)" if config.budget.stop_at_limit else ""))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -120,8 +160,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
     run = open_store(store_url).get_run(args.run_id)
-    config = config_from_record(run.config, store_url=store_url)
-    _preflight(config)
+    budget = {**run.config.get("budget", {}), **_nested_overrides(args).get("budget", {})}
+    config = config_from_record(run.config, store_url=store_url, budget=budget)
+    _preflight(config, resume_run_id=run.id)
     start = time.perf_counter()
     _print_summary(instructzero_flow(config, resume_run_id=run.id), time.perf_counter() - start)
     return 0
@@ -243,11 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="your current instruction, scored on the same test examples (repeatable)")
     run.add_argument("--no-empty-baseline", dest="empty_baseline", action="store_false", default=None,
                      help="do not score the empty instruction as a baseline")
+    run.add_argument("--price-in", metavar="USD", help="black-box input price per million tokens (default: table)")
+    run.add_argument("--price-out", metavar="USD", help="black-box output price per million tokens (default: table)")
+    _budget_flags(run)
+    run.add_argument("--length-penalty", metavar="P",
+                     help="optimize dev accuracy - P x instruction tokens (default 0)")
     run.set_defaults(func=cmd_run)
 
-    resume = sub.add_parser("resume", help="continue an interrupted run from the store")
+    estimate = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a run (same flags as run)")
+    for action in run._actions[1:]:  # every flag of `run` except -h
+        estimate._add_action(action)
+    estimate.set_defaults(func=cmd_estimate)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from the store (raise its limits here)")
     resume.add_argument("run_id")
     resume.add_argument("--store")
+    _budget_flags(resume)
     resume.set_defaults(func=cmd_resume)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")
@@ -284,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("bench", help="benchmarks: quality against baselines, and pipeline speed", add_help=False)
     return parser
+
+
+def _budget_flags(parser: argparse.ArgumentParser) -> None:
+    """Spend limits (validated by RunConfig, so a bad value is one `error:` line). --max-tokens is another thing:
+    the per-answer cap of each call."""
+    parser.add_argument("--max-cost", metavar="USD", help="most USD the run may spend on the black box")
+    parser.add_argument("--max-total-tokens", metavar="N", help="most input + output tokens of paid calls")
+    parser.add_argument("--max-calls", metavar="N", help="most paid black-box calls")
+    parser.add_argument("--stop-at-limit", action="store_true", default=None,
+                        help="start although the worst case crosses a limit; stop at an iteration boundary")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
