@@ -77,7 +77,8 @@ def _print_summary(summary: Any, wall_s: float) -> None:
     for iteration, index, instruction, score in summary.top:
         print(f"  dev {score:.3f}  it {iteration:>3} #{index:<2} {instruction!r}")
     print(f"best instruction: {summary.best_instruction!r}")
-    print(f"dev score: {summary.dev_score:.3f}   test score: {summary.test_score:.3f}")
+    test = "not evaluated" if summary.test_score != summary.test_score else f"{summary.test_score:.3f}"
+    print(f"dev score: {summary.dev_score:.3f}   test score: {test}")
     if summary.comparison:
         print()
         print(f"test report ({summary.comparison[0].n} examples, the same for every row):")
@@ -88,7 +89,14 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             print(f"  vs {row.label}: gain {row.gain:+.3f}, p = {p:.4f} ({verdict} at 0.05)")
     print()
     print(f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
-          f"(the rest from the store's cache); {wall_s:.0f} s")
+          f"(the rest from the store's cache); {summary.spent.total_tokens} tokens, ${summary.spent.cost_usd:.4f}"
+          f"{'; budget ' + summary.limits if summary.limits else ''}; {wall_s:.0f} s")
+    if summary.stopped:
+        print(f"stopped: {summary.stopped}")
+        if summary.test_note:
+            print(f"test: {summary.test_note}")
+        print(f"status: budget exhausted (stored as 'interrupted'); continue with "
+              f"`instructzero resume {summary.run_id} --max-cost USD` (or --max-total-tokens/--max-calls)")
 
 
 def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:

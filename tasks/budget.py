@@ -11,7 +11,8 @@ Bounds on input tokens, per prompt:
   SentencePiece model with byte fallback spends at least one byte per token, so this never undercounts.
 Output tokens are bounded by `max_tokens` per call. Before the instructions exist (the run estimate), an
 instruction is bounded by `INSTRUCTION_TOKENS_PER_GENERATED_TOKEN` x `generator.max_new_tokens` tokens: a planning
-number, while the enforcement during the run uses the real instruction texts, so the guarantee never rests on it.
+number (`INSTRUCTION_BYTES_PER_GENERATED_TOKEN` bytes each for the byte bound), while the enforcement during the
+run uses the real instruction texts, so the guarantee never rests on it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ COMPLETION_OVERHEAD_TOKENS = 4
 TOKENIZER_MARGIN = 8
 """Tokens allowed beyond the packaged model's own count (an engine's slightly different special tokens)."""
 INSTRUCTION_TOKENS_PER_GENERATED_TOKEN = 2
-"""Planning bound for an instruction not yet written: black-box tokens per generator token."""
+"""Planning bound for an instruction not yet written: black-box tokens per generator token (tokenizer count)."""
+INSTRUCTION_BYTES_PER_GENERATED_TOKEN = 8
+"""The same in UTF-8 bytes (byte bound): generous for subword vocabularies, where a token is ~4 characters."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ def byte_bound(api: str) -> TokenCounter:
     def count(prompt: str) -> int:
         return len(prompt.encode("utf-8")) + overhead
 
+    count.per_generated_token = INSTRUCTION_BYTES_PER_GENERATED_TOKEN  # type: ignore[attr-defined]
     return count
 
 
@@ -116,6 +120,7 @@ def tokenizer_count(tokenizer: Any, api: str) -> TokenCounter:
             return len(ids) + TOKENIZER_MARGIN
         return len(tokenizer(prompt)["input_ids"]) + TOKENIZER_MARGIN + (CHAT_OVERHEAD_TOKENS if api == "chat" else 0)
 
+    count.per_generated_token = INSTRUCTION_TOKENS_PER_GENERATED_TOKEN  # type: ignore[attr-defined]
     return count
 
 
@@ -194,7 +199,7 @@ def estimate_run(
 ) -> RunEstimate:
     """Worst-case calls, tokens and cost of every step not yet recorded: iteration 0 (n_init instructions x dev),
     each BO iteration (batch_size x dev), then the test report (found + baselines x test)."""
-    instr = INSTRUCTION_TOKENS_PER_GENERATED_TOKEN * generator_max_new_tokens
+    instr = getattr(count, "per_generated_token", INSTRUCTION_TOKENS_PER_GENERATED_TOKEN) * generator_max_new_tokens
     dev_inputs = [e.input for e in dev]
     test_inputs = [e.input for e in test]
     per_dev_instruction = _padded(count, template, dev_inputs, instr)

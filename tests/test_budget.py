@@ -57,9 +57,9 @@ def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -
     labels = [label for label, _ in estimate.steps]
     assert labels == ["iteration 0", "iteration 1", "iteration 2", "test report"]
     first = estimate.steps[0][1]
-    # "|1 2" and "|3 4": 4 bytes + 4 overhead each, + 16 for the unknown instruction (2 x 8 generator tokens)
-    assert (first.calls, first.prompt_tokens, first.completion_tokens) == (6, 3 * 2 * (8 + 16), 6 * 5)
-    assert first.cost_usd == pytest.approx((144 * 1.0 + 30 * 2.0) / 1e6)
+    # "|1 2" and "|3 4": 4 bytes + 4 overhead each, + 64 for the unknown instruction (8 bytes x 8 generator tokens)
+    assert (first.calls, first.prompt_tokens, first.completion_tokens) == (6, 3 * 2 * (8 + 64), 6 * 5)
+    assert first.cost_usd == pytest.approx((432 * 1.0 + 30 * 2.0) / 1e6)
     test = estimate.steps[-1][1]
     assert test.calls == 3 * 3  # found + 2 baselines on 3 test examples
     resumed = estimate_run(dev=_examples("1 2", "3 4"), test=_examples("5 6"), n_init=3, iterations=2,
