@@ -87,6 +87,10 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             p = row.p_mcnemar if row.p_mcnemar is not None else row.p_bootstrap
             verdict = "significant" if p is not None and p < 0.05 else "not significant"
             print(f"  vs {row.label}: gain {row.gain:+.3f}, p = {p:.4f} ({verdict} at 0.05)")
+    from flows.spend import format_value
+
+    for line in format_value(summary):
+        print(line)
     print()
     print(f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
           f"(the rest from the store's cache); {summary.spent.total_tokens} tokens, ${summary.spent.cost_usd:.4f}"
@@ -321,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql = sub.add_parser(
         "sql", help="read-only SQL over the store through DuckDB",
         description="Tables: runs, candidates, instructions, evaluations, example_scores, llm_calls, metrics, "
-        "datasets. Views: best_instructions, score_by_iteration, cost_per_run, candidates_flat.",
+        "datasets. Views: best_instructions, score_by_iteration, cost_per_run, cost_by_iteration, candidates_flat.",
     )
     sql.add_argument("query")
     sql.add_argument("--store")

@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from flows.params import BlackBoxConfig, RunConfig, package_versions
-from flows.spend import make_budget, prompts_for
+from flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from storage.entities import RunRecord
 from tasks.bayes_opt import propose_distinct
 from tasks.comparison import (
@@ -68,6 +68,7 @@ class RunSummary:
     test_note: str = ""  # what was (not) scored on test when the budget stopped the run
     spent: Usage = Usage()  # what this run paid for, from its llm_calls rows
     limits: str = ""  # the budget and what is left of it, for the report
+    usd_per_1k_calls: tuple[float, ...] = ()  # per comparison row: what 1,000 calls with its instruction cost
 
 
 @contextlib.contextmanager
@@ -253,7 +254,13 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
         stopped=stopped, test_note=test_note, spent=budget.spent(),
         limits=budget.describe() if budget.limits.any else "",
+        usd_per_1k_calls=tuple(_per_1k(config, run.id, rows)),
     )
+
+
+def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
+    values = {m.key: m.value for m in open_store(config.store_url).load_metrics(run_id)}
+    return [values.get(f"report.{r.label}.usd_per_1k_calls", 0.0) for r in rows]
 
 
 def _record_spend(store, run_id: str, step: int, spent: Usage) -> None:
@@ -303,7 +310,11 @@ def _test_report(config: RunConfig, run: RunRecord, found: str, metric, splits, 
     ]
     rows = compare(scored[0], scored[1:], n_bootstrap=config.report.n_bootstrap,
                    confidence=config.report.confidence, seed=config.seed)
-    open_store(config.store_url).record_metrics(run.id, comparison_metrics(rows))
+    prices, store = config.black_box.prices(), open_store(config.store_url)
+    per_1k = {f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(store, settings, text, splits.test,
+                                                                     config.black_box.template, prices)
+              for label, text in zip([FOUND, *baselines], texts)}
+    store.record_metrics(run.id, {**comparison_metrics(rows), **per_1k})
     create_table_artifact(
         key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
         description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "

@@ -95,3 +95,33 @@ def prompts_for(instructions: Sequence[str], examples, template: str) -> list[st
     from tasks.prompts import render_zero_shot
 
     return [render_zero_shot(i, e.input, template) for i in dict.fromkeys(instructions) for e in examples]
+
+
+def usd_per_1k_calls(store, settings, instruction: str, examples, template: str, prices) -> float:
+    """What 1,000 calls with `instruction` cost, from the recorded usage of its test calls (cached or not)."""
+    from tasks.blackbox import BlackBoxClient
+
+    client = BlackBoxClient(settings)
+    calls = [store.get_llm_call(client.request_hash(p)) for p in prompts_for([instruction], examples, template)]
+    calls = [c for c in calls if c is not None]
+    if not calls:
+        return 0.0
+    return 1000.0 * sum(prices.cost(c.prompt_tokens, c.completion_tokens) for c in calls) / len(calls)
+
+
+def format_value(summary) -> list[str]:
+    """Test accuracy per dollar and per 1,000 calls, found instruction against the baselines (a few lines)."""
+    if not summary.comparison:
+        return []
+    lines = ["value for money (deployment: $ per 1,000 calls with the instruction, from its test calls' usage):"]
+    for row, per_1k in zip(summary.comparison, summary.usd_per_1k_calls):
+        per_dollar = f"{row.accuracy * 1000.0 / per_1k:,.0f} correct answers per $" if per_1k > 0 else "free"
+        lines.append(f"  {row.label:<11} test acc {row.accuracy:.3f}  ${per_1k:.4f} per 1k calls  {per_dollar}")
+    spent = summary.spent
+    for row in summary.comparison[1:]:
+        gain = row.gain or 0.0
+        per_usd = f"{gain / spent.cost_usd:+.3f} per $" if spent.cost_usd > 0 else "free search"
+        per_calls = f"{1000.0 * gain / spent.calls:+.3f} per 1,000 paid calls" if spent.calls else "no paid calls"
+        lines.append(f"  search gain vs {row.label}: {gain:+.3f} test accuracy for ${spent.cost_usd:.4f} and "
+                     f"{spent.calls} paid calls: {per_usd}, {per_calls}")
+    return lines

@@ -95,3 +95,16 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     assert again.stopped is None and again.answered_calls > 0
     assert _paid(reference_url, again.run_id) == (0, 0.0) and again.spent.calls == 0
     assert again.test_score == reference.test_score
+
+    from storage.analytics import Analytics
+
+    with Analytics(url) as analytics:
+        _, rows = analytics.query("SELECT stage, iteration, calls, cache_hits, paid_calls, cost_usd "
+                                  f"FROM cost_by_iteration WHERE run_id = '{run.id}'")
+    assert [r[:2] for r in rows] == [("search", 0), ("search", 1), ("test", None)]
+    assert sum(r[4] for r in rows) == ref_calls and sum(r[5] for r in rows) == pytest.approx(ref_cost)
+    with Analytics(reference_url) as analytics:
+        _, rows = analytics.query(f"SELECT calls, cache_hits, paid_calls, cost_usd FROM cost_by_iteration "
+                                  f"WHERE run_id = '{again.run_id}'")
+    assert rows and all(c == hits > 0 and paid == 0 and cost == 0 for c, hits, paid, cost in rows)
+    assert len(resumed.usd_per_1k_calls) == 2 and all(v > 0 for v in resumed.usd_per_1k_calls)
