@@ -180,6 +180,33 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pareto(args: argparse.Namespace) -> int:
+    """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
+    from tasks.pareto import pareto_front
+    from tasks.prefect_tasks import open_store
+
+    store = open_store(_store_url(args))
+    candidates = store.load_candidates(args.run_id)
+    lengths = {(m.step, int(m.key.rsplit(".", 1)[1])): int(m.value) for m in store.load_metrics(args.run_id)
+               if m.key.startswith("instruction_tokens.")}
+    points = [(c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
+              for c in candidates if (c.iteration, c.index) in lengths]
+    front = pareto_front(points)
+    print(f"Pareto front of run {args.run_id}: {len(front)} of {len(points)} candidates (dev accuracy vs tokens)")
+    for text, score, tokens in front:
+        print(f"  {tokens:>4} tokens  dev {score:.3f}  {text!r}")
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["tokens", "dev_score", "on_front", "instruction"])
+            on = {p[0] for p in front}
+            writer.writerows((t, s, int(i in on), i) for i, s, t in points)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from tasks.data import list_tasks
 
@@ -313,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--store")
     _budget_flags(resume)
     resume.set_defaults(func=cmd_resume)
+
+    pareto = sub.add_parser("pareto", help="Pareto front of dev accuracy vs instruction length of a run")
+    pareto.add_argument("run_id")
+    pareto.add_argument("--store")
+    pareto.add_argument("--csv", help="also write every candidate (tokens, dev score, on the front) to this file")
+    pareto.set_defaults(func=cmd_pareto)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")
     tasks_cmd.add_argument("--data-dir")

@@ -44,6 +44,7 @@ from tasks.prefect_tasks import (
     start_run,
     zero_shot_evaluate,
 )
+from tasks.pareto import instruction_tokens, penalised
 from tasks.selection import best_candidate
 
 
@@ -162,6 +163,14 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     dev_ids = [e.id for e in splits.dev]
     history = store.load_candidates(run.id)
     done = set(store.completed_iterations(run.id))
+    tokenizer = spec.load()._tokenizer  # instruction lengths in the generator's tokens
+    lengths: dict[str, int] = {}
+
+    def objective(candidates):  # what BO maximises: dev accuracy - length_penalty x instruction tokens
+        for c in candidates:
+            lengths.setdefault(c.instruction, instruction_tokens(tokenizer, c.instruction))
+        return penalised(candidates, lengths, bo.length_penalty)
+
     n_steps = bo.iterations + 2  # initial design, BO iterations, test evaluation
     progress_id = create_progress_artifact(
         progress=100.0 * len(done) / n_steps, key=f"progress-{run.id[:12]}",
@@ -178,7 +187,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             bar.set_postfix_str(budget.describe())
         state = None
         if history and bo.strategy == "bo":
-            state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+            state = gp_update_task(objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
                                    latent_weight=bo.latent_weight)
         for iteration in range(bo.iterations + 1):
             if iteration in done:
@@ -193,7 +202,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
                     strategy=bo.strategy, attempt=attempt, known=known, pending=pending, exclude=tried,
                 ),
                 lambda z: generate_instruction(z, splits.exemplars, spec),
-                {c.instruction: float(c.dev_score or 0.0) for c in history},
+                {c.instruction: float(c.dev_score or 0.0) for c in objective(history)},
                 batch_size=bo.batch_size if iteration else bo.n_init, max_attempts=bo.propose_attempts,
             )
             proposal, instructions = distinct.proposal, distinct.instructions
@@ -211,10 +220,13 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             )
             store.record_metric(run.id, "bo.unique_instructions", iteration, float(distinct.unique_new))
             _record_spend(store, run.id, iteration, budget.spent())
+            objective(history)
+            store.record_metrics(run.id, {f"instruction_tokens.{i}": float(lengths[text])
+                                          for i, text in enumerate(instructions)}, step=iteration)
             store.record_metric(run.id, "bo.rejected_proposals", iteration, float(distinct.rejected))
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
-                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+                    objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
                     latent_weight=bo.latent_weight,
                 )
             bar.update(1)
@@ -223,7 +235,8 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)
         if not history:
             raise ConfigError(f"run {run.id}: {stopped}; nothing was evaluated, raise the limit")
-        best = best_candidate(history)
+        pick = best_candidate(objective(history))  # by the objective; reported with its plain dev accuracy
+        best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
         rows, test, test_note = _budgeted_test_report(config, run, best.instruction, metric, splits, settings,
                                                       budget, stopped is not None)
         _record_spend(store, run.id, -1, budget.spent())

@@ -146,3 +146,23 @@ def test_estimate_prints_the_worst_case_and_writes_nothing(echo_server_url, tiny
     assert "$2 in / $8 out per million tokens (config)" in out
     assert "worst case     18 calls" in out and "fits the limits" in out  # 2x3 + 1x3 + 1x3 dev, (found, empty)x3
     assert not store.exists()
+
+
+def test_pareto_front_and_length_penalty() -> None:
+    from dataclasses import dataclass
+
+    from tasks.pareto import pareto_front, penalised
+
+    points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0),
+              ("short ok", 0.6, 5)]
+    assert pareto_front(points) == [("empty", 0.2, 0), ("short ok", 0.6, 5), ("long good", 0.9, 20)]
+
+    @dataclass(frozen=True)
+    class Cand:
+        instruction: str
+        dev_score: float | None
+
+    history = [Cand("long good", 0.9), Cand("short ok", 0.6), Cand("none", None)]
+    lengths = {"long good": 20, "short ok": 5}
+    assert [c.dev_score for c in penalised(history, lengths, 0.02)] == pytest.approx([0.5, 0.5, None])
+    assert penalised(history, lengths, 0.0) == history

@@ -107,4 +107,7 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
         _, rows = analytics.query(f"SELECT calls, cache_hits, paid_calls, cost_usd FROM cost_by_iteration "
                                   f"WHERE run_id = '{again.run_id}'")
     assert rows and all(c == hits > 0 and paid == 0 and cost == 0 for c, hits, paid, cost in rows)
+    lengths = store_rows(url, "SELECT count(*), min(value) FROM metrics WHERE run_id = :run "
+                              "AND key LIKE 'instruction_tokens.%'", run=run.id)[0]
+    assert lengths[0] == len(expected) and lengths[1] >= 1  # every candidate's length in tokens is recorded
     assert len(resumed.usd_per_1k_calls) == 2 and all(v > 0 for v in resumed.usd_per_1k_calls)
