@@ -114,7 +114,7 @@ def _tiny_cli(store: str, base_url: str, generator_dir, *extra: str) -> list[str
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--price-in", "1000", "--price-out", "1000", "--max-cost", "0.5"], "worst-case estimate of the run"),
+    (["--price-in", "1000", "--price-out", "1000", "--max-cost", "1.0"], "worst-case estimate of the run"),
     (["--price-in", "1000", "--price-out", "1000", "--max-cost", "0.1", "--stop-at-limit"],
      "below the worst case of one step (iteration 0"),
     (["--max-calls", "5", "--stop-at-limit"], "calls 6 > --max-calls 5"),
