@@ -1,4 +1,4 @@
-"""`instructzero` command line: run, resume, tasks, runs, sql, export, db, serve, bench.
+"""`instructzero` command line: run, estimate, resume, tasks, runs, sql, export, db, serve, bench.
 
 User errors (bad task, malformed files, bad DB URL, unreachable endpoint, invalid settings) print one line,
 `error: ...`, and exit with status 2; nothing is written to the store before the inputs have been checked.
@@ -59,6 +59,10 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "engine": ("black_box", "engine"), "soft_scale": ("generator", "soft_scale"),
         "meta_prompt": ("generator", "template"), "baseline_instruction": ("report", "baselines"),
         "empty_baseline": ("report", "empty_baseline"),
+        "price_in": ("black_box", "price_in_per_mtok"), "price_out": ("black_box", "price_out_per_mtok"),
+        "max_cost": ("budget", "max_cost_usd"), "max_total_tokens": ("budget", "max_total_tokens"),
+        "max_calls": ("budget", "max_calls"), "stop_at_limit": ("budget", "stop_at_limit"),
+        "length_penalty": ("bo", "length_penalty"),
     }
     nested: dict[str, Any] = {}
     for flag, path in mapping.items():
@@ -81,7 +85,8 @@ def _print_summary(summary: Any, wall_s: float) -> None:
     for iteration, index, instruction, score in summary.top:
         print(f"  dev {score:.3f}  it {iteration:>3} #{index:<2} {instruction!r}")
     print(f"best instruction: {summary.best_instruction!r}")
-    print(f"dev score: {summary.dev_score:.3f}   test score: {summary.test_score:.3f}")
+    test = "not evaluated" if summary.test_score != summary.test_score else f"{summary.test_score:.3f}"
+    print(f"dev score: {summary.dev_score:.3f}   test score: {test}")
     if summary.comparison:
         print()
         print(f"test report ({summary.comparison[0].n} examples, the same for every row):")
@@ -90,21 +95,33 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             p = row.p_mcnemar if row.p_mcnemar is not None else row.p_bootstrap
             verdict = "significant" if p is not None and p < 0.05 else "not significant"
             print(f"  vs {row.label}: gain {row.gain:+.3f}, p = {p:.4f} ({verdict} at 0.05)")
+    from flows.spend import format_value
+
+    for line in format_value(summary):
+        print(line)
     print()
     print(f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
-          f"(the rest from the store's cache); {wall_s:.0f} s")
+          f"(the rest from the store's cache); {summary.spent.total_tokens} tokens, ${summary.spent.cost_usd:.4f}"
+          f"{'; budget ' + summary.limits if summary.limits else ''}; {wall_s:.0f} s")
+    if summary.stopped:
+        print(f"stopped: {summary.stopped}")
+        if summary.test_note:
+            print(f"test: {summary.test_note}")
+        print(f"status: budget exhausted (stored as 'interrupted'); continue with "
+              f"`instructzero resume {summary.run_id} --max-cost USD` (or --max-total-tokens/--max-calls)")
 
 
-def _preflight(config: Any) -> None:
-    """Check task data, store and endpoint before anything is written or Prefect starts."""
+def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
+    """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
     from tasks.blackbox import BlackBoxClient
     from tasks.data import load_task
     from tasks.prefect_tasks import open_store
     from tasks.splits import make_splits
 
     data = load_task(config.data.task, config.data.data_dir)
-    make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test,
-                seed=config.seed)
+    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
+                         n_test=config.data.n_test, seed=config.seed)
+    _check_budget(config, splits, resume_run_id)
     if config.black_box.base_url:
         BlackBoxClient(config.black_box.client_settings(config.black_box.base_url, timeout_s=10.0)).check_reachable()
     open_store(config.store_url)
@@ -130,6 +147,41 @@ def _start_prefect() -> None:
     from flows.prefect_server import start_ephemeral_api
 
     start_ephemeral_api()
+
+
+def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: bool = False) -> None:
+    """Estimate the worst case of what is left to run and refuse (ConfigError) what the limits cannot cover."""
+    from flows.spend import estimate_for, format_estimate, one_line
+    from tasks.budget import Usage, check_estimate
+    from tasks.prefect_tasks import open_store
+
+    done: list[int] = []
+    spent = Usage()
+    if resume_run_id is not None:  # the store exists: count what is recorded and spent
+        store = open_store(config.store_url)
+        done, spent = store.completed_iterations(resume_run_id), Usage(*store.llm_spend(resume_run_id))
+    estimate = estimate_for(config, splits, done_iterations=done, spent=spent)
+    if show:
+        print(format_estimate(config, estimate))
+    check_estimate(estimate, config.budget.limits(), stop_at_limit=config.budget.stop_at_limit)
+    if not show and config.budget.limits().any:
+        print(f"budget: {one_line(estimate)}; within the limits" if not config.budget.stop_at_limit
+              else f"budget: {one_line(estimate)}; stopping at the limit if it is reached")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from flows.params import build_config
+    from tasks.data import load_task
+    from tasks.splits import make_splits
+
+    config = build_config(**_nested_overrides(args))
+    data = load_task(config.data.task, config.data.data_dir)
+    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
+                         n_test=config.data.n_test, seed=config.seed)
+    _check_budget(config, splits, None, show=True)
+    if config.budget.limits().any:
+        print("fits the limits" + (" (or stops at them)" if config.budget.stop_at_limit else ""))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -165,12 +217,40 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
               "nothing to resume")
         return 0
-    config = config_from_record(run.config, store_url=store_url)
-    _preflight(config)
+    budget = {**run.config.get("budget", {}), **_nested_overrides(args).get("budget", {})}
+    config = config_from_record(run.config, store_url=store_url, budget=budget)
+    _preflight(config, resume_run_id=run.id)
     _check_not_held(config, run)
     start = time.perf_counter()
     _start_prefect()
     _print_summary(instructzero_flow(config, resume_run_id=run.id), time.perf_counter() - start)
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
+    from tasks.pareto import pareto_front
+    from tasks.prefect_tasks import open_store
+
+    store = open_store(_store_url(args))
+    candidates = store.load_candidates(args.run_id)
+    lengths = {(m.step, int(m.key.rsplit(".", 1)[1])): int(m.value) for m in store.load_metrics(args.run_id)
+               if m.key.startswith("instruction_tokens.")}
+    points = [(c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
+              for c in candidates if (c.iteration, c.index) in lengths]
+    front = pareto_front(points)
+    print(f"Pareto front of run {args.run_id}: {len(front)} of {len(points)} candidates (dev accuracy vs tokens)")
+    for text, score, tokens in front:
+        print(f"  {tokens:>4} tokens  dev {score:.3f}  {text!r}")
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["tokens", "dev_score", "on_front", "instruction"])
+            on = {p[0] for p in front}
+            writer.writerows((t, s, int(i in on), i) for i, s, t in points)
+        print(f"wrote {args.csv}")
     return 0
 
 
@@ -305,12 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="your current instruction, scored on the same test examples (repeatable)")
     run.add_argument("--no-empty-baseline", dest="empty_baseline", action="store_false", default=None,
                      help="do not score the empty instruction as a baseline")
+    run.add_argument("--price-in", metavar="USD", help="black-box input price per million tokens (default: table)")
+    run.add_argument("--price-out", metavar="USD", help="black-box output price per million tokens (default: table)")
+    _budget_flags(run)
+    run.add_argument("--length-penalty", metavar="P",
+                     help="optimize dev accuracy - P x instruction tokens (default 0)")
     run.set_defaults(func=cmd_run)
 
-    resume = sub.add_parser("resume", help="continue an interrupted run from the store")
+    estimate = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a run (same flags as run)")
+    for action in run._actions[1:]:  # every flag of `run` except -h
+        estimate._add_action(action)
+    estimate.set_defaults(func=cmd_estimate)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from the store (raise its limits here)")
     resume.add_argument("run_id")
     resume.add_argument("--store")
+    _budget_flags(resume)
     resume.set_defaults(func=cmd_resume)
+
+    pareto = sub.add_parser("pareto", help="Pareto front of dev accuracy vs instruction length of a run")
+    pareto.add_argument("run_id")
+    pareto.add_argument("--store")
+    pareto.add_argument("--csv", help="also write every candidate (tokens, dev score, on the front) to this file")
+    pareto.set_defaults(func=cmd_pareto)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")
     tasks_cmd.add_argument("--data-dir")
@@ -323,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql = sub.add_parser(
         "sql", help="read-only SQL over the store through DuckDB",
         description="Tables: runs, candidates, instructions, evaluations, example_scores, llm_calls, metrics, "
-        "datasets. Views: best_instructions, score_by_iteration, cost_per_run, candidates_flat.",
+        "datasets. Views: best_instructions, score_by_iteration, cost_per_run, cost_by_iteration, candidates_flat.",
     )
     sql.add_argument("query")
     sql.add_argument("--store")
@@ -346,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("bench", help="benchmarks: quality against baselines, and pipeline speed", add_help=False)
     return parser
+
+
+def _budget_flags(parser: argparse.ArgumentParser) -> None:
+    """Spend limits (validated by RunConfig, so a bad value is one `error:` line). --max-tokens is another thing:
+    the per-answer cap of each call."""
+    parser.add_argument("--max-cost", metavar="USD", help="most USD the run may spend on the black box")
+    parser.add_argument("--max-total-tokens", metavar="N", help="most input + output tokens of paid calls")
+    parser.add_argument("--max-calls", metavar="N", help="most paid black-box calls")
+    parser.add_argument("--stop-at-limit", action="store_true", default=None,
+                        help="start although the worst case crosses a limit; stop at an iteration boundary")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

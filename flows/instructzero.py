@@ -27,15 +27,17 @@ from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from flows.params import BlackBoxConfig, RunConfig, package_versions
+from flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from storage.entities import RunRecord
 from tasks.bayes_opt import propose_distinct
 from tasks.comparison import (
     FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
-from tasks.blackbox import BlackBoxSettings, EvaluationResult
 from storage.errors import RunExistsError
 from storage.repository import RunStore, lease_timeout_s
+from tasks.blackbox import BlackBoxSettings, EvaluationResult
+from tasks.budget import Budget, Usage
 from tasks.errors import ConfigError
 from tasks.metrics import MetricName
 from tasks.splits import Splits
@@ -52,6 +54,7 @@ from tasks.prefect_tasks import (
     start_run,
     zero_shot_evaluate,
 )
+from tasks.pareto import instruction_tokens, penalised
 from tasks.selection import best_candidate
 
 
@@ -72,6 +75,11 @@ class RunSummary:
     black_box: str = ""  # what answered, for the report
     paid_calls: int = 0  # black-box requests this run paid for (llm_calls rows attributed to it)
     answered_calls: int = 0  # distinct prompts answered over the run's evaluations, cache hits included
+    stopped: str | None = None  # why the search stopped early (the budget), None when it ran to the end
+    test_note: str = ""  # what was (not) scored on test when the budget stopped the run
+    spent: Usage = Usage()  # what this run paid for, from its llm_calls rows
+    limits: str = ""  # the budget and what is left of it, for the report
+    usd_per_1k_calls: tuple[float, ...] = ()  # per comparison row: what 1,000 calls with its instruction cost
 
 
 @contextlib.contextmanager
@@ -101,6 +109,7 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
     stored = dict(existing.config)
     stored.pop("name", None)
     stored.pop("store_url", None)
+    stored.pop("budget", None)
     if stored != config.reproducibility_key():
         raise ConfigError(
             f"a run named {config.name!r} already exists ({existing.id}) with different settings; "
@@ -168,6 +177,10 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         store.set_run_status(run.id, status, error=f"{type(exc).__name__}: {exc}")
         raise
+    if summary.stopped:  # status "interrupted" (resumable) with the reason; no schema change for a new status
+        store.set_run_status(run.id, "interrupted", error=f"budget_exhausted: {summary.stopped}")
+        logger.warning("run %s stopped: %s; %s", run.id, summary.stopped, summary.test_note)
+        return summary
     store.set_run_status(run.id, "completed")
     logger.info("best instruction %r: dev %.3f, test %.3f", summary.best_instruction, summary.dev_score,
                 summary.test_score)
@@ -241,6 +254,14 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     dev_ids = [e.id for e in splits.dev]
     history = store.load_candidates(run.id)
     done = set(store.completed_iterations(run.id))
+    tokenizer = spec.load()._tokenizer  # instruction lengths in the generator's tokens
+    lengths: dict[str, int] = {}
+
+    def objective(candidates):  # what BO maximises: dev accuracy - length_penalty x instruction tokens
+        for c in candidates:
+            lengths.setdefault(c.instruction, instruction_tokens(tokenizer, c.instruction))
+        return penalised(candidates, lengths, bo.length_penalty)
+
     n_steps = bo.iterations + 2  # initial design, BO iterations, test evaluation
     progress_id = create_progress_artifact(
         progress=100.0 * len(done) / n_steps, key=f"progress-{run.id[:12]}",
@@ -249,9 +270,13 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
     with black_box_endpoint(config.black_box) as base_url:
         settings = config.black_box.settings_for_splits(base_url, splits)
+        budget = make_budget(config, store, run.id, settings, settings.max_tokens)
+        stopped: str | None = None
+        if budget.limits.any:
+            bar.set_postfix_str(budget.describe())
         state = None
         if history and bo.strategy == "bo":
-            state = gp_update_task(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+            state = gp_update_task(objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
                                    latent_weight=bo.latent_weight)
         for iteration in range(bo.iterations + 1):
             if iteration in done:
@@ -266,10 +291,16 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
                     strategy=bo.strategy, attempt=attempt, known=known, pending=pending, exclude=tried,
                 ),
                 lambda z: generate_instruction(z, splits.exemplars, spec),
-                {c.instruction: float(c.dev_score or 0.0) for c in history},
+                {c.instruction: float(c.dev_score or 0.0) for c in objective(history)},
                 batch_size=bo.batch_size if iteration else bo.n_init, max_attempts=bo.propose_attempts,
             )
             proposal, instructions = distinct.proposal, distinct.instructions
+            spent, need, crossed = budget.check(prompts_for(instructions, splits.dev, config.black_box.template))
+            if crossed:  # stop at the iteration boundary: nothing of this iteration is sent or recorded
+                stopped = (f"budget exhausted before iteration {iteration}: spent {spent.describe()}; "
+                           f"its worst case {need.describe()} could cross {crossed}")
+                store.record_metric(run.id, "budget.stopped_before_iteration", 0, float(iteration))
+                break
             evaluations = evaluate_batch(
                 instructions, splits.dev, metric, config.black_box.template, settings, config.store_url, run.id
             )
@@ -277,16 +308,29 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
                 config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
             )
             store.record_metric(run.id, "bo.unique_instructions", iteration, float(distinct.unique_new))
+            _record_spend(store, run.id, iteration, budget.spent())
+            objective(history)
+            store.record_metrics(run.id, {f"instruction_tokens.{i}": float(lengths[text])
+                                          for i, text in enumerate(instructions)}, step=iteration)
             store.record_metric(run.id, "bo.rejected_proposals", iteration, float(distinct.rejected))
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
-                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+                    objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
                     latent_weight=bo.latent_weight,
                 )
             bar.update(1)
+            if budget.limits.any:
+                bar.set_postfix_str(budget.describe())
             update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)
-        best = best_candidate(history)
-        rows, test = _test_report(config, run, best.instruction, metric, splits, settings)
+        if not history:
+            raise ConfigError(f"run {run.id}: {stopped}; nothing was evaluated, raise the limit")
+        pick = best_candidate(objective(history))  # by the objective; reported with its plain dev accuracy
+        best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
+        rows, test, test_note = _budgeted_test_report(config, run, best.instruction, metric, splits, settings,
+                                                      budget, stopped is not None)
+        _record_spend(store, run.id, -1, budget.spent())
+    if stopped is None and test_note:  # the search finished, the full test report did not fit
+        stopped = "budget exhausted before the full test report"
     bar.update(1)
     bar.close()
     update_progress_artifact(progress_id, progress=100.0)
@@ -298,27 +342,68 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
              "instruction": c.instruction}
             for c in ranked[:10]
         ],
-        description=f"Best instructions of run {run.name} (test score of the best: {test.mean_score:.3f})",
+        description=f"Best instructions of run {run.name} (test score of the best: "
+                    f"{'not evaluated' if test is None else f'{test.mean_score:.3f}'})",
     )
     return RunSummary(
         run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
-        dev_score=float(best.dev_score or 0.0), test_score=test.mean_score, n_candidates=len(history),
+        dev_score=float(best.dev_score or 0.0), test_score=float("nan") if test is None else test.mean_score,
+        n_candidates=len(history),
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
         comparison=tuple(rows), confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {config.black_box.base_url or 'embedded ' + settings.endpoint_id}",
         paid_calls=open_store(config.store_url).count_llm_calls(run.id),
         answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
+        stopped=stopped, test_note=test_note, spent=budget.spent(),
+        limits=budget.describe() if budget.limits.any else "",
+        usd_per_1k_calls=tuple(_per_1k(config, run.id, rows)),
     )
 
 
+def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
+    values = {m.key: m.value for m in open_store(config.store_url).load_metrics(run_id)}
+    return [values.get(f"report.{r.label}.usd_per_1k_calls", 0.0) for r in rows]
+
+
+def _record_spend(store, run_id: str, step: int, spent: Usage) -> None:
+    """The run's cumulative spend after an iteration (step -1: after the test report), for `cost_by_iteration`."""
+    store.record_metrics(run_id, {"spend.calls": float(spent.calls), "spend.prompt_tokens": float(spent.prompt_tokens),
+                                  "spend.completion_tokens": float(spent.completion_tokens),
+                                  "spend.cost_usd": spent.cost_usd}, step=step)
+
+
+def _budgeted_test_report(
+    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings,
+    budget: Budget, stopped: bool,
+) -> tuple[list[ComparisonRow], EvaluationResult | None, str]:
+    """The test report if the remaining budget allows it; else the found instruction alone; else nothing.
+
+    Returns (rows, the found instruction's test evaluation or None, a note saying which)."""
+    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline)
+    template = config.black_box.template
+    spent, need, crossed = budget.check(prompts_for([found, *baselines.values()], splits.test, template))
+    if not crossed:
+        rows, test = _test_report(config, run, found, metric, splits, settings)
+        note = "best-so-far instruction and baselines scored on test (the budget allowed it)" if stopped else ""
+        return rows, test, note
+    alone_spent, alone, alone_crossed = budget.check(prompts_for([found], splits.test, template))
+    if baselines and not alone_crossed:
+        rows, test = _test_report(config, run, found, metric, splits, settings, with_baselines=False)
+        return rows, test, (f"best-so-far instruction scored on test without baselines: the full report's worst case "
+                            f"{need.describe()} could cross {crossed}")
+    return [], None, (f"test report skipped: its worst case {need.describe()} could cross {crossed} "
+                      f"(spent {spent.describe()})")
+
+
 def _test_report(
-    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings
+    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings,
+    *, with_baselines: bool = True,
 ) -> tuple[list[ComparisonRow], EvaluationResult]:
     """Score the found instruction and the baselines on the same test examples; store and show the paired table.
 
     Returns the report's rows and the found instruction's test evaluation.
     """
-    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline)
+    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline) if with_baselines else {}
     texts = [found, *baselines.values()]
     results = evaluate_batch(texts, splits.test, metric, config.black_box.template, settings, config.store_url,
                              run.id)
@@ -331,7 +416,11 @@ def _test_report(
     ]
     rows = compare(scored[0], scored[1:], n_bootstrap=config.report.n_bootstrap,
                    confidence=config.report.confidence, seed=config.seed)
-    open_store(config.store_url).record_metrics(run.id, comparison_metrics(rows))
+    prices, store = config.black_box.prices(), open_store(config.store_url)
+    per_1k = {f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(store, settings, text, splits.test,
+                                                                     config.black_box.template, prices)
+              for label, text in zip([FOUND, *baselines], texts)}
+    store.record_metrics(run.id, {**comparison_metrics(rows), **per_1k})
     create_table_artifact(
         key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
         description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "

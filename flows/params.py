@@ -23,8 +23,10 @@ from servers.local_endpoint import resolve_kind
 from tasks.answer_length import answer_token_cap
 from storage.session import display_url, normalize_url
 from tasks.blackbox import BlackBoxSettings
+from tasks.budget import Limits
 from tasks.errors import ConfigError
 from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
+from tasks.pricing import Prices, resolve_prices
 from tasks.prompts import ZERO_SHOT_TEMPLATE
 from tasks.splits import Splits
 
@@ -84,6 +86,13 @@ class BlackBoxConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
     template: str = ZERO_SHOT_TEMPLATE  # the same zero-shot template for dev and test
+    # USD per million tokens; None: the shipped table (tasks/pricing.py) for hosted models, 0 on local endpoints
+    price_in_per_mtok: float | None = Field(None, ge=0.0)
+    price_out_per_mtok: float | None = Field(None, ge=0.0)
+
+    def prices(self) -> Prices:
+        """The prices this black box is charged at (ConfigError for a hosted model without a known price)."""
+        return resolve_prices(self.model, self.base_url, self.price_in_per_mtok, self.price_out_per_mtok)
 
     def client_settings(
         self, base_url: str, *, answers: Sequence[Sequence[str]] = (), **overrides: Any
@@ -93,7 +102,10 @@ class BlackBoxConfig(BaseModel):
         `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
         from them (`tasks.answer_length.answer_token_cap`), so no accepted answer can be cut.
         """
-        fields = self.model_dump(exclude={"base_url", "template", "engine"})
+        fields = self.model_dump(exclude={"base_url", "template", "engine", "price_in_per_mtok",
+                                          "price_out_per_mtok"})
+        prices = self.prices()
+        fields["price_in_per_mtok"], fields["price_out_per_mtok"] = prices.in_per_mtok, prices.out_per_mtok
         if fields["max_tokens"] is None:
             fields["max_tokens"] = answer_token_cap(answers)
         if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
@@ -141,6 +153,21 @@ class BOSettings(BaseModel):
     propose_attempts: int = Field(3, ge=1, le=20)
     num_restarts: int = Field(5, ge=1, le=100)
     raw_samples: int = Field(128, ge=8, le=100_000)
+    # the BO objective is dev accuracy - length_penalty x instruction tokens (0: accuracy alone)
+    length_penalty: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class BudgetSettings(BaseModel):
+    """Spend limits (None: unlimited). Not part of a run's identity: `resume --max-cost` raises them."""
+
+    model_config = _FROZEN
+    max_cost_usd: float | None = Field(None, ge=0.0)  # --max-cost: USD over the whole run
+    max_total_tokens: int | None = Field(None, ge=1)  # --max-total-tokens: input + output tokens of paid calls
+    max_calls: int | None = Field(None, ge=1)  # --max-calls: paid black-box requests
+    stop_at_limit: bool = False  # start although the worst case crosses a limit; stop at an iteration boundary
+
+    def limits(self) -> Limits:
+        return Limits(self.max_cost_usd, self.max_total_tokens, self.max_calls)
 
 
 class RunConfig(BaseSettings):
@@ -158,6 +185,7 @@ class RunConfig(BaseSettings):
     black_box: BlackBoxConfig = BlackBoxConfig()
     bo: BOSettings = BOSettings()
     report: ReportSettings = ReportSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @field_serializer("store_url", when_used="json")
     def _redact_store_url(self, url: str) -> str:
@@ -189,6 +217,7 @@ class RunConfig(BaseSettings):
         recorded = self.recorded()
         recorded.pop("name", None)
         recorded.pop("store_url", None)
+        recorded.pop("budget", None)  # limits bound the spending, not the result: a resume may raise them
         return recorded
 
 

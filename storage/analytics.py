@@ -13,6 +13,7 @@ Views (DuckDB temp views over the attached store):
   best_instructions   per run and task: the best dev instruction and its test score
   cost_per_run        per run: answers used and cache hits (evaluations); paid calls, tokens in/out, latency,
                       retries and cost from the llm_calls rows the run itself sent (the ledger)
+  cost_by_iteration   per run and iteration (and its test report): answers used, cache hits, paid calls, tokens, cost
 """
 
 from __future__ import annotations
@@ -90,6 +91,52 @@ VIEWS: dict[str, str] = {
         FROM store.runs AS r
         LEFT JOIN ev ON ev.run_id = r.id
         LEFT JOIN paid ON paid.run_id = r.id
+    """,
+    # Answers used and cache hits from the evaluations (an instruction's dev evaluation counted at its first
+    # iteration; iteration -1 = the test report); what was paid from the run's ledger (metrics spend.*, the
+    # cumulative llm_calls totals after each step), differenced in step order, so calls paid by an attempt that
+    # crashed are charged to the iteration that finally recorded them.
+    "cost_by_iteration": """
+        WITH dev AS (
+            SELECT run_id, dev_evaluation_id, min(iteration) AS iteration FROM store.candidates
+            WHERE dev_evaluation_id IS NOT NULL GROUP BY run_id, dev_evaluation_id
+        ), used AS (
+            SELECT d.run_id, d.iteration, sum(e.n_calls) AS calls, sum(e.n_cached) AS cache_hits
+            FROM dev AS d JOIN store.evaluations AS e ON e.id = d.dev_evaluation_id
+            GROUP BY d.run_id, d.iteration
+            UNION ALL
+            SELECT run_id, -1, sum(n_calls), sum(n_cached) FROM store.evaluations WHERE split = 'test'
+            GROUP BY run_id
+        ), ledger AS (
+            SELECT run_id, step AS iteration,
+                   max(CASE WHEN key = 'spend.calls' THEN value END) AS cum_calls,
+                   max(CASE WHEN key = 'spend.prompt_tokens' THEN value END) AS cum_in,
+                   max(CASE WHEN key = 'spend.completion_tokens' THEN value END) AS cum_out,
+                   max(CASE WHEN key = 'spend.cost_usd' THEN value END) AS cum_cost
+            FROM store.metrics WHERE key LIKE 'spend.%' GROUP BY run_id, step
+        ), paid AS (
+            SELECT run_id, iteration, cum_cost,
+                   cum_calls - coalesce(lag(cum_calls) OVER w, 0) AS paid_calls,
+                   cum_in - coalesce(lag(cum_in) OVER w, 0) AS tokens_in,
+                   cum_out - coalesce(lag(cum_out) OVER w, 0) AS tokens_out,
+                   cum_cost - coalesce(lag(cum_cost) OVER w, 0) AS cost_usd
+            FROM ledger
+            WINDOW w AS (PARTITION BY run_id ORDER BY CASE WHEN iteration < 0 THEN 1000000000 ELSE iteration END)
+        )
+        SELECT r.id AS run_id, r.name AS run_name,
+               CASE WHEN coalesce(u.iteration, p.iteration) < 0 THEN 'test' ELSE 'search' END AS stage,
+               CASE WHEN coalesce(u.iteration, p.iteration) < 0 THEN NULL
+                    ELSE coalesce(u.iteration, p.iteration) END AS iteration,
+               coalesce(u.calls, 0) AS calls, coalesce(u.cache_hits, 0) AS cache_hits,
+               CAST(coalesce(p.paid_calls, 0) AS BIGINT) AS paid_calls,
+               CAST(coalesce(p.tokens_in, 0) AS BIGINT) AS tokens_in,
+               CAST(coalesce(p.tokens_out, 0) AS BIGINT) AS tokens_out,
+               coalesce(p.cost_usd, 0.0) AS cost_usd, p.cum_cost AS cost_so_far_usd
+        FROM used AS u
+        FULL OUTER JOIN paid AS p ON p.run_id = u.run_id AND p.iteration = u.iteration
+        JOIN store.runs AS r ON r.id = coalesce(u.run_id, p.run_id)
+        ORDER BY r.id, CASE WHEN coalesce(u.iteration, p.iteration) < 0 THEN 1000000000
+                            ELSE coalesce(u.iteration, p.iteration) END
     """,
 }
 

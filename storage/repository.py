@@ -531,6 +531,18 @@ class RunStore:
                 q = q.where(SqlLLMCall.run_id == run_id)
             return int(s.scalar(q) or 0)
 
+    def llm_spend(self, run_id: str) -> tuple[int, int, int, float]:
+        """(calls, prompt tokens, completion tokens, cost USD) of the black-box calls this run paid for: the
+        ledger that spend limits are checked against (answers served from the cache are not in it)."""
+        with self._scope(f"llm_spend({run_id!r})") as s:
+            row = s.execute(
+                select(func.count(), func.coalesce(func.sum(SqlLLMCall.prompt_tokens), 0),
+                       func.coalesce(func.sum(SqlLLMCall.completion_tokens), 0),
+                       func.coalesce(func.sum(SqlLLMCall.cost_usd), 0.0))
+                .where(SqlLLMCall.run_id == run_id)
+            ).one()
+            return int(row[0]), int(row[1]), int(row[2]), float(row[3])
+
     # ------------------------------------------------------------------------------------------------ metrics
 
     def record_metric(self, run_id: str, key: str, step: int, value: float) -> None:

@@ -58,6 +58,12 @@ class BlackBoxSettings:
     retry_max_delay_s: float = 8.0  # extension: cap of one backoff delay
     endpoint_id: str | None = None  # who answers, for the cache key; None: base_url. The embedded black box
     # (a new port every run) names its engine and model instead, so its answers stay cached across runs.
+    price_in_per_mtok: float = 0.0  # extension: USD per million tokens, recorded as each paid call's cost_usd
+    price_out_per_mtok: float = 0.0
+
+    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD of one paid call's reported usage."""
+        return (prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok) / 1_000_000
 
     def __post_init__(self) -> None:
         url = self.base_url.strip().rstrip("/")
@@ -108,6 +114,7 @@ class Completion:
     retries: int
     cached: bool
     usage_reported: bool = True  # extension: False when the server sent no usage (token counts are then 0)
+    cost_usd: float | None = None  # extension: what this call cost when it was paid (None: unknown)
 
 
 class ResponseCache(Protocol):
@@ -339,9 +346,14 @@ class BlackBoxClient:
                 log.info("black-box %s: %s; retry %d/%d in %.2fs", s.base_url, exc, attempt, s.max_retries, delay)
                 await asyncio.sleep(delay)
                 continue
+            if not usage_ok:  # no usage reported: charge the bound (bytes + overhead in, max_tokens out)
+                p_cost, c_cost = len(prompt.encode("utf-8")) + 64, s.max_tokens
+            else:
+                p_cost, c_cost = p_tok, c_tok
             completion = Completion(
                 request_hash=digest, model=s.model, prompt=prompt, text=text, prompt_tokens=p_tok,
                 completion_tokens=c_tok, latency_s=latency, retries=attempt, cached=False, usage_reported=usage_ok,
+                cost_usd=s.call_cost(p_cost, c_cost),
             )
             if self.cache is not None:
                 self.cache.put(completion)
@@ -438,7 +450,7 @@ class StoreResponseCache:
         return Completion(
             request_hash=call.request_hash, model=call.model, prompt=call.prompt, text=call.response_text,
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, latency_s=call.latency_s,
-            retries=call.retries, cached=True, usage_reported=call.status == _STATUS_OK,
+            retries=call.retries, cached=True, usage_reported=call.status == _STATUS_OK, cost_usd=call.cost_usd,
         )
 
     def put(self, completion: Completion) -> None:
@@ -448,7 +460,7 @@ class StoreResponseCache:
                 response_text=completion.text, prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens, latency_s=completion.latency_s,
                 retries=completion.retries, status=_STATUS_OK if completion.usage_reported else _STATUS_NO_USAGE,
-                run_id=self._run_id,
+                cost_usd=completion.cost_usd, run_id=self._run_id,
             )
         )
 

@@ -1,0 +1,127 @@
+"""Spend control wired to a `RunConfig`: the worst-case estimate (`instructzero estimate`, the start of every run)
+and the running `Budget` the flow checks before each black-box batch. The arithmetic lives in `tasks/budget.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from flows.params import RunConfig
+from tasks.answer_length import answer_token_cap
+from tasks.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
+from tasks.comparison import baseline_labels
+from tasks.splits import Splits
+
+
+def answer_cap(config: RunConfig, splits: Splits) -> int:
+    """max_tokens per call, as the flow will send it."""
+    if config.black_box.max_tokens is not None:
+        return config.black_box.max_tokens
+    return answer_token_cap([e.answers for e in (*splits.exemplars, *splits.dev, *splits.test)])
+
+
+def counter_for(config: RunConfig) -> TokenCounter:
+    bb = config.black_box
+    return token_counter(bb.base_url, bb.model, bb.api, config.cache_dir)
+
+
+def estimate_for(
+    config: RunConfig, splits: Splits, *, count: TokenCounter | None = None, done_iterations: Iterable[int] = (),
+    spent: Usage = Usage(),
+) -> RunEstimate:
+    """Worst case of the run's steps not yet recorded (all of them for a new run), plus what was spent."""
+    baselines = list(baseline_labels(config.report.baselines, empty=config.report.empty_baseline).values())
+    return estimate_run(
+        dev=splits.dev, test=splits.test, n_init=config.bo.n_init, iterations=config.bo.iterations,
+        batch_size=config.bo.batch_size, baselines=baselines, template=config.black_box.template,
+        generator_max_new_tokens=config.generator.max_new_tokens, count=count or counter_for(config),
+        max_tokens=answer_cap(config, splits), prices=config.black_box.prices(), done_iterations=done_iterations,
+        spent=spent,
+    )
+
+
+def format_estimate(config: RunConfig, estimate: RunEstimate) -> str:
+    """The estimate as a few lines for the terminal."""
+    prices = config.black_box.prices()
+    lines = [f"black box {config.black_box.model}: ${prices.in_per_mtok:g} in / ${prices.out_per_mtok:g} out per "
+             f"million tokens ({prices.source}); instructions bounded at {estimate.instruction_tokens} tokens"]
+    if estimate.spent.calls:
+        lines.append(f"  {'already spent':<14} {estimate.spent.describe()}")
+    for label, usage in estimate.steps:
+        lines.append(f"  {label:<14} {usage.describe()}")
+    lines.append(f"  {'worst case':<14} {estimate.total.describe()}")
+    limits = config.budget.limits()
+    if limits.any:
+        lines.append(f"  {'limits':<14} {_limits(config)}" + (" (stop at limit)" if config.budget.stop_at_limit
+                                                                else ""))
+    return "\n".join(lines)
+
+
+def _limits(config: RunConfig) -> str:
+    b = config.budget
+    parts = []
+    if b.max_cost_usd is not None:
+        parts.append(f"--max-cost ${b.max_cost_usd:g}")
+    if b.max_total_tokens is not None:
+        parts.append(f"--max-total-tokens {b.max_total_tokens}")
+    if b.max_calls is not None:
+        parts.append(f"--max-calls {b.max_calls}")
+    return ", ".join(parts)
+
+
+def one_line(estimate: RunEstimate) -> str:
+    return f"worst case {estimate.total.describe()}"
+
+
+def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int,
+                count: TokenCounter | None = None) -> Budget:
+    """The run's running budget: spent = the store's llm_calls this run paid for; cached prompts cost 0."""
+    from tasks.blackbox import BlackBoxClient, StoreResponseCache
+
+    cache = StoreResponseCache(store)
+    client = BlackBoxClient(settings)
+
+    def spent() -> Usage:
+        return Usage(*store.llm_spend(run_id))
+
+    def is_cached(prompt: str) -> bool:
+        return cache.get(client.request_hash(prompt)) is not None
+
+    return Budget(config.budget.limits(), config.black_box.prices(), count or counter_for(config), max_tokens,
+                  spent, is_cached)
+
+
+def prompts_for(instructions: Sequence[str], examples, template: str) -> list[str]:
+    """The zero-shot prompts a batch will send (one per instruction x example)."""
+    from tasks.prompts import render_zero_shot
+
+    return [render_zero_shot(i, e.input, template) for i in dict.fromkeys(instructions) for e in examples]
+
+
+def usd_per_1k_calls(store, settings, instruction: str, examples, template: str, prices) -> float:
+    """What 1,000 calls with `instruction` cost, from the recorded usage of its test calls (cached or not)."""
+    from tasks.blackbox import BlackBoxClient
+
+    client = BlackBoxClient(settings)
+    calls = [store.get_llm_call(client.request_hash(p)) for p in prompts_for([instruction], examples, template)]
+    calls = [c for c in calls if c is not None]
+    if not calls:
+        return 0.0
+    return 1000.0 * sum(prices.cost(c.prompt_tokens, c.completion_tokens) for c in calls) / len(calls)
+
+
+def format_value(summary) -> list[str]:
+    """Test accuracy per dollar and per 1,000 calls, found instruction against the baselines (a few lines)."""
+    if not summary.comparison:
+        return []
+    lines = ["value for money (deployment: $ per 1,000 calls with the instruction, from its test calls' usage):"]
+    for row, per_1k in zip(summary.comparison, summary.usd_per_1k_calls):
+        per_dollar = f"{row.accuracy * 1000.0 / per_1k:,.0f} correct answers per $" if per_1k > 0 else "free"
+        lines.append(f"  {row.label:<11} test acc {row.accuracy:.3f}  ${per_1k:.4f} per 1k calls  {per_dollar}")
+    spent = summary.spent
+    for row in summary.comparison[1:]:
+        gain = row.gain or 0.0
+        per_usd = f"{gain / spent.cost_usd:+.3f} per $" if spent.cost_usd > 0 else "free search"
+        per_calls = f"{1000.0 * gain / spent.calls:+.3f} per 1,000 paid calls" if spent.calls else "no paid calls"
+        lines.append(f"  search gain vs {row.label}: {gain:+.3f} test accuracy for ${spent.cost_usd:.4f} and "
+                     f"{spent.calls} paid calls: {per_usd}, {per_calls}")
+    return lines
