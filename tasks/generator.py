@@ -218,6 +218,8 @@ class InstructionGenerator:
         stop_at_first_line: bool = True,
         soft_scale: float = 1.0,
     ) -> None:
+        if template is not None:
+            resolve_template(template)  # a bad template fails before seconds of model loading
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         self.model_id = model

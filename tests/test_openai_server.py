@@ -229,7 +229,7 @@ def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url
 
 
 class _SlowBackend(RuleBackend):
-    """The rule backend, 0.6 s per generate call, recording what it was asked to generate."""
+    """The rule backend, 2 s per generate call, recording what it was asked to generate."""
 
     def __init__(self) -> None:
         super().__init__("slow")
@@ -238,7 +238,7 @@ class _SlowBackend(RuleBackend):
     def generate(self, requests):  # noqa: ANN001, ANN201 - Backend protocol
         import time
 
-        time.sleep(0.6)
+        time.sleep(2.0)  # long against the hasty client's 0.3 s timeout and the server's 0.25 s disconnect poll
         self.seen.extend(r.prompt for r in requests)
         return super().generate(requests)
 
@@ -256,10 +256,10 @@ def test_requests_abandoned_by_a_timed_out_client_are_not_generated(
     hasty = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=0.3)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(patient.completions.create, model="m", prompt="first", max_tokens=2)
-        time.sleep(0.1)  # "first" is being generated; "abandoned" queues behind it and times out
+        time.sleep(0.2)  # "first" is being generated; "abandoned" queues behind it and times out
         with pytest.raises(openai.APITimeoutError):
             hasty.completions.create(model="m", prompt="abandoned", max_tokens=2)
         assert first.result().choices[0].text == "first"
-    time.sleep(1.0)  # give the batcher time to reach the queued, cancelled request
+    time.sleep(0.5)  # the batcher has reached (and skipped) the queued, cancelled request by now
     patient.completions.create(model="m", prompt="last", max_tokens=2)
     assert backend.seen == ["first", "last"]
