@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--black-box-model", help="model name sent to the black box")
     b.add_argument("--black-box-api", choices=["chat", "completions"], default=None)
     b.add_argument("--endpoint", choices=ENDPOINT_KINDS, default="auto",
-                   help="local black box when no URL is given (auto: llama.cpp if installed, else transformers)")
+                   help="local black box when no URL is given (auto: the transformers server, see benchmarks/README.md)")
     b.add_argument("--server-max-batch", type=int, default=8,
                    help="micro-batch of the local transformers server (default 8; 1 = strictly one at a time)")
     b.add_argument("--max-tokens", type=int, default=None, help="answer cap (default: from the task's answers)")
@@ -163,6 +163,7 @@ def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
     from servers.local_endpoint import local_endpoint
+    from storage.session import display_url
     from benchmarks.quality import QualitySettings, run_quality
     from benchmarks.report import write_report
     from benchmarks.speed import SpeedSettings, run_speed
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
     if not args.tasks or not args.seeds:
         raise ConfigError("--tasks and --seeds must each name at least one value")
     header: dict[str, Any] = {"command": "instructzero bench " + " ".join(argv), "preset": args.preset,
-                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "store": store_url}
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "store": display_url(store_url)}
     try:
         import torch
 

@@ -12,7 +12,6 @@ of the 20 soft prompts. The defaults in flows/params.py were chosen from this ta
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.markdown_results import write_results
 from flows.cli import offline_defaults
 from flows.params import RunConfig
 from servers.local_endpoint import local_endpoint
@@ -91,16 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['distinct']:>2}/{len(z)}  best {r['best_dev']:.2f}  median {r['median_dev']:.2f}  "
                           f"{best!r}", flush=True)
     wall = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "generator_study.json").write_text(json.dumps({"wall_s": round(wall, 1), "rows": rows}, indent=1))
-    lines = ["| task | generator | meta-prompt | soft scale | distinct / 20 | best dev | median dev | best instruction |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['task']} | {r['generator']} | {r['meta_prompt']} | {r['scale']:g} | {r['distinct']} | "
-                     f"{r['best_dev']:.2f} | {r['median_dev']:.2f} | {r['best_instruction'][:70]!r} |")
-    (out / "generator_study.md").write_text("\n".join(lines) + f"\n\n{wall:.0f} s in all\n")
-    print("\n".join(lines))
+    table = [[r["task"], r["generator"], r["meta_prompt"], f"{r['scale']:g}", str(r["distinct"]),
+              f"{r['best_dev']:.2f}", f"{r['median_dev']:.2f}", repr(r["best_instruction"][:70])] for r in rows]
+    print(write_results(Path(args.out), "generator_study", rows, table,
+                        ["task", "generator", "meta-prompt", "soft scale", f"distinct / {len(z)}", "best dev",
+                         "median dev", "best instruction"], wall_s=wall, footer=f"{wall:.0f} s in all"))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks.quality import MethodRun, QualityResult, summarize
 from benchmarks.speed import SpeedResult, gp_series
+from storage.session import display_url
 from tasks.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
@@ -351,7 +352,7 @@ def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResul
                f"{', '.join(map(str, s['seeds']))}; budget {s['budget']} dev evaluations per method; "
                f"{s['n_exemplars']} exemplars, {s['n_dev']} dev, {s['n_test']} test examples; generator "
                f"{s['generator'] or 'packaged Gemma-3 270M'} ({s['max_new_tokens']} new tokens); black box "
-               f"`{s['black_box_model']}` ({quality.endpoint}); store `{s['store_url']}`; "
+               f"`{s['black_box_model']}` ({quality.endpoint}); store `{display_url(s['store_url'])}`; "
                f"wall time {quality.wall_s / 60:.1f} min.", "",
                quality_tables(quality)]
         stats = quality_statistics(quality)

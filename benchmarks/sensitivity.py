@@ -12,10 +12,10 @@ cap. Writes a markdown table (difference with its paired-bootstrap 95% interval 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from benchmarks.markdown_results import write_results
 from flows.cli import offline_defaults
 from flows.params import RunConfig
 from servers.local_endpoint import local_endpoint
@@ -64,15 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task.name:<26} empty {empty_ev.mean_score:.2f}  human {human_ev.mean_score:.2f}  "
                   f"diff {diff:+.2f} [{low:+.2f}, {high:+.2f}] p={p:.3f}", flush=True)
     wall = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps({"wall_s": round(wall, 1), "rows": rows}, indent=1))
-    lines = ["| task | metric | n | empty | human | human - empty [95% CI] | p |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -r["diff"]):
-        lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {r['empty']:.2f} | {r['human']:.2f} | "
-                     f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {r['p']:.3f} |")
-    (out / "sensitivity.md").write_text("\n".join(lines) + f"\n\n{len(rows)} tasks in {wall:.0f} s\n")
-    print("\n".join(lines))
+    table = [[r["task"], r["metric"], str(r["n"]), f"{r['empty']:.2f}", f"{r['human']:.2f}",
+              f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]", f"{r['p']:.3f}"]
+             for r in sorted(rows, key=lambda r: -r["diff"])]
+    print(write_results(Path(args.out), "sensitivity", rows, table,
+                        ["task", "metric", "n", "empty", "human", "human - empty [95% CI]", "p"],
+                        wall_s=wall, footer=f"{len(rows)} tasks in {wall:.0f} s"))
     return 0
 
 

@@ -122,6 +122,10 @@ def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
                          n_test=config.data.n_test, seed=config.seed)
     _check_budget(config, splits, resume_run_id)
+    from tasks.model_assets import PACKAGED_MODELS, resolve_model_path
+
+    if config.generator.model not in PACKAGED_MODELS:  # a missing local folder fails now, not after Prefect starts
+        resolve_model_path(config.generator.model, config.cache_dir)
     if config.black_box.base_url:
         BlackBoxClient(config.black_box.client_settings(config.black_box.base_url, timeout_s=10.0)).check_reachable()
     open_store(config.store_url)

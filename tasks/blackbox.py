@@ -254,6 +254,12 @@ class BlackBoxClient:
                 return
             except openai.APIConnectionError as exc:
                 raise BlackBoxError(f"black-box endpoint {url} unreachable: {_reason(exc)}") from exc
+            except (AttributeError, TypeError, ValueError, openai.APIResponseValidationError) as exc:
+                # e.g. a web server answering HTML with status 200: the SDK cannot parse it into a model list
+                raise BlackBoxError(
+                    f"black-box endpoint {url} answered GET /models with a body that is not OpenAI-compatible JSON "
+                    f"(is base_url the API's /v1 address?): {type(exc).__name__}"
+                ) from exc
             except openai.APIStatusError as exc:
                 if exc.status_code not in (404, 405):  # a server without /models: try a real request below
                     raise self._rejected(exc, what="GET /models") from exc

@@ -114,3 +114,14 @@ def test_resume_repeats_no_black_box_call(prefect_harness, tmp_path: Path) -> No
     assert result["persisted_answers_repeated"] == 0
     assert 0 <= result["repeated_requests"] == result["lost_in_flight"] <= 8  # at most the concurrency bound
     assert result["same_best_instruction"]
+
+
+def test_small_benchmarks_write_json_and_a_markdown_table(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.markdown_results import write_results
+
+    text = write_results(tmp_path, "t", [{"a": 1}], [["x", "0.50"]], ["task", "score"], wall_s=1.23, footer="1 s")
+    assert text.splitlines() == ["| task | score |", "|---|---|", "| x | 0.50 |"]
+    assert json.loads((tmp_path / "t.json").read_text()) == {"wall_s": 1.2, "rows": [{"a": 1}]}
+    assert (tmp_path / "t.md").read_text().endswith("\n\n1 s\n")

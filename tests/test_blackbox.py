@@ -356,3 +356,36 @@ def test_store_caches_on_a_real_store(make_server: Callable[..., ServerHandle], 
         assert all(isinstance(c, Completion) and c.cached for c in second)
         assert [c.text for c in second] == [c.text for c in first] == ["3", "4"]
         assert store.get_llm_call(first[0].request_hash).response_text == "3"
+
+
+def test_a_web_page_instead_of_an_api_is_one_clear_error() -> None:
+    """A server answering HTML with status 200 (a proxy's welcome page, a wrong base_url) is a BlackBoxError naming
+    the URL, for the reachability check and for requests alike, not a traceback from inside the SDK."""
+    import http.server
+    import socketserver
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = b"<html><body>Welcome to nginx</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _page
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Html) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        client = BlackBoxClient(settings(url, max_retries=1))
+        with pytest.raises(BlackBoxError, match="not OpenAI-compatible JSON"):
+            client.check_reachable()
+        with pytest.raises(BlackBoxError, match=r"127\.0\.0\.1.*malformed response"):
+            client.complete_many_sync(["hi"])
+        server.shutdown()

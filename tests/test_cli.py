@@ -77,6 +77,8 @@ def test_runs_and_db_upgrade(populated_store: str, capsys) -> None:
         (["run", "--task", "sum", "--store", "notadb://x"], "notadb://x"),
         (["run", "--task", "sum", "--n-dev", "0"], "n_dev"),
         (["run", "--task", "sum", "--black-box-url", "http://127.0.0.1:9/v1"], "127.0.0.1:9"),
+        (["run", "--task", "sum", "--generator", "./no/such/model"], "no/such/model"),
+        (["run", "--task", "sum", "--device", "bogus"], "device"),
         (["resume", "0123456789abcdef", "--store", "sqlite:///{tmp}/empty.db"], "0123456789abcdef"),
     ],
 )
