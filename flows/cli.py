@@ -255,6 +255,11 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             on = {p[0] for p in front}
             writer.writerows((t, s, int(i in on), i) for i, s, t in points)
         print(f"wrote {args.csv}")
+    if args.png:
+        from tasks.pareto import plot_front
+
+        plot_front(points, front, args.png)
+        print(f"wrote {args.png}")
     return 0
 
 
@@ -411,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("run_id")
     pareto.add_argument("--store")
     pareto.add_argument("--csv", help="also write every candidate (tokens, dev score, on the front) to this file")
+    pareto.add_argument("--png", help="also plot the candidates and the front to this PNG file")
     pareto.set_defaults(func=cmd_pareto)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")

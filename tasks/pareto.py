@@ -30,3 +30,24 @@ def pareto_front(points: Sequence[tuple[str, float, int]]) -> list[tuple[str, fl
     front = [p for p in unique
              if not any(q[1] >= p[1] and q[2] <= p[2] and (q[1] > p[1] or q[2] < p[2]) for q in unique)]
     return sorted(front, key=lambda p: (p[2], -p[1]))
+
+
+def plot_front(points: Sequence[tuple[str, float, int]], front: Sequence[tuple[str, float, int]], path: str) -> None:
+    """A PNG of every candidate (instruction tokens vs dev accuracy) with the Pareto front drawn as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.scatter([t for _, _, t in points], [s for _, s, _ in points], s=18, alpha=0.5, label="candidates")
+    ordered = sorted(front, key=lambda p: p[2])
+    ax.step([t for _, _, t in ordered], [s for _, s, _ in ordered], where="post", color="C3", label="Pareto front")
+    ax.scatter([t for _, _, t in ordered], [s for _, s, _ in ordered], color="C3", s=30)
+    ax.set_xlabel("instruction length (tokens)")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title("Dev accuracy vs instruction length")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

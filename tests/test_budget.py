@@ -166,3 +166,12 @@ def test_pareto_front_and_length_penalty() -> None:
     lengths = {"long good": 20, "short ok": 5}
     assert [c.dev_score for c in penalised(history, lengths, 0.02)] == pytest.approx([0.5, 0.5, None])
     assert penalised(history, lengths, 0.0) == history
+
+
+def test_pareto_plot_is_a_png(tmp_path) -> None:
+    from tasks.pareto import pareto_front, plot_front
+
+    points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0)]
+    path = tmp_path / "front.png"
+    plot_front(points, pareto_front(points), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
