@@ -128,7 +128,7 @@ def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
         resolve_model_path(config.generator.model, config.cache_dir)
     if config.black_box.base_url:
         BlackBoxClient(config.black_box.client_settings(config.black_box.base_url, timeout_s=10.0)).check_reachable()
-    open_store(config.store_url)
+    open_store(config.store_url).check_writable()  # a read-only store fails here, not after Prefect has started
 
 
 def _check_not_held(config: Any, run: Any) -> None:

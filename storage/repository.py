@@ -45,7 +45,7 @@ from storage.models import (
     SqlMetric,
     SqlRun,
 )
-from storage.session import display_url, open_engine, session_scope, upgrade_store
+from storage.session import display_url, one_line, open_engine, session_scope, upgrade_store
 
 __all__ = ["RunStore", "instruction_hash", "upgrade_store"]
 
@@ -151,6 +151,19 @@ class RunStore:
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
+
+    def check_writable(self) -> None:
+        """Raise StoreError now if a run could not be written (a read-only file or URI, a read-only role or
+        replica), instead of after the run has started: an UPDATE that matches no row, rolled back."""
+        with self._engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                conn.execute(text("UPDATE metrics SET value = value WHERE 1 = 0"))  # a write that changes nothing
+            except Exception as exc:  # noqa: BLE001 - any driver's refusal
+                raise StoreError(f"store {display_url(str(self._engine.url))!r} is not writable: {one_line(exc)}") \
+                    from None
+            finally:
+                trans.rollback()
 
     def _scope(self, what: str, *, write: bool = False):  # noqa: ANN202 - contextmanager
         return session_scope(self._engine, write=write, what=what)

@@ -70,6 +70,18 @@ def test_runs_and_db_upgrade(populated_store: str, capsys) -> None:
     assert main(["db", "upgrade", "--store", populated_store]) == 0
 
 
+def test_a_read_only_store_is_refused_before_the_run_starts(tmp_path: Path, capsys) -> None:
+    from storage.repository import RunStore
+
+    RunStore(f"sqlite:///{tmp_path / 'ro.db'}").close()
+    before = (tmp_path / "ro.db").read_bytes()
+    url = f"sqlite:///file:{tmp_path / 'ro.db'}?mode=ro&uri=true"
+    assert main(["run", "--task", "sum", "--store", url]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not writable" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "ro.db").read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
