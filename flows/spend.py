@@ -57,15 +57,7 @@ def format_estimate(config: RunConfig, estimate: RunEstimate) -> str:
 
 
 def _limits(config: RunConfig) -> str:
-    b = config.budget
-    parts = []
-    if b.max_cost_usd is not None:
-        parts.append(f"--max-cost ${b.max_cost_usd:g}")
-    if b.max_total_tokens is not None:
-        parts.append(f"--max-total-tokens {b.max_total_tokens}")
-    if b.max_calls is not None:
-        parts.append(f"--max-calls {b.max_calls}")
-    return ", ".join(parts)
+    return config.budget.limits().as_flags()
 
 
 def one_line(estimate: RunEstimate) -> str:

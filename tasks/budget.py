@@ -82,6 +82,17 @@ class Limits:
             return f"calls {usage.calls} > --max-calls {self.max_calls}"
         return None
 
+    def as_flags(self) -> str:
+        """'--max-cost $0.5, --max-calls 100': the limits as the user set them."""
+        parts = []
+        if self.max_cost_usd is not None:
+            parts.append(f"--max-cost ${self.max_cost_usd:g}")
+        if self.max_total_tokens is not None:
+            parts.append(f"--max-total-tokens {self.max_total_tokens}")
+        if self.max_calls is not None:
+            parts.append(f"--max-calls {self.max_calls}")
+        return ", ".join(parts)
+
     def describe(self, spent: Usage) -> str:
         """'$0.0012/$0.0100 30/100 calls' for the progress bar."""
         parts = []
