@@ -45,13 +45,6 @@ META_PROMPTS: dict[str, str] = {
     "instructzero": DEFAULT_TEMPLATE,
     "ape": APE_TEMPLATE,
     "task": "{demos}\n\nEach output above follows one instruction. The instruction was to",
-    "fewshot": (
-        "Input: apple banana cherry\nOutput: cherry banana apple\n"
-        "The instruction was to reverse the order of the words.\n\n"
-        "Input: 7 5\nOutput: 12\nThe instruction was to add the two numbers.\n\n"
-        "Input: london\nOutput: London\nThe instruction was to capitalize the first letter of the word.\n\n"
-        "{demos}\nThe instruction was to"
-    ),
 }
 """Named generator prompts (`generator.template` takes a name or a text with `{demos}`); measured against each
 other in benchmarks/README.md ("Generator: soft-prompt strength and meta-prompt")."""
