@@ -29,15 +29,15 @@ from tqdm.auto import tqdm
 from flows.params import BlackBoxConfig, RunConfig, package_versions
 from flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from storage.entities import RunRecord
+from storage.errors import RunExistsError
+from storage.repository import RunStore, lease_timeout_s
 from tasks.bayes_opt import propose_distinct
+from tasks.blackbox import BlackBoxSettings, EvaluationResult
+from tasks.budget import Budget, Usage
 from tasks.comparison import (
     FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
-from storage.errors import RunExistsError
-from storage.repository import RunStore, lease_timeout_s
-from tasks.blackbox import BlackBoxSettings, EvaluationResult
-from tasks.budget import Budget, Usage
 from tasks.errors import ConfigError
 from tasks.metrics import MetricName
 from tasks.splits import Splits
@@ -73,13 +73,17 @@ class RunSummary:
     comparison: tuple[ComparisonRow, ...] = ()  # found instruction vs baselines on the same test examples
     confidence: float = 0.95
     black_box: str = ""  # what answered, for the report
-    paid_calls: int = 0  # black-box requests this run paid for (llm_calls rows attributed to it)
     answered_calls: int = 0  # distinct prompts answered over the run's evaluations, cache hits included
     stopped: str | None = None  # why the search stopped early (the budget), None when it ran to the end
     test_note: str = ""  # what was (not) scored on test when the budget stopped the run
     spent: Usage = Usage()  # what this run paid for, from its llm_calls rows
     limits: str = ""  # the budget and what is left of it, for the report
     usd_per_1k_calls: tuple[float, ...] = ()  # per comparison row: what 1,000 calls with its instruction cost
+
+    @property
+    def paid_calls(self) -> int:
+        """Black-box requests this run paid for (its llm_calls rows)."""
+        return self.spent.calls
 
 
 @contextlib.contextmanager
@@ -257,9 +261,14 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
     tokenizer = spec.load()._tokenizer  # instruction lengths in the generator's tokens
     lengths: dict[str, int] = {}
 
+    def tokens(text: str) -> int:
+        if text not in lengths:
+            lengths[text] = instruction_tokens(tokenizer, text)
+        return lengths[text]
+
     def objective(candidates):  # what BO maximises: dev accuracy - length_penalty x instruction tokens
         for c in candidates:
-            lengths.setdefault(c.instruction, instruction_tokens(tokenizer, c.instruction))
+            tokens(c.instruction)
         return penalised(candidates, lengths, bo.length_penalty)
 
     n_steps = bo.iterations + 2  # initial design, BO iterations, test evaluation
@@ -276,8 +285,8 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             bar.set_postfix_str(budget.describe())
         state = None
         if history and bo.strategy == "bo":
-            state = gp_update_task(objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
-                                   latent_weight=bo.latent_weight)
+            state = gp_update_task(objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity,
+                                   seed=config.seed, latent_weight=bo.latent_weight)
         for iteration in range(bo.iterations + 1):
             if iteration in done:
                 continue
@@ -307,12 +316,12 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             history = record_iteration(
                 config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
             )
-            store.record_metric(run.id, "bo.unique_instructions", iteration, float(distinct.unique_new))
-            _record_spend(store, run.id, iteration, budget.spent())
-            objective(history)
-            store.record_metrics(run.id, {f"instruction_tokens.{i}": float(lengths[text])
-                                          for i, text in enumerate(instructions)}, step=iteration)
-            store.record_metric(run.id, "bo.rejected_proposals", iteration, float(distinct.rejected))
+            store.record_metrics(run.id, {  # the iteration's metrics, in one transaction
+                "bo.unique_instructions": float(distinct.unique_new),
+                "bo.rejected_proposals": float(distinct.rejected),
+                **{f"instruction_tokens.{i}": float(tokens(text)) for i, text in enumerate(instructions)},
+                **_spend_metrics(budget.spent()),
+            }, step=iteration)
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
                     objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
@@ -328,7 +337,7 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
         rows, test, test_note = _budgeted_test_report(config, run, best.instruction, metric, splits, settings,
                                                       budget, stopped is not None)
-        _record_spend(store, run.id, -1, budget.spent())
+        store.record_metrics(run.id, _spend_metrics(budget.spent()), step=-1)
     if stopped is None and test_note:  # the search finished, the full test report did not fit
         stopped = "budget exhausted before the full test report"
     bar.update(1)
@@ -352,7 +361,6 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
         comparison=tuple(rows), confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {config.black_box.base_url or 'embedded ' + settings.endpoint_id}",
-        paid_calls=open_store(config.store_url).count_llm_calls(run.id),
         answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
         stopped=stopped, test_note=test_note, spent=budget.spent(),
         limits=budget.describe() if budget.limits.any else "",
@@ -365,11 +373,10 @@ def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
     return [values.get(f"report.{r.label}.usd_per_1k_calls", 0.0) for r in rows]
 
 
-def _record_spend(store, run_id: str, step: int, spent: Usage) -> None:
-    """The run's cumulative spend after an iteration (step -1: after the test report), for `cost_by_iteration`."""
-    store.record_metrics(run_id, {"spend.calls": float(spent.calls), "spend.prompt_tokens": float(spent.prompt_tokens),
-                                  "spend.completion_tokens": float(spent.completion_tokens),
-                                  "spend.cost_usd": spent.cost_usd}, step=step)
+def _spend_metrics(spent: Usage) -> dict[str, float]:
+    """The run's cumulative spend as metrics (step = iteration, -1 after the test report), for `cost_by_iteration`."""
+    return {"spend.calls": float(spent.calls), "spend.prompt_tokens": float(spent.prompt_tokens),
+            "spend.completion_tokens": float(spent.completion_tokens), "spend.cost_usd": spent.cost_usd}
 
 
 def _budgeted_test_report(
