@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--black-box-model", help="model name sent to the black box")
     b.add_argument("--black-box-api", choices=["chat", "completions"], default=None)
     b.add_argument("--endpoint", choices=ENDPOINT_KINDS, default="auto",
-                   help="local black box when no URL is given (auto: the transformers server, see benchmarks/README.md)")
+                   help="local black box when no URL is given "
+                        "(auto: the transformers server, see benchmarks/README.md)")
     b.add_argument("--server-max-batch", type=int, default=8,
                    help="micro-batch of the local transformers server (default 8; 1 = strictly one at a time)")
     b.add_argument("--max-tokens", type=int, default=None, help="answer cap (default: from the task's answers)")

@@ -3,25 +3,25 @@
 Defaults are chosen so that `instructzero run` finishes offline on a 2-core CPU in a few minutes and shows what
 the method is for: the packaged Gemma-3 270M *base* model writes instructions and, when no black-box URL is given,
 the packaged chat-tuned SmolLM2-135M-Instruct is served on 127.0.0.1 as the OpenAI-compatible chat black box
-(the paper's open-model generator + chat black box, at laptop size). Environment variables `INSTRUCTZERO_<FIELD>` (nested with `__`,
-e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
+(the paper's open-model generator + chat black box, at laptop size). Environment variables `INSTRUCTZERO_<FIELD>`
+(nested with `__`, e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import resolve_kind
-from tasks.answer_length import answer_token_cap
 from storage.session import display_url, normalize_url
+from tasks.answer_length import answer_token_cap
 from tasks.blackbox import BlackBoxSettings
 from tasks.budget import Limits
 from tasks.errors import ConfigError
@@ -177,7 +177,8 @@ class RunConfig(BaseSettings):
         frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__"
     )
     name: str | None = None  # run name; re-running the same name resumes an unfinished run
-    seed: int = Field(0, ge=0, le=2**32 - 1)  # (numpy/torch seeds are 32-bit) splits, projection, Sobol design and acquisition optimisation all derive from it
+    # splits, projection, Sobol design and acquisition optimisation all derive from it (numpy/torch: 32-bit)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     store_url: str = DEFAULT_STORE_URL
     cache_dir: Path = Field(default_factory=default_cache_dir)  # converted models
     data: DataSettings = DataSettings()

@@ -198,7 +198,8 @@ def start_endpoint(kind: EndpointKind = "auto", *, model: str = PACKAGED_SMOLLM2
     kind = resolve_kind(kind)
     if kind == "llama.cpp":
         return start_llama_cpp(model=model, api=api, cache_dir=cache_dir, log_path=log_path)
-    return start_own_server(kind, model=model, api=api, latency_s=latency_s, max_batch=max_batch)  # type: ignore[arg-type]
+    return start_own_server(kind, model=model, api=api, latency_s=latency_s,  # type: ignore[arg-type]
+                            max_batch=max_batch)
 
 
 @contextlib.contextmanager

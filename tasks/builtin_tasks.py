@@ -1,8 +1,8 @@
 """Built-in tasks generated in code, so the pipeline runs (and its tests pass) with no data directory.
 
 `sentiment` (short reviews labelled positive/negative) is the default task of `make run`: the default chat black
-box answers it well with a good instruction and not at all without one (benchmarks/README.md), so the run shows
-what the search gains. Each task mimics the format of its instruction-induction namesake ("12 7" -> "19", "cat" -> "c a t",
+box answers it with a good instruction and not at all without one (benchmarks/README.md), so an instruction can
+gain there. Each task mimics the format of its instruction-induction namesake ("12 7" -> "19", "cat" -> "c a t",
 "152" -> "one hundred and fifty-two", ...). Generation is seeded with a fixed integer per task and uses only
 `random.Random` methods whose output is stable across Python versions and machines, so every machine gets the
 same examples and the same content hash.

@@ -107,7 +107,8 @@ def scores_in_order(example_scores: Mapping[str, float], example_ids: Sequence[s
 def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95, width: int = 60) -> str:
     """A plain-text table for the terminal (the Prefect artifact shows the same rows)."""
     pct = f"{round(confidence * 100):d}%"
-    header = f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p (boot)':>8} {'p (McN)':>8}  instruction"
+    header = (f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p (boot)':>8} "
+              f"{'p (McN)':>8}  instruction")
     lines = [header]
     for r in rows:
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
