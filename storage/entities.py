@@ -30,7 +30,11 @@ class ExampleScore:
 
 @dataclass(frozen=True)
 class EvaluationIn:
-    """One instruction scored on one split by one black-box model."""
+    """One instruction scored on one split by one black-box model.
+
+    `n_calls`/`n_cached`: the answers it used and how many of them the response cache gave. Retries are counted
+    once, in the ledger (`LLMCall.retries`), not here.
+    """
 
     split: Split
     model: str
@@ -41,7 +45,6 @@ class EvaluationIn:
     latency_s: float
     n_calls: int
     n_cached: int
-    retries: int
     examples: tuple[ExampleScore, ...]
 
 
@@ -138,7 +141,6 @@ class EvaluationRecord:
     latency_s: float
     n_calls: int
     n_cached: int
-    retries: int
     created_at: datetime
     examples: tuple[ExampleScore, ...]
 

@@ -108,7 +108,6 @@ class SqlEvaluation(Base):
     latency_s: Mapped[float] = mapped_column(Double)
     n_calls: Mapped[int] = mapped_column(Integer)
     n_cached: Mapped[int] = mapped_column(Integer)
-    retries: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (

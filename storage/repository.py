@@ -395,7 +395,7 @@ class RunStore:
         values = dict(
             mean_score=float(ev.mean_score), n_examples=int(ev.n_examples), prompt_tokens=int(ev.prompt_tokens),
             completion_tokens=int(ev.completion_tokens), latency_s=float(ev.latency_s), n_calls=int(ev.n_calls),
-            n_cached=int(ev.n_cached), retries=int(ev.retries), created_at=datetime.now(UTC),
+            n_cached=int(ev.n_cached), created_at=datetime.now(UTC),
         )
         if row is None:
             row = SqlEvaluation(run_id=run_id, instruction_id=instruction_id, split=ev.split, model=ev.model,
@@ -487,7 +487,7 @@ class RunStore:
                     run_id=e.run_id, instruction=text, instruction_hash=h, split=e.split, model=e.model,
                     mean_score=e.mean_score, n_examples=e.n_examples, prompt_tokens=e.prompt_tokens,
                     completion_tokens=e.completion_tokens, latency_s=e.latency_s, n_calls=e.n_calls,
-                    n_cached=e.n_cached, retries=e.retries, created_at=_aware(e.created_at),  # type: ignore[arg-type]
+                    n_cached=e.n_cached, created_at=_aware(e.created_at),  # type: ignore[arg-type]
                     examples=tuple(examples.get(e.id, ())),
                 )
                 for e, text, h in rows

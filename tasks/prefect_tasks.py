@@ -237,7 +237,6 @@ def to_evaluation_in(result: EvaluationResult, *, split: str, model: str) -> Eva
         latency_s=result.latency_s,
         n_calls=result.n_calls,
         n_cached=result.n_cached,
-        retries=result.retries,
         examples=tuple(result.examples),
     )
 

@@ -6,6 +6,7 @@ Real flows (tiny generator, rule-based black box over real HTTP), real SQLite an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -97,6 +98,55 @@ def test_retries_have_one_count(prefect_harness, isolated_results, make_server, 
     stats = server.stats()
     print(f"\nretries: {stats.get('faults', stats)}; llm_calls.retries {stored}; cost_per_run.retries {cost['retries']}")
     assert cost["retries"] == stored == 4
+
+
+def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path) -> None:
+    """Prefect retries a failed zero-shot-evaluate task; its first attempt had paid for one answer (after one
+    retry) and its second takes that answer from the cache. The retry is in the ledger once, `cost_per_run` says
+    so, and no other table keeps a second count (evaluations.retries said 0 here while llm_calls said 1)."""
+    from servers.faults import FaultConfig
+    from sqlalchemy import create_engine, inspect
+
+    from tasks.blackbox import BlackBoxSettings
+    from tasks.data import Example
+    from tasks.errors import BlackBoxError
+    from tasks.prefect_tasks import to_evaluation_in, zero_shot_evaluate
+    from tests.plugins.store import make_candidate
+
+    url = f"sqlite:///{tmp_path / 'retried.db'}"
+    # One request at a time, no backoff: e1 gets 500, e2 gets 500, e1's retry is answered, e2's retry fails.
+    server = make_server("rule", model_name="rule-based", faults=FaultConfig(script=("500", "500", "ok", "500")))
+    settings = BlackBoxSettings(base_url=server.base_url, model="rule-based", api="completions", max_tokens=8,
+                                max_retries=1, concurrency=1, retry_base_delay_s=0.0)
+    examples = [Example("e1", "2 3", ("5",)), Example("e2", "4 4", ("8",))]
+    store = RunStore(url)
+    run = store.create_run(name="retried", task="sum", config={}, seed=0, versions={}, projection_hash=None,
+                           splits={"dev": ["e1", "e2"]})
+    evaluate = zero_shot_evaluate.fn
+    with pytest.raises(BlackBoxError, match="failed after 2 attempts"):
+        evaluate("Add the numbers.", examples, "exact_match", "{instruction}\n{input}\n", settings, url, run.id)
+    result = evaluate("Add the numbers.", examples, "exact_match", "{instruction}\n{input}\n", settings, url,
+                      run.id)
+    dev = to_evaluation_in(result, split="dev", model="rule-based")
+    candidate = make_candidate(0, "Add the numbers.", {"e1": 1.0, "e2": 1.0}, phase="init")
+    store.record_iteration(run.id, 0, [dataclasses.replace(candidate, dev=dev)])
+    store.close()
+
+    cost = _cost(url, tmp_path / "ext")["retried"]
+    ledger = store_rows(url, "SELECT request_hash, retries FROM llm_calls WHERE run_id = :r", r=run.id)
+    engine = create_engine(url)
+    try:
+        with_retries = {t for t in inspect(engine).get_table_names()
+                        if "retries" in {c["name"] for c in inspect(engine).get_columns(t)}}
+    finally:
+        engine.dispose()
+    print(f"\nretried evaluation: faults {server.stats()['faults']}; ledger rows (retries) "
+          f"{sorted(r for _, r in ledger)}; cost_per_run.retries {cost['retries']}; "
+          f"tables with a retries column: {sorted(with_retries)}")
+    assert server.stats()["faults"] == {"500": 3}
+    assert (result.n_calls, result.n_cached) == (2, 1)  # e1 came from the cache on the second attempt
+    assert sorted(r for _, r in ledger) == [0, 1] and cost["retries"] == 1 and cost["paid_calls"] == 2
+    assert with_retries == {"llm_calls"}
 
 
 # ------------------------------------------------------------------------------------------------ secrets

@@ -19,16 +19,16 @@ from tests.plugins.store import populate
 
 OUR_TABLES = set(Base.metadata.tables)
 
-REVISION_0002 = '''"""test-only next revision: adds runs.note
+NEXT_REVISION = '''"""test-only next revision: adds runs.note
 
-Revision ID: 0003_test_note
-Revises: 0002_run_lease
+Revision ID: 0004_test_note
+Revises: 0003_one_retry_count
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_test_note"
-down_revision = "0002_run_lease"
+revision = "0004_test_note"
+down_revision = "0003_one_retry_count"
 branch_labels = None
 depends_on = None
 
@@ -63,10 +63,10 @@ def execute(url: str, sql: str) -> None:
 
 @pytest.fixture
 def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Pretend this code has a newer migration: a copy of storage/migrations plus 0003_test_note."""
+    """Pretend this code has a newer migration: a copy of storage/migrations plus 0004_test_note."""
     migrations = tmp_path / "migrations"
     shutil.copytree(session_mod.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0003_test_note.py").write_text(REVISION_0002)
+    (migrations / "versions" / "0004_test_note.py").write_text(NEXT_REVISION)
     monkeypatch.setattr(session_mod, "MIGRATIONS_DIR", migrations)
     return migrations
 
@@ -74,7 +74,7 @@ def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_fresh_store_is_upgraded_to_head(store_url: str) -> None:
     assert store_revision(store_url) is None
     RunStore(store_url).close()
-    assert store_revision(store_url) == head_revision() == "0002_run_lease"
+    assert store_revision(store_url) == head_revision() == "0003_one_retry_count"
     assert OUR_TABLES <= tables(store_url)
 
 
@@ -95,7 +95,7 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
         populate(store, n_iterations=1)
     assert downgrade_store(store_url, "base") == "base"
     assert tables(store_url) & OUR_TABLES == set()
-    assert upgrade_store(store_url) == "0002_run_lease"
+    assert upgrade_store(store_url) == "0003_one_retry_count"
     with RunStore(store_url) as store:
         assert store.list_runs() == []
         populate(store, n_iterations=1)
@@ -103,11 +103,11 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
 
 def test_out_of_date_store_is_refused_until_upgraded(store_url: str, newer_code: Path) -> None:
     upgrade_store(store_url, "0001_initial")
-    assert head_revision() == "0003_test_note"
-    with pytest.raises(StoreError, match=r"revision '0001_initial' but this version needs '0003_test_note'.*"
+    assert head_revision() == "0004_test_note"
+    with pytest.raises(StoreError, match=r"revision '0001_initial' but this version needs '0004_test_note'.*"
                                          r"instructzero db upgrade"):
         RunStore(store_url)
-    assert upgrade_store(store_url) == "0003_test_note"
+    assert upgrade_store(store_url) == "0004_test_note"
     engine = create_engine(normalize_url(store_url))
     try:
         assert "note" in {c["name"] for c in inspect(engine).get_columns("runs")}
@@ -145,7 +145,7 @@ def test_0002_adds_the_lease_and_redacts_stored_store_urls(store_url: str) -> No
                        "VALUES ('r1', 'old', 'sum', 'running', "
                        "'{\"store_url\": \"postgresql+psycopg://iz:s3cret@db/iz\", \"seed\": 0}', 0, '{}', '{}', "
                        "'2025-01-01 00:00:00')")
-    assert upgrade_store(store_url) == "0002_run_lease"
+    assert upgrade_store(store_url) == "0003_one_retry_count"
     with RunStore(store_url) as store:
         run = store.get_run("r1")
         assert run.config == {"store_url": "postgresql+psycopg://iz:***@db/iz", "seed": 0}

@@ -198,3 +198,50 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> No
         store.claim_run(run.id, "me", timeout_s=60)
     assert store.claim_run(run.id, "me", timeout_s=60, take_over=dead).lease_owner == "me"
     store.close()
+
+
+_START_API = """
+import sys, time
+from flows.prefect_server import start_ephemeral_api
+while time.time() < float(sys.argv[1]):
+    time.sleep(0.001)
+print("started", start_ephemeral_api(), flush=True)
+"""
+
+
+def _start_apis(home: Path, n: int, cli_env: dict[str, str], delay_s: float) -> list[subprocess.Popen]:
+    """`n` processes that start the ephemeral Prefect API on `home` at the same instant, `delay_s` from now."""
+    env = dict(cli_env, PYTHONPATH=str(REPO), PREFECT_HOME=str(home),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")
+    env.pop("PREFECT_API_URL", None)
+    at = str(time.time() + delay_s)
+    return [subprocess.Popen([sys.executable, "-c", _START_API, at], env=env, cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(n)]
+
+
+def test_first_runs_sharing_a_fresh_prefect_home_start_one_at_a_time(cli_env, tmp_path) -> None:
+    """Three first starts at the same instant on one fresh PREFECT_HOME: each creates-or-finds Prefect's database
+    without a migration traceback (unserialised, one of two printed `NoSuchTableError: block` from a half-migrated
+    database in one of two trials on this loaded 2-core machine). And the serialisation is real: while another
+    process holds the start lock, a start waits for it."""
+    import fcntl
+
+    from flows.prefect_server import LOCK_NAME
+
+    starts = _start_apis(tmp_path / "home", 3, cli_env, delay_s=8.0)
+    outputs = [p.communicate(timeout=400)[0] for p in starts]
+    for process, output in zip(starts, outputs, strict=True):
+        assert process.returncode == 0 and "started http://127.0.0.1" in output, output[-3000:]
+        assert "Traceback" not in output and "ERROR" not in output, output[-3000:]
+
+    home = tmp_path / "held"
+    home.mkdir()
+    with open(home / LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (waiting,) = _start_apis(home, 1, cli_env, delay_s=0.0)
+        time.sleep(15.0)  # long enough for an unserialised start to have migrated a database
+        assert waiting.poll() is None and not (home / "prefect.db").exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    output = waiting.communicate(timeout=300)[0]
+    assert waiting.returncode == 0 and "started http://127.0.0.1" in output, output[-3000:]
+    print(f"\nfresh PREFECT_HOME: 3 simultaneous first starts, no traceback; a start waited 15 s on a held lock")

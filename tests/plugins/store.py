@@ -172,7 +172,7 @@ def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str 
     mean = sum(scores.values()) / len(scores) if scores else 0.0
     return EvaluationIn(split=split, model=model, mean_score=mean, n_examples=len(examples),
                         prompt_tokens=10 * len(examples), completion_tokens=2 * len(examples),
-                        latency_s=0.01 * len(examples), n_calls=len(examples), n_cached=0, retries=0,
+                        latency_s=0.01 * len(examples), n_calls=len(examples), n_cached=0,
                         examples=examples)  # type: ignore[arg-type]
 
 
