@@ -20,12 +20,12 @@ import torch
 
 from storage.entities import CandidateIn, RunRecord
 from storage.repository import RunStore
-from tasks.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
-from tasks.data import Example, TaskData
-from tasks.generator import InstructionGenerator, clean_instruction
+from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
+from tasks.data.task_data import Example, TaskData
+from tasks.generation.generator import InstructionGenerator, clean_instruction
 from tasks.prefect_tasks import to_evaluation_in
-from tasks.selection import best_candidate
-from tasks.splits import Splits
+from tasks.optimisation.selection import best_candidate
+from tasks.data.splits import Splits
 
 APE_TEMPERATURE = 0.9
 APE_TOP_P = 0.95
@@ -55,11 +55,11 @@ def sample_instructions(
     Uses the generator's own model, tokenizer, template and cleaning (`clean_instruction`), so the only difference
     to InstructZero's proposals is sampling instead of soft prompts. Seeded: the same seed gives the same list.
 
-    Note: reads the generator's private `_model`/`_tokenizer` (tasks/generator.py has no public sampling hook).
+    Note: reads the generator's private `_model`/`_tokenizer` (tasks/generation/generator.py has no public sampling hook).
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    from tasks.generator import _FirstLineDone
+    from tasks.generation.generator import _FirstLineDone
 
     model, tok = generator._model, generator._tokenizer  # noqa: SLF001 - see the docstring
     ids = generator.prompt_ids(exemplars)

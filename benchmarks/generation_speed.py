@@ -17,9 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from tasks.data import Example  # noqa: E402
-from tasks.generator import InstructionGenerator  # noqa: E402
-from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
+from tasks.data.task_data import Example  # noqa: E402
+from tasks.generation.generator import InstructionGenerator  # noqa: E402
+from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
 
 EXEMPLARS = (
     Example("b-0", "hot", ("cold",)),

@@ -20,9 +20,9 @@ from typing import Literal, Sequence
 
 import torch
 
-from tasks.acquisition import propose_batch, sobol_design
-from tasks.similarity import instruction_similarity
-from tasks.surrogate import fit_surrogate
+from tasks.optimisation.acquisition import propose_batch, sobol_design
+from tasks.optimisation.similarity import instruction_similarity
+from tasks.optimisation.surrogate import fit_surrogate
 
 
 def synthetic_history(n: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

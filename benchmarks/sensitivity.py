@@ -3,7 +3,7 @@
     python -m benchmarks.sensitivity [--data-dir ../shared/data] [--n 20] [--tasks a,b,...]
 
 For each task (the built-ins, and every instruction-induction task found under --data-dir) the first human
-instruction (instruction-induction `annotations/`, or `tasks.builtin_tasks.HUMAN_INSTRUCTIONS`) and the empty
+instruction (instruction-induction `annotations/`, or `tasks.data.builtin_tasks.HUMAN_INSTRUCTIONS`) and the empty
 instruction are scored zero-shot on the same n test examples (seed 0 split) by the default black box (the packaged
 SmolLM2-135M-Instruct, chat endpoint, served on 127.0.0.1), with the project's own template, metric and answer
 cap. Writes a markdown table (difference with its paired-bootstrap 95% interval and p-value) and JSON.
@@ -19,10 +19,10 @@ from benchmarks.markdown_results import write_results
 from flows.cli import offline_defaults
 from flows.params import RunConfig
 from servers.local_endpoint import local_endpoint
-from tasks.blackbox import BlackBoxClient, evaluate_instructions
-from tasks.data import list_tasks, load_task
-from tasks.splits import make_splits
-from tasks.statistics import paired_bootstrap
+from tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
+from tasks.data.task_data import list_tasks, load_task
+from tasks.data.splits import make_splits
+from tasks.evaluation.statistics import paired_bootstrap
 
 
 def main(argv: list[str] | None = None) -> int:

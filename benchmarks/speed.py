@@ -57,7 +57,7 @@ class SpeedResult:
 def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> dict[str, Any]:
     """Wall time of n distinct prompts at `concurrency` vs 1, against an echo server with `latency_s` per request."""
     from servers.local_endpoint import start_own_server
-    from tasks.blackbox import BlackBoxClient, BlackBoxSettings
+    from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     try:
@@ -89,7 +89,7 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
 def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | None = None) -> dict[str, Any]:
     """One batched generate over n soft prompts vs n single-prompt calls (same generator, greedy, same outputs)."""
     from benchmarks.generation_speed import time_generation
-    from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir
+    from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
     from tasks.prefect_tasks import load_generator
 
     gen = load_generator(model or PACKAGED_GEMMA, str(default_cache_dir()), 5, 10, 0, max_new_tokens, None, None)
@@ -122,7 +122,7 @@ def plain_loop(config: Any) -> float:
     """The flow's loop with the plain functions its @task wrappers wrap (no Prefect); returns the best test score."""
     from flows.params import package_versions
     from tasks import prefect_tasks as pt
-    from tasks.selection import best_candidate
+    from tasks.optimisation.selection import best_candidate
 
     data, splits = pt.load_task_data.fn(
         config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,

@@ -77,7 +77,7 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(summary: Any, wall_s: float) -> None:
-    from tasks.comparison import format_comparison
+    from tasks.evaluation.comparison import format_comparison
 
     print()
     print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
@@ -113,16 +113,16 @@ def _print_summary(summary: Any, wall_s: float) -> None:
 
 def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
-    from tasks.blackbox import BlackBoxClient
-    from tasks.data import load_task
+    from tasks.evaluation.blackbox import BlackBoxClient
+    from tasks.data.task_data import load_task
     from tasks.prefect_tasks import open_store
-    from tasks.splits import make_splits
+    from tasks.data.splits import make_splits
 
     data = load_task(config.data.task, config.data.data_dir)
     splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
                          n_test=config.data.n_test, seed=config.seed)
     _check_budget(config, splits, resume_run_id)
-    from tasks.model_assets import PACKAGED_MODELS, resolve_model_path
+    from tasks.generation.model_assets import PACKAGED_MODELS, resolve_model_path
 
     if config.generator.model not in PACKAGED_MODELS:  # a missing local folder fails now, not after Prefect starts
         resolve_model_path(config.generator.model, config.cache_dir)
@@ -156,7 +156,7 @@ def _start_prefect() -> None:
 def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: bool = False) -> None:
     """Estimate the worst case of what is left to run and refuse (ConfigError) what the limits cannot cover."""
     from flows.spend import estimate_for, format_estimate, one_line
-    from tasks.budget import Usage, check_estimate
+    from tasks.evaluation.budget import Usage, check_estimate
     from tasks.prefect_tasks import open_store
 
     done: list[int] = []
@@ -175,8 +175,8 @@ def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from flows.params import build_config
-    from tasks.data import load_task
-    from tasks.splits import make_splits
+    from tasks.data.task_data import load_task
+    from tasks.data.splits import make_splits
 
     config = build_config(**_nested_overrides(args))
     data = load_task(config.data.task, config.data.data_dir)
@@ -233,7 +233,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
-    from tasks.pareto import pareto_front
+    from tasks.evaluation.pareto import pareto_front
     from tasks.prefect_tasks import open_store
 
     store = open_store(_store_url(args))
@@ -256,7 +256,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             writer.writerows((t, s, int(i in on), i) for i, s, t in points)
         print(f"wrote {args.csv}")
     if args.png:
-        from tasks.pareto import plot_front
+        from tasks.evaluation.pareto import plot_front
 
         plot_front(points, front, args.png)
         print(f"wrote {args.png}")
@@ -264,7 +264,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from tasks.data import list_tasks
+    from tasks.data.task_data import list_tasks
 
     infos = list_tasks(Path(args.data_dir) if args.data_dir else None)
     width = max((len(i.name) for i in infos), default=4)

@@ -21,14 +21,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import resolve_kind
 from storage.session import display_url, normalize_url
-from tasks.answer_length import answer_token_cap
-from tasks.blackbox import BlackBoxSettings
-from tasks.budget import Limits
+from tasks.evaluation.answer_length import answer_token_cap
+from tasks.evaluation.blackbox import BlackBoxSettings
+from tasks.evaluation.budget import Limits
 from tasks.errors import ConfigError
-from tasks.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
-from tasks.pricing import Prices, resolve_prices
+from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
+from tasks.evaluation.pricing import Prices, resolve_prices
 from tasks.prompts import ZERO_SHOT_TEMPLATE
-from tasks.splits import Splits
+from tasks.data.splits import Splits
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,7 +62,7 @@ class GeneratorSettings(BaseModel):
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
     device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
-    template: str | None = None  # a preset name (tasks.generator.META_PROMPTS) or text with {demos}; None: default
+    template: str | None = None  # a preset name (tasks.generation.generator.META_PROMPTS) or text with {demos}; None: default
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
 
@@ -86,7 +86,7 @@ class BlackBoxConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
     template: str = ZERO_SHOT_TEMPLATE  # the same zero-shot template for dev and test
-    # USD per million tokens; None: the shipped table (tasks/pricing.py) for hosted models, 0 on local endpoints
+    # USD per million tokens; None: the shipped table (tasks/evaluation/pricing.py) for hosted models, 0 on local endpoints
     price_in_per_mtok: float | None = Field(None, ge=0.0)
     price_out_per_mtok: float | None = Field(None, ge=0.0)
 
@@ -100,7 +100,7 @@ class BlackBoxConfig(BaseModel):
         """The client's settings for a resolved endpoint (the embedded server's URL is only known at run time).
 
         `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
-        from them (`tasks.answer_length.answer_token_cap`), so no accepted answer can be cut.
+        from them (`tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
         """
         fields = self.model_dump(exclude={"base_url", "template", "engine", "price_in_per_mtok",
                                           "price_out_per_mtok"})

@@ -1,15 +1,15 @@
 """Spend control wired to a `RunConfig`: the worst-case estimate (`instructzero estimate`, the start of every run)
-and the running `Budget` the flow checks before each black-box batch. The arithmetic lives in `tasks/budget.py`."""
+and the running `Budget` the flow checks before each black-box batch. The arithmetic lives in `tasks/evaluation/budget.py`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 from flows.params import RunConfig
-from tasks.answer_length import answer_token_cap
-from tasks.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
-from tasks.comparison import baseline_labels
-from tasks.splits import Splits
+from tasks.evaluation.answer_length import answer_token_cap
+from tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
+from tasks.evaluation.comparison import baseline_labels
+from tasks.data.splits import Splits
 
 
 def answer_cap(config: RunConfig, splits: Splits) -> int:
@@ -67,7 +67,7 @@ def one_line(estimate: RunEstimate) -> str:
 def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int,
                 count: TokenCounter | None = None) -> Budget:
     """The run's running budget: spent = the store's llm_calls this run paid for; cached prompts cost 0."""
-    from tasks.blackbox import BlackBoxClient, StoreResponseCache
+    from tasks.evaluation.blackbox import BlackBoxClient, StoreResponseCache
 
     cache = StoreResponseCache(store)
     client = BlackBoxClient(settings)
@@ -91,7 +91,7 @@ def prompts_for(instructions: Sequence[str], examples, template: str) -> list[st
 
 def usd_per_1k_calls(store, settings, instruction: str, examples, template: str, prices) -> float:
     """What 1,000 calls with `instruction` cost, from the recorded usage of its test calls (cached or not)."""
-    from tasks.blackbox import BlackBoxClient
+    from tasks.evaluation.blackbox import BlackBoxClient
 
     client = BlackBoxClient(settings)
     calls = [store.get_llm_call(client.request_hash(p)) for p in prompts_for([instruction], examples, template)]

@@ -29,7 +29,7 @@ from flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_co
                           resolve_store_url)
 from tasks.errors import ConfigError, InstructZeroError
 from tasks.prefect_tasks import open_store
-from tasks.selection import best_candidate
+from tasks.optimisation.selection import best_candidate
 
 
 class SuiteError(InstructZeroError):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.errors import BlackBoxError, ConfigError
-from tasks.model_assets import PACKAGED_SMOLLM2, packaged_gguf
+from tasks.generation.model_assets import PACKAGED_SMOLLM2, packaged_gguf
 
 EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
 ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")

@@ -142,7 +142,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.model_assets import PACKAGED_GEMMA, resolve_model_path
+        from tasks.generation.model_assets import PACKAGED_GEMMA, resolve_model_path
 
         model = model or PACKAGED_GEMMA
         path = resolve_model_path(str(model))

@@ -21,13 +21,13 @@ from prefect.context import TaskRunContext
 
 from storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
 from storage.repository import RunStore
-from tasks.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
-from tasks.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
-from tasks.data import Example, TaskData, load_task
+from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
+from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
+from tasks.data.task_data import Example, TaskData, load_task
 from tasks.errors import BlackBoxError
-from tasks.generator import CLEANING_VERSION, InstructionGenerator
-from tasks.metrics import MetricName
-from tasks.splits import Splits, make_splits
+from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from tasks.evaluation.metrics import MetricName
+from tasks.data.splits import Splits, make_splits
 
 
 @lru_cache(maxsize=8)

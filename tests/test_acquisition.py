@@ -1,4 +1,4 @@
-"""Initial design and batch proposals (tasks/acquisition.py)."""
+"""Initial design and batch proposals (tasks/optimisation/acquisition.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 from botorch.models import SingleTaskGP
 
-from tasks.acquisition import cmaes_maximize, propose_batch, sobol_design
+from tasks.optimisation.acquisition import cmaes_maximize, propose_batch, sobol_design
 from tasks.errors import ConfigError
-from tasks.similarity import instruction_similarity
-from tasks.surrogate import fit_surrogate
+from tasks.optimisation.similarity import instruction_similarity
+from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -85,7 +85,7 @@ def test_optimize_acqf_batch_is_valid_and_deterministic(models, X, kernel, acqui
 def test_logei_values_are_log_of_ei(models, X):
     kwargs = dict(best_f=_best(X), batch_size=2, dim=D, seed=0, **FAST)
     cands, log_values = propose_batch(models["matern"], acquisition="logei", **kwargs)
-    from tasks.acquisition import _analytic_values
+    from tasks.optimisation.acquisition import _analytic_values
 
     ei = _analytic_values(models["matern"], cands, _best(X), "ei")
     torch.testing.assert_close(log_values.exp(), ei, rtol=1e-6, atol=1e-12)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.acquisition import sobol_design
-from tasks.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
+from tasks.optimisation.acquisition import sobol_design
+from tasks.optimisation.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
 from tasks.errors import ConfigError
-from tasks.surrogate import fit_surrogate
+from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -1,4 +1,4 @@
-"""tasks/prompts.py and tasks/blackbox.py against the real local OpenAI-compatible server (rule backend)."""
+"""tasks/prompts.py and tasks/evaluation/blackbox.py against the real local OpenAI-compatible server (rule backend)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from servers.faults import FaultConfig
 from servers.openai_compatible import RuleBackend, ServerHandle
-from tasks.blackbox import (
+from tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
     Completion,
@@ -24,7 +24,7 @@ from tasks.blackbox import (
     evaluate_instructions_async,
     request_hash,
 )
-from tasks.data import Example
+from tasks.data.task_data import Example
 from tasks.errors import BlackBoxError, ConfigError
 from tasks.prompts import ZERO_SHOT_TEMPLATE, format_exemplars, render_zero_shot, validate_template
 

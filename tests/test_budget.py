@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from flows.params import build_config
-from tasks.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
-from tasks.data import Example
+from tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
+from tasks.data.task_data import Example
 from tasks.errors import ConfigError
-from tasks.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
+from tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
 
 
 def test_prices_come_from_config_then_the_table_and_local_endpoints_are_free() -> None:
@@ -71,7 +71,7 @@ def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -
     # a real tokenizer never counts more tokens than bytes + overhead
     from transformers import AutoTokenizer
 
-    from tasks.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
+    from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(PACKAGED_GEMMA, default_cache_dir())))
     for text in ["Instruction: Add the numbers.\n\nInput: 12 30\nOutput:", "Übersetze: naïve café ✓ 日本語"]:
@@ -151,7 +151,7 @@ def test_estimate_prints_the_worst_case_and_writes_nothing(echo_server_url, tiny
 def test_pareto_front_and_length_penalty() -> None:
     from dataclasses import dataclass
 
-    from tasks.pareto import pareto_front, penalised
+    from tasks.evaluation.pareto import pareto_front, penalised
 
     points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0),
               ("short ok", 0.6, 5)]
@@ -169,7 +169,7 @@ def test_pareto_front_and_length_penalty() -> None:
 
 
 def test_pareto_plot_is_a_png(tmp_path) -> None:
-    from tasks.pareto import pareto_front, plot_front
+    from tasks.evaluation.pareto import pareto_front, plot_front
 
     points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0)]
     path = tmp_path / "front.png"

@@ -8,11 +8,11 @@ import pytest
 
 from flows.params import build_config, config_from_record
 from storage.repository import RunStore
-from tasks.budget import byte_bound, worst_case
-from tasks.data import load_task
-from tasks.pricing import Prices
+from tasks.evaluation.budget import byte_bound, worst_case
+from tasks.data.task_data import load_task
+from tasks.evaluation.pricing import Prices
 from tasks.prompts import ZERO_SHOT_TEMPLATE
-from tasks.splits import make_splits
+from tasks.data.splits import make_splits
 from flows.spend import prompts_for
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.comparison import (
+from tasks.evaluation.comparison import (
     ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table, format_comparison,
     scores_in_order,
 )

@@ -37,7 +37,7 @@ def _table(store: RunStore, run_id: str) -> list[tuple]:
 
 def test_flow_runs_and_persists_every_iteration(prefect_harness, smollm2_server_url, tmp_path: Path) -> None:
     from flows.instructzero import instructzero_flow
-    from tasks.builtin_tasks import HUMAN_INSTRUCTIONS
+    from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     human = HUMAN_INSTRUCTIONS["sentiment"][0]

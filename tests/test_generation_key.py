@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tasks.prefect_tasks as pt
-from tasks.data import Example
+from tasks.data.task_data import Example
 
 EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.data import Example
+from tasks.data.task_data import Example
 from tasks.errors import ConfigError, GeneratorError
-from tasks.generator import (
+from tasks.generation.generator import (
     DEFAULT_TEMPLATE,
     InstructionGenerator,
     clean_instruction,

@@ -1,4 +1,4 @@
-"""Instruction-coupled kernel (tasks/kernel.py) and the K_S builders (tasks/similarity.py)."""
+"""Instruction-coupled kernel (tasks/optimisation/kernel.py) and the K_S builders (tasks/optimisation/similarity.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from gpytorch.kernels import Kernel, ScaleKernel
 
 from tasks.errors import ConfigError, NumericalWarning
-from tasks.kernel import InstructionCoupledKernel, latent_matern_kernel, psd_root
-from tasks.similarity import embedding_similarity, instruction_similarity
+from tasks.optimisation.kernel import InstructionCoupledKernel, latent_matern_kernel, psd_root
+from tasks.optimisation.similarity import embedding_similarity, instruction_similarity
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -252,7 +252,7 @@ def test_embedding_similarity_minilm():
 
 
 def test_coupled_plus_latent_is_the_weighted_sum_and_keeps_prior_variance_far_away():
-    from tasks.kernel import CoupledPlusLatentKernel
+    from tasks.optimisation.kernel import CoupledPlusLatentKernel
 
     coupled, Z, S = _make_kernel()
     kernel = CoupledPlusLatentKernel(coupled, weight=0.25)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.errors import ConfigError, TaskDataError
-from tasks.metrics import metric_for_task, normalize_prediction, score_prediction
+from tasks.evaluation.metrics import metric_for_task, normalize_prediction, score_prediction
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import GeneratorError
-from tasks.model_assets import (
+from tasks.generation.model_assets import (
     PACKAGED_GEMMA,
     default_cache_dir,
     model_revision,

@@ -200,8 +200,8 @@ def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url
     The hand-written sentiment instruction gets the right label; the same input without an instruction does not
     get a label at all: this model is instruction-sensitive, which is what makes the default run meaningful.
     """
-    from tasks.builtin_tasks import HUMAN_INSTRUCTIONS
-    from tasks.model_assets import PACKAGED_SMOLLM2
+    from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
+    from tasks.generation.model_assets import PACKAGED_SMOLLM2
 
     client = openai.OpenAI(base_url=smollm2_server_url, api_key="not-needed", max_retries=0, timeout=120)
 
@@ -219,7 +219,7 @@ def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url
     # prompt it counted is longer than the user message alone.
     from transformers import AutoTokenizer
 
-    from tasks.model_assets import resolve_model_path
+    from tasks.generation.model_assets import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(PACKAGED_SMOLLM2)))
     message = render_zero_shot("", "The movie was wonderful.")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.errors import ConfigError
-from tasks.projection import SoftPromptProjection, embedding_stats
+from tasks.generation.projection import SoftPromptProjection, embedding_stats
 
 D, N, H = 10, 5, 64
 

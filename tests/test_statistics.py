@@ -1,4 +1,4 @@
-"""tasks/statistics.py on hand-made cases with known answers."""
+"""tasks/evaluation/statistics.py on hand-made cases with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
 
 
 def _normal_two_sided_p(z: float) -> float:

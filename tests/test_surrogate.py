@@ -1,4 +1,4 @@
-"""GP surrogate (tasks/surrogate.py)."""
+"""GP surrogate (tasks/optimisation/surrogate.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 from botorch.models import SingleTaskGP
 from scipy.stats import spearmanr
 
-from tasks.acquisition import sobol_design
+from tasks.optimisation.acquisition import sobol_design
 from tasks.errors import ConfigError
-from tasks.similarity import instruction_similarity
-from tasks.surrogate import fit_surrogate
+from tasks.optimisation.similarity import instruction_similarity
+from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -47,7 +47,7 @@ def gemma_server_url(gemma_server: ServerHandle) -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_server() -> Iterator[ServerHandle]:
-    from tasks.model_assets import PACKAGED_SMOLLM2
+    from tasks.generation.model_assets import PACKAGED_SMOLLM2
 
     handle = start_server_in_thread("transformers", model=PACKAGED_SMOLLM2, model_name=PACKAGED_SMOLLM2,
                                     torch_threads=1, max_batch=4, startup_timeout_s=300)

@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tasks.data import Example, TaskData
+from tasks.data.task_data import Example, TaskData
 from tasks.errors import SplitError
 
 

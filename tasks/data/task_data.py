@@ -13,7 +13,7 @@ Four sources share one shape, `TaskData`:
   as BIG-bench does). Scored by exact match: the tasks' metrics are multiple_choice_grade and exact_str_match.
 - a user's file: `.jsonl` (objects with input and output) or `.csv` (columns input, output); output may be a
   string or a list of strings (in CSV a JSON list).
-- built-in tasks generated in `tasks.builtin_tasks`, available with no data directory.
+- built-in tasks generated in `tasks.data.builtin_tasks`, available with no data directory.
 
 A data directory may be the shared data root or one collection: formats are discovered below it.
 """
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
+from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
 from tasks.errors import TaskDataError
-from tasks.metrics import MetricName, metric_for_task
+from tasks.evaluation.metrics import MetricName, metric_for_task
 
 __all__ = ["Example", "MetricName", "TaskData", "TaskInfo", "TaskSource", "list_tasks", "load_task"]
 
@@ -414,5 +414,5 @@ def _csv_answers(cell: str, where: str) -> tuple[str, ...]:
 
 def _load_builtin(name: str) -> TaskData:
     examples = [Example(f"gen-{i}", x, (y,)) for i, (x, y) in enumerate(generate_builtin(name))]
-    return _task_data(name, "builtin", metric_for_task(name), examples, [], f"tasks/builtin_tasks.py:{name}",
+    return _task_data(name, "builtin", metric_for_task(name), examples, [], f"tasks/data/builtin_tasks.py:{name}",
                       human_instructions=HUMAN_INSTRUCTIONS.get(name, ()))

@@ -17,7 +17,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from tasks.errors import ConfigError, NumericalWarning
-from tasks.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
+from tasks.optimisation.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
 
 __all__ = ["fit_surrogate", "KERNELS", "COUPLED_KERNELS", "BOX_LOWER", "BOX_UPPER"]
 

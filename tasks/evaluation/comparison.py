@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import ConfigError
-from tasks.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
 
 FOUND = "found"
 EMPTY = "empty"

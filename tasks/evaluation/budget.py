@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tasks.errors import ConfigError
-from tasks.pricing import Prices
+from tasks.evaluation.pricing import Prices
 from tasks.prompts import render_zero_shot
 
 CHAT_OVERHEAD_TOKENS = 64
@@ -137,12 +137,12 @@ def tokenizer_count(tokenizer: Any, api: str) -> TokenCounter:
 
 def token_counter(base_url: str | None, model: str, api: str, cache_dir: Path | None = None) -> TokenCounter:
     """The tokenizer of a packaged local black box (embedded, no URL), else the byte bound."""
-    from tasks.model_assets import PACKAGED_MODELS
+    from tasks.generation.model_assets import PACKAGED_MODELS
 
     if base_url is None and model in PACKAGED_MODELS:
         from transformers import AutoTokenizer
 
-        from tasks.model_assets import resolve_model_path
+        from tasks.generation.model_assets import resolve_model_path
 
         return tokenizer_count(AutoTokenizer.from_pretrained(str(resolve_model_path(model, cache_dir))), api)
     return byte_bound(api)

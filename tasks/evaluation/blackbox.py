@@ -29,7 +29,7 @@ from tasks.errors import BlackBoxError, ConfigError
 from tasks.prompts import ZERO_SHOT_TEMPLATE, render_zero_shot, validate_template
 
 if TYPE_CHECKING:
-    from tasks.data import Example, MetricName
+    from tasks.data.task_data import Example, MetricName
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ async def evaluate_instructions_async(
     template: str = ZERO_SHOT_TEMPLATE,
 ) -> list[EvaluationResult]:
     """Async `evaluate_instructions` (for callers already inside an event loop)."""
-    from tasks.metrics import score_prediction
+    from tasks.evaluation.metrics import score_prediction
 
     validate_template(template)
     if not examples:
@@ -524,6 +524,6 @@ def evaluate_instructions(
     """Score each instruction zero-shot on `examples`, in input order; identical instructions are scored once.
 
     All (instruction x example) prompts go through one `complete_many`, so the concurrency bound spans
-    instructions. Each prediction is scored with `tasks.metrics.score_prediction(prediction, answers, metric)`.
+    instructions. Each prediction is scored with `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`.
     """
     return run_sync(evaluate_instructions_async(client, instructions, examples, metric, template))

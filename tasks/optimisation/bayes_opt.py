@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from storage.entities import CandidateRecord
-from tasks.acquisition import propose_batch, sobol_design
+from tasks.optimisation.acquisition import propose_batch, sobol_design
 from tasks.errors import ConfigError
 
 Phase = Literal["init", "bo", "uniform"]
@@ -77,8 +77,8 @@ def gp_update(
 
     `latent_weight` is the share of prior variance the "coupled+matern" kernel keeps far from the data.
     """
-    from tasks.similarity import embedding_similarity, instruction_similarity
-    from tasks.surrogate import COUPLED_KERNELS, fit_surrogate
+    from tasks.optimisation.similarity import embedding_similarity, instruction_similarity
+    from tasks.optimisation.surrogate import COUPLED_KERNELS, fit_surrogate
 
     X, y, S = history_arrays(history, dev_ids)
     K_S = None

@@ -1,0 +1,2 @@
+"""Stage 4, GP-update and propose-prompt: the instruction-coupled GP over soft prompts, its acquisition, and the
+rule that picks the run's reported candidate."""
