@@ -20,12 +20,14 @@ import torch
 
 from storage.entities import CandidateIn, RunRecord
 from storage.repository import RunStore
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
-from tasks.data.task_data import Example, TaskData
-from tasks.generation.generator import InstructionGenerator, clean_instruction
-from tasks.prefect_tasks import to_evaluation_in
-from tasks.optimisation.selection import best_candidate
 from tasks.data.splits import Splits
+from tasks.data.task_data import Example, TaskData
+from tasks.evaluation.blackbox import (
+    BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
+)
+from tasks.generation.generator import InstructionGenerator, clean_instruction
+from tasks.optimisation.selection import best_candidate
+from tasks.prefect_tasks import to_evaluation_in
 
 APE_TEMPERATURE = 0.9
 APE_TOP_P = 0.95

@@ -163,11 +163,11 @@ def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
-    from servers.local_endpoint import local_endpoint
-    from storage.session import display_url
     from benchmarks.quality import QualitySettings, run_quality
     from benchmarks.report import write_report
     from benchmarks.speed import SpeedSettings, run_speed
+    from servers.local_endpoint import local_endpoint
+    from storage.session import display_url
     from tasks.errors import ConfigError
 
     do_quality = args.quality or not args.speed

@@ -19,9 +19,9 @@ from typing import Any
 
 from flows.cli import offline_defaults
 from servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 from tasks.data.task_data import load_task
+from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 from tasks.generation.model_assets import PACKAGED_SMOLLM2
 from tasks.prompts import render_zero_shot
 

@@ -23,12 +23,12 @@ from benchmarks.markdown_results import write_results
 from flows.cli import offline_defaults
 from flows.params import RunConfig
 from servers.local_endpoint import local_endpoint
-from tasks.optimisation.acquisition import sobol_design
-from tasks.evaluation.blackbox import BlackBoxClient, InMemoryResponseCache, evaluate_instructions
+from tasks.data.splits import make_splits
 from tasks.data.task_data import load_task
+from tasks.evaluation.blackbox import BlackBoxClient, InMemoryResponseCache, evaluate_instructions
 from tasks.generation.generator import InstructionGenerator
 from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2
-from tasks.data.splits import make_splits
+from tasks.optimisation.acquisition import sobol_design
 
 SETTINGS: tuple[tuple[str, str | None], ...] = (
     (PACKAGED_GEMMA, "instructzero"), (PACKAGED_GEMMA, "ape"), (PACKAGED_GEMMA, "task"),

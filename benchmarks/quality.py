@@ -256,10 +256,10 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
     """Run every method on every task and seed; a failing method is reported, not fatal to the suite."""
     from benchmarks.baselines import run_fixed_candidates, sample_instructions
     from flows.params import package_versions
+    from tasks.data.splits import make_splits
     from tasks.data.task_data import load_task
     from tasks.errors import ConfigError
     from tasks.prefect_tasks import load_generator, open_store
-    from tasks.data.splits import make_splits
 
     unknown = [m for m in s.methods if m not in METHODS]
     if unknown:

@@ -19,9 +19,9 @@ from benchmarks.markdown_results import write_results
 from flows.cli import offline_defaults
 from flows.params import RunConfig
 from servers.local_endpoint import local_endpoint
-from tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
-from tasks.data.task_data import list_tasks, load_task
 from tasks.data.splits import make_splits
+from tasks.data.task_data import list_tasks, load_task
+from tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
 from tasks.evaluation.statistics import paired_bootstrap
 
 

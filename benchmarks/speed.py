@@ -263,9 +263,9 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
     import subprocess
     import sys
 
-    from servers.local_endpoint import start_own_server
     from flows.instructzero import instructzero_flow
     from flows.params import config_from_record
+    from servers.local_endpoint import start_own_server
     from tasks.prefect_tasks import open_store
 
     with _refresh_prefect_cache():

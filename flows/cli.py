@@ -113,10 +113,10 @@ def _print_summary(summary: Any, wall_s: float) -> None:
 
 def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
-    from tasks.evaluation.blackbox import BlackBoxClient
-    from tasks.data.task_data import load_task
-    from tasks.prefect_tasks import open_store
     from tasks.data.splits import make_splits
+    from tasks.data.task_data import load_task
+    from tasks.evaluation.blackbox import BlackBoxClient
+    from tasks.prefect_tasks import open_store
 
     data = load_task(config.data.task, config.data.data_dir)
     splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
@@ -175,8 +175,8 @@ def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from flows.params import build_config
-    from tasks.data.task_data import load_task
     from tasks.data.splits import make_splits
+    from tasks.data.task_data import load_task
 
     config = build_config(**_nested_overrides(args))
     data = load_task(config.data.task, config.data.data_dir)

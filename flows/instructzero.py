@@ -31,16 +31,16 @@ from flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from storage.entities import RunRecord
 from storage.errors import RunExistsError
 from storage.repository import RunStore, lease_timeout_s
-from tasks.optimisation.bayes_opt import propose_distinct
 from tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
 from tasks.evaluation.budget import Budget, Usage
+from tasks.optimisation.bayes_opt import propose_distinct
 from tasks.evaluation.comparison import (
     FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
+from tasks.data.splits import Splits
 from tasks.errors import ConfigError
 from tasks.evaluation.metrics import MetricName
-from tasks.data.splits import Splits
 from tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,

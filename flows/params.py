@@ -21,14 +21,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import resolve_kind
 from storage.session import display_url, normalize_url
+from tasks.data.splits import Splits
+from tasks.errors import ConfigError
 from tasks.evaluation.answer_length import answer_token_cap
 from tasks.evaluation.blackbox import BlackBoxSettings
 from tasks.evaluation.budget import Limits
-from tasks.errors import ConfigError
-from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
 from tasks.evaluation.pricing import Prices, resolve_prices
+from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
 from tasks.prompts import ZERO_SHOT_TEMPLATE
-from tasks.data.splits import Splits
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

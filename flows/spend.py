@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from flows.params import RunConfig
+from tasks.data.splits import Splits
 from tasks.evaluation.answer_length import answer_token_cap
 from tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
 from tasks.evaluation.comparison import baseline_labels
-from tasks.data.splits import Splits
 
 
 def answer_cap(config: RunConfig, splits: Splits) -> int:

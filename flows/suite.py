@@ -28,8 +28,8 @@ from flows.instructzero import RunSummary, black_box_endpoint, instructzero_flow
 from flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record,
                           resolve_store_url)
 from tasks.errors import ConfigError, InstructZeroError
-from tasks.prefect_tasks import open_store
 from tasks.optimisation.selection import best_candidate
+from tasks.prefect_tasks import open_store
 
 
 class SuiteError(InstructZeroError):

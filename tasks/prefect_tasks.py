@@ -21,13 +21,15 @@ from prefect.context import TaskRunContext
 
 from storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
 from storage.repository import RunStore
-from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions
+from tasks.data.splits import Splits, make_splits
 from tasks.data.task_data import Example, TaskData, load_task
 from tasks.errors import BlackBoxError
-from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from tasks.evaluation.blackbox import (
+    BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
+)
 from tasks.evaluation.metrics import MetricName
-from tasks.data.splits import Splits, make_splits
+from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
 
 
 @lru_cache(maxsize=8)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from botorch.models import SingleTaskGP
 
-from tasks.optimisation.acquisition import cmaes_maximize, propose_batch, sobol_design
 from tasks.errors import ConfigError
+from tasks.optimisation.acquisition import cmaes_maximize, propose_batch, sobol_design
 from tasks.optimisation.similarity import instruction_similarity
 from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from flows.params import build_config
-from tasks.evaluation.answer_length import ANSWER_MARGIN_TOKENS, DEFAULT_ANSWER_TOKENS, answer_token_cap
 from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES
 from tasks.data.task_data import list_tasks, load_task
+from tasks.evaluation.answer_length import ANSWER_MARGIN_TOKENS, DEFAULT_ANSWER_TOKENS, answer_token_cap
 
 
 def test_cap_is_the_longest_answer_in_bytes_plus_a_margin() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.errors import ConfigError
 from tasks.optimisation.acquisition import sobol_design
 from tasks.optimisation.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
-from tasks.errors import ConfigError
 from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from flows.params import build_config
-from tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
 from tasks.data.task_data import Example
 from tasks.errors import ConfigError
+from tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
 from tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
 
 

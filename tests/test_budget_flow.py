@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from flows.params import build_config, config_from_record
+from flows.spend import prompts_for
 from storage.repository import RunStore
-from tasks.evaluation.budget import byte_bound, worst_case
+from tasks.data.splits import make_splits
 from tasks.data.task_data import load_task
+from tasks.evaluation.budget import byte_bound, worst_case
 from tasks.evaluation.pricing import Prices
 from tasks.prompts import ZERO_SHOT_TEMPLATE
-from tasks.data.splits import make_splits
-from flows.spend import prompts_for
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 
 PRICED = dict(price_in_per_mtok=1000.0, price_out_per_mtok=1000.0)  # $0.001 per token: every call costs

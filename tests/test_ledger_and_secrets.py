@@ -107,9 +107,9 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     from servers.faults import FaultConfig
     from sqlalchemy import create_engine, inspect
 
-    from tasks.evaluation.blackbox import BlackBoxSettings
     from tasks.data.task_data import Example
     from tasks.errors import BlackBoxError
+    from tasks.evaluation.blackbox import BlackBoxSettings
     from tasks.prefect_tasks import to_evaluation_in, zero_shot_evaluate
     from tests.plugins.store import make_candidate
 

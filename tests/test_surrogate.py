@@ -9,8 +9,8 @@ import torch
 from botorch.models import SingleTaskGP
 from scipy.stats import spearmanr
 
-from tasks.optimisation.acquisition import sobol_design
 from tasks.errors import ConfigError
+from tasks.optimisation.acquisition import sobol_design
 from tasks.optimisation.similarity import instruction_similarity
 from tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy

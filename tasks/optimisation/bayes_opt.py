@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from storage.entities import CandidateRecord
-from tasks.optimisation.acquisition import propose_batch, sobol_design
 from tasks.errors import ConfigError
+from tasks.optimisation.acquisition import propose_batch, sobol_design
 
 Phase = Literal["init", "bo", "uniform"]
 
