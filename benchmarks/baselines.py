@@ -57,7 +57,8 @@ def sample_instructions(
     Uses the generator's own model, tokenizer, template and cleaning (`clean_instruction`), so the only difference
     to InstructZero's proposals is sampling instead of soft prompts. Seeded: the same seed gives the same list.
 
-    Note: reads the generator's private `_model`/`_tokenizer` (tasks/generation/generator.py has no public sampling hook).
+    Note: reads the generator's private `_model`/`_tokenizer` (tasks/generation/generator.py has no public
+    sampling hook).
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 

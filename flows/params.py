@@ -62,7 +62,8 @@ class GeneratorSettings(BaseModel):
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
     device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
-    template: str | None = None  # a preset name (tasks.generation.generator.META_PROMPTS) or text with {demos}; None: default
+    # a preset name (tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default preset
+    template: str | None = None
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
 
@@ -86,7 +87,8 @@ class BlackBoxConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
     template: str = ZERO_SHOT_TEMPLATE  # the same zero-shot template for dev and test
-    # USD per million tokens; None: the shipped table (tasks/evaluation/pricing.py) for hosted models, 0 on local endpoints
+    # USD per million tokens; None: the shipped table (tasks/evaluation/pricing.py) for hosted models, 0 on local
+    # endpoints
     price_in_per_mtok: float | None = Field(None, ge=0.0)
     price_out_per_mtok: float | None = Field(None, ge=0.0)
 

@@ -1,5 +1,6 @@
 """Spend control wired to a `RunConfig`: the worst-case estimate (`instructzero estimate`, the start of every run)
-and the running `Budget` the flow checks before each black-box batch. The arithmetic lives in `tasks/evaluation/budget.py`."""
+and the running `Budget` the flow checks before each black-box batch. The arithmetic lives in
+`tasks/evaluation/budget.py`."""
 
 from __future__ import annotations
 

@@ -524,6 +524,7 @@ def evaluate_instructions(
     """Score each instruction zero-shot on `examples`, in input order; identical instructions are scored once.
 
     All (instruction x example) prompts go through one `complete_many`, so the concurrency bound spans
-    instructions. Each prediction is scored with `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`.
+    instructions. Each prediction is scored with
+    `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`.
     """
     return run_sync(evaluate_instructions_async(client, instructions, examples, metric, template))

@@ -318,7 +318,8 @@ class CoupledPlusLatentKernel(Kernel):
     so the fit learns one set of lengthscales. Why: k(z, Z) -> 0 away from the anchors, so the coupled kernel's
     prior (and posterior) variance vanishes there and Expected Improvement only ever looks near the data. The added
     w k(z, z') keeps a prior variance of w (times the output scale) at every z; near the anchors, where
-    K_coupled(z_i, z_i) ~ (K_S)_ii = 1 for the unit-diagonal similarities of tasks/optimisation/similarity.py, the prior variance
+    K_coupled(z_i, z_i) ~ (K_S)_ii = 1 for the unit-diagonal similarities of tasks/optimisation/similarity.py, the
+    prior variance
     stays ~1, so w is the share of prior variance kept far from the data. The weight is fixed, not learned: the
     marginal likelihood would happily drive it to 0 on a history that the coupled term explains, which is exactly
     the collapse of exploration this kernel exists to avoid. Wrap it in a `ScaleKernel` for an output scale.
