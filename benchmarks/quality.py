@@ -92,6 +92,7 @@ class MethodRun:
     dev_score: float | None = None
     test_score: float | None = None
     n_candidates: int = 0  # instructions evaluated on dev
+    n_distinct: int = 0  # ... of which distinct texts (soft prompts that decode to an earlier text add none)
     calls: int = 0  # black-box calls the method needed (dev + test, cached ones included)
     paid_calls: int = 0  # ... of which were sent now (not served by the store's response cache)
     tokens: int = 0  # prompt + completion tokens of all needed calls
@@ -238,7 +239,8 @@ def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_i
         wall_s = stored[0].value if stored else wall_s
     run = MethodRun(task=task, method=method, seed=seed, run_name=name, run_id=run_id, status="completed",
                     best_instruction=best.instruction, dev_score=float(best.dev_score),
-                    test_score=None if test is None else float(test), n_candidates=len(scored), wall_s=wall_s,
+                    test_score=None if test is None else float(test), n_candidates=len(scored),
+                    n_distinct=len(seen), wall_s=wall_s,
                     curve=tuple(curve), curve_calls=tuple(curve_calls), test_examples=test_examples, **cost)
     for key, value in (("bench.test_accuracy", run.test_score), ("bench.best_dev", run.dev_score),
                        ("bench.calls", run.calls), ("bench.paid_calls", run.paid_calls),

@@ -61,7 +61,7 @@ def quality_tables(q: QualityResult) -> str:
         for m in methods) + " |")
     out = ["Test accuracy, mean ± std over seeds (n/a: see notes).", "", *lines, ""]
 
-    cost = ["| task | method | dev instructions | calls (paid) | tokens (paid) | best dev |",
+    cost = ["| task | method | dev instructions (distinct) | calls (paid) | tokens (paid) | best dev |",
             "|---|---|---:|---:|---:|---:|"]
     for task in tasks:
         for m in methods:
@@ -69,7 +69,7 @@ def quality_tables(q: QualityResult) -> str:
             if not rows:
                 continue
             mean = lambda key: statistics.fmean(getattr(r, key) for r in rows)  # noqa: E731
-            cost.append(f"| {task} | {m} | {mean('n_candidates'):.0f} | {mean('calls'):.0f} "
+            cost.append(f"| {task} | {m} | {mean('n_candidates'):.0f} ({mean('n_distinct'):.1f}) | {mean('calls'):.0f} "
                         f"({mean('paid_calls'):.0f}) | {mean('tokens'):.0f} ({mean('paid_tokens'):.0f}) | "
                         f"{mean('dev_score'):.3f} |")
     out += ["Black-box cost per run (mean over seeds, from the store). *calls/tokens*: everything the method needed "
@@ -337,6 +337,34 @@ def plot_gp(s: SpeedResult, out_dir: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------- writing
+def reproduce_section(suite: str, store_url: str) -> list[str]:
+    """The `instructzero sql` statements that give this report's numbers back from the store."""
+    like = f"bench-{suite}-%"
+    store = display_url(store_url)
+    queries = [
+        ("Each run's reported instruction, its dev and test accuracy (the tables above average these)",
+         f"SELECT run_name, dev_score, test_score, instruction FROM best_instructions "
+         f"WHERE run_name LIKE '{like}' ORDER BY run_name"),
+        ("The per-example test scores the paired tests use (one row per run and test example)",
+         f"SELECT c.run_name, x.example_id, x.score FROM best_instructions c "
+         f"JOIN store.evaluations e ON e.run_id = c.run_id AND e.split = 'test' "
+         f"JOIN store.instructions i ON i.id = e.instruction_id AND i.text = c.instruction "
+         f"JOIN store.example_scores x ON x.evaluation_id = e.id "
+         f"WHERE c.run_name LIKE '{like}' ORDER BY c.run_name, x.example_id"),
+        ("Calls used, cache hits and paid calls per run (the ledger)",
+         f"SELECT run_name, calls, cached_calls, paid_calls, tokens_in, tokens_out FROM cost_per_run "
+         f"WHERE run_name LIKE '{like}' ORDER BY run_name"),
+        ("Best dev score after each evaluated instruction (the curves) and each run's wall time",
+         f"SELECT r.name, m.key, m.step, m.value FROM store.metrics m JOIN store.runs r ON r.id = m.run_id "
+         f"WHERE r.name LIKE '{like}' AND m.key IN ('bench.best_dev_so_far', 'bench.dev_calls_so_far', "
+         f"'bench.wall_s') ORDER BY r.name, m.key, m.step"),
+    ]
+    out = ["### Reproduce from the store", ""]
+    for what, sql in queries:
+        out += [f"{what}:", "", "```", f'instructzero sql --store "{store}" "{sql}"', "```", ""]
+    return out
+
+
 def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResult | None,
                  speed: SpeedResult | None) -> Path:
     """report.md + PNGs + results.json in `out_dir`; returns the report's path."""
@@ -359,6 +387,7 @@ def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResul
         md += ["### Statistics", "", statistics_tables(stats, list(s["methods"]))]
         for path in plot_curves(quality, out_dir):
             md += [f"![{path.stem}]({path.name})", ""]
+        md += reproduce_section(quality.suite, s["store_url"])
         methods = list(s["methods"])
         tasks = list(dict.fromkeys(r.task for r in quality.runs))
         results["quality"] = {

@@ -5,13 +5,17 @@ ordinary store runs with metrics; not the numbers themselves (timings on a share
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main as bench_main
 from benchmarks.quality import bo_shape, run_name
+from flows.cli import main as cli_main
 from storage.repository import RunStore
 
 pytestmark = pytest.mark.slow
@@ -91,6 +95,22 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert {m.key for m in store.load_metrics(manual.id)} >= {"bench.test_accuracy", "bench.calls", "bench.tokens"}
     speed_runs = [r for r in store.list_runs() if r.task == "benchmark:speed"]
     assert len(speed_runs) == 1 and store.load_metrics(speed_runs[0].id, "speed.throughput@0.05s.speedup")
+
+    # The report's "Reproduce from the store" statements give its numbers back through `instructzero sql`.
+    assert "### Reproduce from the store" in report
+    statements = re.findall(r'^instructzero sql --store "[^"]+" "(.+)"$', report, flags=re.M)
+    assert len(statements) == 4
+    by_run, per_example = {}, {}
+    for sql, into in ((statements[0], by_run), (statements[1], per_example)):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert cli_main(["sql", "--store", store_url, "--format", "json", sql]) == 0
+        into.update(enumerate(json.loads(buffer.getvalue())))
+    test_by_run = {row["run_name"]: row["test_score"] for row in by_run.values()}
+    assert test_by_run == {r["run_name"]: r["test_score"] for r in runs.values()}
+    assert {(row["run_name"], row["example_id"], row["score"]) for row in per_example.values()} == {
+        (r["run_name"], ex_id, score) for r in runs.values() for ex_id, score in r["test_examples"]}
+    assert all(1 <= r["n_distinct"] <= r["n_candidates"] for r in runs.values())
 
     # Same suite again: every run is reused from the store, nothing is paid twice.
     rc = bench_main([
