@@ -29,8 +29,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the historical defaults: a quick look, cannot rank methods
     "default": dict(budget=8, init=4, batch=2, n_dev=10, n_test=30, n_exemplars=5, n_soft_tokens=5,
                     intrinsic_dim=10),
-    # fits a 2-core CPU: 40 dev evaluations per method-run (10 Sobol + 6 iterations x 5)
-    "cpu": dict(budget=40, init=10, batch=5, n_dev=10, n_test=50, n_exemplars=5, n_soft_tokens=5, intrinsic_dim=10),
+    # what a 2-core CPU ran for 8 tasks x 3 seeds in one session: 40 dev evaluations per method-run (10 Sobol +
+    # 6 iterations x 5) on 5 dev examples, 30 test examples (benchmarks/README.md, "Ranking")
+    "cpu": dict(budget=40, init=10, batch=5, n_dev=5, n_test=30, n_exemplars=5, n_soft_tokens=5, intrinsic_dim=10),
     # InstructZero's setting (Chen et al. 2023): 25 Sobol + 5 iterations x 25 = 150 evaluations, 20 dev,
     # up to 100 test examples, 5 exemplars, 5 soft tokens, d = 10
     "paper": dict(budget=150, init=25, batch=25, n_dev=20, n_test=100, n_exemplars=5, n_soft_tokens=5,
