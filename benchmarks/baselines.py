@@ -12,6 +12,7 @@ All of them use the run's seeded splits and the same black box, template and set
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,20 @@ def sample_instructions(
     return [clean_instruction(t) for t in texts[:n]]
 
 
+def same_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a stored run's config is the one wanted, ignoring what differs between invocations of the same
+    benchmark: the run name, the store URL and the black box's URL (a local endpoint gets a new port each time)."""
+
+    def comparable(config: dict[str, Any]) -> dict[str, Any]:
+        out = json.loads(json.dumps(config, default=str))
+        for key in ("name", "store_url"):
+            out.pop(key, None)
+        out.get("black_box", {}).pop("base_url", None)
+        return out
+
+    return comparable(recorded) == comparable(wanted)
+
+
 def _existing_completed(store: RunStore, name: str) -> RunRecord | None:
     run = store.find_run_by_name(name)
     return run if run is not None and run.status == "completed" else None
@@ -121,7 +136,7 @@ def run_fixed_candidates(
     run = _existing_completed(store, name)
     if run is None:
         stale = store.find_run_by_name(name)
-        if stale is not None and stale.config != config:
+        if stale is not None and not same_settings(stale.config, config):
             from tasks.errors import ConfigError
 
             raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")

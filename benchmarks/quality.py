@@ -153,16 +153,9 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
     )
 
 
-def _without_url(recorded: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(recorded, default=str))
-    for key in ("name", "store_url"):
-        out.pop(key, None)
-    out.get("black_box", {}).pop("base_url", None)
-    return out
-
-
 def _run_flow_method(config: Any) -> str:
     """Run (or resume, or reuse) the InstructZero flow for this config; return the run id."""
+    from benchmarks.baselines import same_settings
     from flows.instructzero import instructzero_flow
     from tasks.errors import ConfigError
     from tasks.prefect_tasks import open_store
@@ -170,7 +163,7 @@ def _run_flow_method(config: Any) -> str:
     store = open_store(config.store_url)
     existing = store.find_run_by_name(config.name)
     if existing is not None:
-        if _without_url(existing.config) != _without_url(config.recorded()):
+        if not same_settings(existing.config, config.recorded()):
             raise ConfigError(f"a run named {config.name!r} exists with different settings; use another --suite")
         if existing.status == "completed":
             return existing.id

@@ -1,0 +1,46 @@
+"""Baseline runs (manual, empty, APE) of the benchmark: stored as ordinary runs and resumable (real SQLite store,
+real HTTP to the rule-based black box)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.baselines import run_fixed_candidates
+from storage.repository import RunStore
+from tasks.data.splits import make_splits
+from tasks.data.task_data import load_task
+from tasks.errors import ConfigError
+from tasks.evaluation.blackbox import BlackBoxSettings
+
+
+def _settings(base_url: str) -> BlackBoxSettings:
+    return BlackBoxSettings(base_url=base_url, model="rule-based", api="completions", max_tokens=8)
+
+
+def _config(base_url: str, n_dev: int = 3) -> dict:
+    return {"name": "bench-x-sum-manual-s0", "store_url": "sqlite:///elsewhere.db",
+            "black_box": {"base_url": base_url, "model": "rule-based"}, "data": {"task": "sum", "n_dev": n_dev},
+            "benchmark": {"method": "manual"}}
+
+
+def test_an_interrupted_baseline_resumes_from_a_new_endpoint_port(make_server, sqlite_url: str) -> None:
+    """The benchmark's local black box gets a new port each invocation: a baseline run left `running` by a killed
+    invocation is completed by the next one (it was refused as "exists with different settings" before), while a
+    run whose real settings differ is still refused."""
+    data = load_task("sum", None)
+    splits = make_splits(data, n_exemplars=2, n_dev=3, n_test=3, seed=0)
+    first, second = make_server("rule", model_name="rule-based"), make_server("rule", model_name="rule-based")
+    store = RunStore(sqlite_url)
+    killed = store.create_run(name="bench-x-sum-manual-s0", task=data.name, config=_config(first.base_url), seed=0,
+                              versions={}, projection_hash=None, splits=splits.manifest())
+    kwargs = dict(name="bench-x-sum-manual-s0", data=data, splits=splits, instructions=["Add the two numbers."],
+                  model_name="rule-based", metric=data.metric, template="Instruction: {instruction}\n\nInput: "
+                  "{input}\nOutput:", versions={}, seed=0)
+
+    with pytest.raises(ConfigError, match="exists with different settings"):
+        run_fixed_candidates(store, settings=_settings(second.base_url), config=_config(second.base_url, n_dev=4),
+                             **kwargs)
+    result = run_fixed_candidates(store, settings=_settings(second.base_url), config=_config(second.base_url),
+                                  **kwargs)
+    assert result.run_id == killed.id and store.get_run(killed.id).status == "completed"
+    assert result.test_score == 1.0 and second.stats()["completions"] == 6 and first.stats()["completions"] == 0
