@@ -97,14 +97,18 @@ def same_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether a stored run's config is the one wanted, ignoring what differs between invocations of the same
     benchmark: the run name, the store URL and the black box's URL (a local endpoint gets a new port each time)."""
 
-    def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    def comparable(config: dict[str, Any], *, endpoint_id: bool = True) -> dict[str, Any]:
         out = json.loads(json.dumps(config, default=str))
         for key in ("name", "store_url"):
             out.pop(key, None)
         out.get("black_box", {}).pop("base_url", None)
+        if not endpoint_id:
+            out.get("black_box", {}).pop("endpoint_id", None)
         return out
 
-    return comparable(recorded) == comparable(wanted)
+    # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
+    known = "endpoint_id" in recorded.get("black_box", {})
+    return comparable(recorded, endpoint_id=known) == comparable(wanted, endpoint_id=known)
 
 
 def _existing_completed(store: RunStore, name: str) -> RunRecord | None:

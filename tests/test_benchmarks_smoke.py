@@ -79,6 +79,8 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert len(runs["instructzero"]["curve_calls"]) == 3 and runs["instructzero"]["curve_calls"][0] == 2
     explore = store_config(store_url, run_name("smoke", "sum", "instructzero-explore", 0))
     assert explore["bo"]["kernel"] == "coupled+matern"
+    # the bench's own endpoint is cached under its engine and model, not its port (new at every invocation)
+    assert explore["black_box"]["endpoint_id"] == "local:echo:rule-based"
     # The echo backend adds the numbers when the instruction says "add": the human instruction solves the task.
     assert runs["manual"]["best_instruction"] == "Add the two numbers."
     assert runs["manual"]["test_score"] == 1.0
@@ -122,6 +124,23 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert rc == 0
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert {r["run_id"] for r in again["quality"]["runs"]} <= {r["run_id"] for r in runs.values()}
+
+    # --report-only: the same numbers read back, nothing run (no black box: there is no URL to reach), and a
+    # method the suite never ran is reported as not run.
+    rc = bench_main([
+        "--quality", "--report-only", "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
+        "--max-new-tokens", "4", "--methods", "instructzero,instructzero-matern,manual", "--suite", "smoke",
+        "--store", store_url, "--out", str(tmp_path / "read-back"),
+    ])
+    assert rc == 0
+    read_back = {r["method"]: r for r in json.loads((tmp_path / "read-back" / "results.json").read_text())[
+        "quality"]["runs"]}
+    assert read_back["instructzero-matern"]["status"] == "skipped" and read_back["instructzero-matern"]["run_id"] is None
+    for method in ("instructzero", "manual"):
+        assert {k: read_back[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")} == {
+            k: runs[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")}
+    assert len(RunStore(store_url).list_runs()) == len(runs) + 1  # + the speed run; the read-back added none
 
 
 def test_resume_repeats_no_black_box_call(prefect_harness, tmp_path: Path) -> None:
