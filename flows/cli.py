@@ -330,10 +330,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from storage.session import upgrade_store
+    from storage.session import store_revision, upgrade_store
 
-    upgrade_store(_store_url(args))
-    print("store is at the latest schema")
+    url = _store_url(args)
+    before = store_revision(url)
+    reached = upgrade_store(url)
+    print(f"store upgraded from {before or 'an empty database'} to {reached}" if before != reached
+          else f"store is already at the latest schema ({reached})")
     return 0
 
 

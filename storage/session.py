@@ -295,15 +295,36 @@ def store_revision(url: str) -> str | None:
         engine.dispose()
 
 
+def _sqlite_foreign_keys(conn: Connection, on: bool) -> None:
+    """Switch SQLite's foreign-key enforcement on this connection; only works outside a transaction."""
+    conn.connection.dbapi_connection.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")  # type: ignore[union-attr]
+
+
 def _migrate(url: str, revision: str, *, upgrade: bool) -> str:
+    """Migrate in one transaction. On SQLite, foreign keys are off meanwhile: a batch migration rebuilds a table
+    by copy, drop and rename, and dropping `evaluations` with enforcement on cascaded into `example_scores`
+    (0003 deleted every example score). Any dangling reference the migration leaves aborts it instead."""
     engine = create_store_engine(url)
     shown = display_url(str(engine.url))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with write_engine(engine).begin() as conn:
-            _lock_for_migration(conn)
-            cfg = alembic_config(connection=conn)
-            (command.upgrade if upgrade else command.downgrade)(cfg, revision)
-            return current_revision(conn) or "base"
+        with write_engine(engine).connect() as conn:
+            if sqlite:
+                _sqlite_foreign_keys(conn, on=False)
+            try:
+                with conn.begin():
+                    _lock_for_migration(conn)
+                    cfg = alembic_config(connection=conn)
+                    (command.upgrade if upgrade else command.downgrade)(cfg, revision)
+                    if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                        raise StoreError(f"migrating store {shown!r} to {revision!r} would leave "
+                                         f"{len(broken)} dangling references (first: {tuple(broken[0])}); "
+                                         "nothing was changed")
+                    reached = current_revision(conn) or "base"
+            finally:
+                if sqlite:
+                    _sqlite_foreign_keys(conn, on=True)
+            return reached
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate store {shown!r}: {one_line(exc)}") from None
     except StoreError:

@@ -150,3 +150,30 @@ def test_0002_adds_the_lease_and_redacts_stored_store_urls(store_url: str) -> No
         run = store.get_run("r1")
         assert run.config == {"store_url": "postgresql+psycopg://iz:***@db/iz", "seed": 0}
         assert run.lease_owner is None and run.heartbeat_at is None
+
+
+def test_upgrading_a_populated_store_keeps_every_row(store_url: str) -> None:
+    """A store with data, taken back to 0002 and upgraded again: 0003 rebuilds `evaluations` (SQLite batch mode:
+    copy, drop, rename), which with foreign keys enforced cascaded into `example_scores` and deleted all of
+    them. Every table keeps its rows, on SQLite and PostgreSQL."""
+    with RunStore(store_url) as store:
+        populate(store, n_iterations=2)
+    counted = ("runs", "candidates", "instructions", "evaluations", "example_scores", "datasets", "metrics")
+
+    def counts() -> dict[str, int]:
+        engine = create_engine(normalize_url(store_url))
+        try:
+            with engine.connect() as conn:
+                return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in counted}
+        finally:
+            engine.dispose()
+
+    before = counts()
+    assert before["example_scores"] > 0
+    assert downgrade_store(store_url, "0002_run_lease") == "0002_run_lease"
+    assert counts() == before
+    assert upgrade_store(store_url) == head_revision()
+    assert counts() == before
+    with RunStore(store_url) as store:
+        run = store.list_runs()[0]
+        assert all(ev.examples for ev in store.load_evaluations(run.id))
