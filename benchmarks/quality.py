@@ -378,7 +378,7 @@ def summarize(runs: Sequence[MethodRun], methods: Sequence[str], tasks: Sequence
                 "paid_calls": statistics.fmean(r.paid_calls for r in done),
                 "tokens": statistics.fmean(r.tokens for r in done),
                 "n_candidates": statistics.fmean(r.n_candidates for r in done),
-                "failed": len(rows) - len(done),
+                "failed": sum(r.status == "failed" for r in rows),
             }
     overall: dict[str, Any] = {}
     for method in methods:
