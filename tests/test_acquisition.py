@@ -149,3 +149,25 @@ def test_every_cmaes_pick_is_an_acquisition_optimum(models, X, kernel):
     _, single = propose_batch(models[kernel], batch_size=1, optimizer="cmaes", **kwargs)
     assert float(values.min()) >= float(single[0]) - 1.0
     assert float(values[0]) == pytest.approx(float(single[0]), abs=1e-9)  # pick 1 is the single best pick
+
+
+def test_a_failed_kriging_believer_still_fills_the_batch(models, X, monkeypatch):
+    """When conditioning on a pick's fantasy fails (a NaN Schur complement, seen at n = 1000 with the coupled
+    kernel, which crashed the proposal), the rest of the batch comes from the acquisition's best free Sobol
+    points: b distinct valid points, the first the CMA-ES pick, and a warning instead of a crash."""
+    import tasks.optimisation.acquisition as acquisition
+    from botorch.exceptions.warnings import NumericsWarning
+    from linear_operator.utils.errors import NanError
+
+    kwargs = dict(best_f=_best(X), batch_size=3, dim=D, optimizer="cmaes", exclude=X, num_restarts=2,
+                  raw_samples=32, cmaes_maxiter=15, seed=0)
+    reference, _ = propose_batch(models["coupled"], **kwargs)
+
+    def nan_fantasy(*args, **kw):
+        raise NanError("cholesky_cpu: 1 of 1 elements of the torch.Size([1, 1]) tensor are NaN.")
+
+    monkeypatch.setattr(acquisition, "_believe", nan_fantasy)
+    with pytest.warns(NumericsWarning, match="Kriging believer failed after pick 1 of 3"):
+        cands, values = propose_batch(models["coupled"], **kwargs)
+    _assert_valid(cands, values, 3, exclude=X)
+    torch.testing.assert_close(cands[0], reference[0], rtol=0, atol=0)

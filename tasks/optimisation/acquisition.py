@@ -24,6 +24,7 @@ from botorch.exceptions.warnings import NumericsWarning
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf
 from botorch.sampling import SobolQMCNormalSampler
+from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
@@ -295,7 +296,16 @@ def _propose_cmaes(
         pick = torch.from_numpy(best_x).to(torch.float64).unsqueeze(0)
         picks.append(pick)
         if i + 1 < batch_size:
-            current, incumbent = _believe(current, pick, incumbent)
+            try:
+                current, incumbent = _believe(current, pick, incumbent)
+            except (NanError, NotPSDError) as exc:
+                # The fantasy's Schur complement can lose positive definiteness (seen at n=1000, coupled kernel):
+                # the remaining slots repeat this pick, and `_dedupe` fills them with the best free Sobol points.
+                warnings.warn(f"Kriging believer failed after pick {i + 1} of {batch_size} ({exc}); the rest of "
+                              "the batch comes from the acquisition's best Sobol points", NumericsWarning,
+                              stacklevel=2)
+                picks.extend([pick] * (batch_size - i - 1))
+                break
     return torch.cat(picks, dim=0)
 
 
