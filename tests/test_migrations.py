@@ -16,6 +16,7 @@ from storage.models import Base
 from storage.repository import RunStore, upgrade_store
 from storage.session import downgrade_store, head_revision, normalize_url, store_revision
 from tests.plugins.store import populate
+from tests.test_repository import counts
 
 OUR_TABLES = set(Base.metadata.tables)
 
@@ -158,22 +159,12 @@ def test_upgrading_a_populated_store_keeps_every_row(store_url: str) -> None:
     them. Every table keeps its rows, on SQLite and PostgreSQL."""
     with RunStore(store_url) as store:
         populate(store, n_iterations=2)
-    counted = ("runs", "candidates", "instructions", "evaluations", "example_scores", "datasets", "metrics")
-
-    def counts() -> dict[str, int]:
-        engine = create_engine(normalize_url(store_url))
-        try:
-            with engine.connect() as conn:
-                return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in counted}
-        finally:
-            engine.dispose()
-
-    before = counts()
+    before = counts(store_url)
     assert before["example_scores"] > 0
     assert downgrade_store(store_url, "0002_run_lease") == "0002_run_lease"
-    assert counts() == before
+    assert counts(store_url) == before
     assert upgrade_store(store_url) == head_revision()
-    assert counts() == before
+    assert counts(store_url) == before
     with RunStore(store_url) as store:
         run = store.list_runs()[0]
         assert all(ev.examples for ev in store.load_evaluations(run.id))
