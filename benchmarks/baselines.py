@@ -111,9 +111,15 @@ def same_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return comparable(recorded, endpoint_id=known) == comparable(wanted, endpoint_id=known)
 
 
-def _existing_completed(store: RunStore, name: str) -> RunRecord | None:
+def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> RunRecord | None:
+    """The stored run of a benchmark cell (any status), None when there is none; ConfigError when the run of
+    that name was made with other settings (the suite label must then change)."""
     run = store.find_run_by_name(name)
-    return run if run is not None and run.status == "completed" else None
+    if run is not None and not same_settings(run.config, config):
+        from tasks.errors import ConfigError
+
+        raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")
+    return run
 
 
 def run_fixed_candidates(
@@ -133,19 +139,15 @@ def run_fixed_candidates(
 ) -> BaselineResult:
     """Score `instructions` on dev as one baseline iteration, the best (earliest on ties) on test; store it all.
 
-    A completed run with the same name is reused as is (re-running a benchmark costs nothing).
+    A completed run with the same name and settings is reused as is (re-running a benchmark costs nothing), an
+    interrupted one is completed; one made with other settings is refused (`existing_run`).
     """
     from storage.entities import DatasetIn
 
-    run = _existing_completed(store, name)
-    if run is None:
-        stale = store.find_run_by_name(name)
-        if stale is not None and not same_settings(stale.config, config):
-            from tasks.errors import ConfigError
-
-            raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")
+    run = existing_run(store, name, config)
+    if run is None or run.status != "completed":
         manifest = splits.manifest()
-        run = stale or store.create_run(
+        run = run or store.create_run(
             name=name, task=data.name, config=config, seed=seed, versions=versions, projection_hash=None,
             splits=manifest,
             datasets=[DatasetIn(task=data.name, split=s, content_hash=data.content_hash, example_ids=tuple(ids))

@@ -157,16 +157,12 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
 
 def _run_flow_method(config: Any) -> str:
     """Run (or resume, or reuse) the InstructZero flow for this config; return the run id."""
-    from benchmarks.baselines import same_settings
+    from benchmarks.baselines import existing_run
     from flows.instructzero import instructzero_flow
-    from tasks.errors import ConfigError
     from tasks.prefect_tasks import open_store
 
-    store = open_store(config.store_url)
-    existing = store.find_run_by_name(config.name)
+    existing = existing_run(open_store(config.store_url), config.name, config.recorded())
     if existing is not None:
-        if not same_settings(existing.config, config.recorded()):
-            raise ConfigError(f"a run named {config.name!r} exists with different settings; use another --suite")
         if existing.status == "completed":
             return existing.id
         # The local endpoint's port differs between invocations: resume by id (settings checked above).
@@ -262,7 +258,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
 
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
     """
-    from benchmarks.baselines import run_fixed_candidates, same_settings, sample_instructions
+    from benchmarks.baselines import existing_run, run_fixed_candidates, sample_instructions
     from flows.params import package_versions
     from tasks.data.splits import make_splits
     from tasks.data.task_data import load_task
@@ -308,10 +304,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                     if method in FLOW_METHODS:
                         run_id = _run_flow_method(config)
                     elif reused:  # a completed baseline: read back as is (no generator, no black box)
-                        if not same_settings(before.config, recorded):
-                            raise ConfigError(f"a run named {name!r} exists with different settings; "
-                                              "use another --suite")
-                        run_id = before.id
+                        run_id = existing_run(store, name, recorded).id  # type: ignore[union-attr]
                     else:
                         gen = load_generator(
                             config.generator.model, str(config.cache_dir), config.generator.n_soft_tokens,
