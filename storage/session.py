@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,13 +64,17 @@ def one_line(exc: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(exc).__name__
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any, *, read_only: bool = False) -> None:
     # Autocommit at the driver level; transactions are begun explicitly in `_sqlite_on_begin` (the pysqlite
     # legacy transaction handling would otherwise defer BEGIN and break BEGIN IMMEDIATE / savepoints).
+    # Reading commands: no journal-mode switch (that would alter another application's file), no writes at all.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if read_only:
+            cur.execute("PRAGMA query_only = ON")
+            return
         cur.execute("PRAGMA foreign_keys = ON")
         _switch_to_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
@@ -92,17 +97,6 @@ def _switch_to_wal(cur: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _sqlite_on_connect_read_only(dbapi_conn: Any, _record: Any) -> None:
-    # Reading commands: no journal-mode switch (that would alter another application's file), no writes at all.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA query_only = ON")
-    finally:
-        cur.close()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
@@ -146,7 +140,7 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot open store {display_url(url)!r}: {one_line(exc)}") from None
     if is_sqlite:
-        event.listen(engine, "connect", _sqlite_on_connect_read_only if read_only else _sqlite_on_connect)
+        event.listen(engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only))
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
