@@ -206,12 +206,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             max_tokens=args.max_tokens, concurrency=args.concurrency,
         )
         if args.report_only:
-            from servers.local_endpoint import resolve_kind
-            from tasks.generation.model_assets import PACKAGED_SMOLLM2
+            from servers.local_endpoint import resolve_kind, served_model
 
             # the settings the runs were made with (what the local endpoint would serve); nothing is contacted
             kind = resolve_kind(args.endpoint)
-            served, api = ("rule-based", "completions") if kind == "echo" else (PACKAGED_SMOLLM2, "chat")
+            served, api = served_model(kind)
             model = args.black_box_model or served
             settings = QualitySettings(
                 **common, base_url=args.black_box_url or "http://127.0.0.1:9/v1", black_box_model=model,

@@ -258,7 +258,9 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
 
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
     """
-    from benchmarks.baselines import existing_run, run_fixed_candidates, sample_instructions
+    from benchmarks.baselines import (
+        APE_TEMPERATURE, APE_TOP_P, existing_run, run_fixed_candidates, sample_instructions,
+    )
     from flows.params import package_versions
     from tasks.data.splits import make_splits
     from tasks.data.task_data import load_task
@@ -299,7 +301,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                     continue
                 recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
                 if method == "ape":
-                    recorded["benchmark"]["ape"] = {"temperature": 0.9, "top_p": 0.95, "seed": seed}
+                    recorded["benchmark"]["ape"] = {"temperature": APE_TEMPERATURE, "top_p": APE_TOP_P, "seed": seed}
                 try:
                     if method in FLOW_METHODS:
                         run_id = _run_flow_method(config)

@@ -136,6 +136,15 @@ def start_llama_cpp(*, model: str = PACKAGED_SMOLLM2, api: Literal["chat", "comp
     )
 
 
+ECHO_MODEL = "rule-based"
+"""The model name our echo backend answers to (it has no model: rule-based answers for tests and timings)."""
+
+
+def served_model(kind: str, model: str = PACKAGED_SMOLLM2) -> tuple[str, Literal["chat", "completions"]]:
+    """The model name and API a local engine of `kind` serves by default: the echo rules answer completions only."""
+    return (ECHO_MODEL, "completions") if kind == "echo" else (model, "chat")
+
+
 def start_own_server(backend: Literal["transformers", "echo"], *, model: str = PACKAGED_SMOLLM2,
                      api: Literal["chat", "completions"] = "chat", latency_s: float = 0.0,
                      max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
@@ -160,15 +169,15 @@ def start_own_server(backend: Literal["transformers", "echo"], *, model: str = P
     if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test
         port = _free_port()
         cmd = [sys.executable, "-m", "servers.openai_compatible", "--backend", "rule", "--served-model-name",
-               "rule-based", "--port", str(port), "--latency", str(latency_s), "--max-batch", str(max_batch)]
+               ECHO_MODEL, "--port", str(port), "--latency", str(latency_s), "--max-batch", str(max_batch)]
         process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/health", "echo server", 60.0)
         return LocalEndpoint(
-            kind="echo", base_url=f"http://127.0.0.1:{port}/v1", model="rule-based", api="completions",
+            kind="echo", base_url=f"http://127.0.0.1:{port}/v1", model=ECHO_MODEL, api="completions",
             description=f"servers.openai_compatible, rule-based echo backend in its own process "
                         f"(latency {latency_s:g} s)", _process=process)
-    handle = start_server_in_thread("rule", model_name="rule-based", faults=faults, max_batch=max_batch)
+    handle = start_server_in_thread("rule", model_name=ECHO_MODEL, faults=faults, max_batch=max_batch)
     return LocalEndpoint(
-        kind="echo", base_url=handle.base_url, model="rule-based", api="completions",
+        kind="echo", base_url=handle.base_url, model=ECHO_MODEL, api="completions",
         description=f"servers.openai_compatible, rule-based echo backend (latency {latency_s:g} s)",
         _handle=handle,
     )
