@@ -15,7 +15,8 @@ from storage.session import display_url
 from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
-PAIRED_AGAINST = ("uniform", "ape", "empty")
+# the baselines, then the kernel ablations (is the coupled kernel better than the exploring one, than a plain Matern?)
+PAIRED_AGAINST = ("uniform", "ape", "empty", "instructzero-explore", "instructzero-matern")
 ALPHA = 0.05
 
 
@@ -183,7 +184,7 @@ def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
             out.append(f"| {task} | {other} | {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
                        f"{c['p_bootstrap']:.3g} | {mc} | {c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |")
     if stats["paired_overall"]:
-        out += ["", f"Over tasks ({ref} vs each baseline; significant: paired bootstrap p < {stats['alpha']}):", "",
+        out += ["", f"Over tasks ({ref} vs each other method; significant: paired bootstrap p < {stats['alpha']}):", "",
                 "| vs | tasks | W/T/L | significant W/L | mean diff |", "|---|---:|---:|---:|---:|"]
         for other, c in stats["paired_overall"].items():
             out.append(f"| {other} | {c['tasks']} | {c['wins']}/{c['ties']}/{c['losses']} | "
