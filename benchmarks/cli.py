@@ -167,7 +167,7 @@ def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
-    from benchmarks.quality import QualitySettings, run_quality
+    from benchmarks.quality import QualitySettings, check_quality_settings, run_quality
     from benchmarks.report import write_report
     from benchmarks.speed import SpeedSettings, run_speed
     from servers.local_endpoint import local_endpoint
@@ -205,6 +205,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             num_restarts=args.num_restarts, raw_samples=args.raw_samples, suite=args.suite,
             max_tokens=args.max_tokens, concurrency=args.concurrency,
         )
+        check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
         if args.report_only:
             from servers.local_endpoint import resolve_kind, served_model
 

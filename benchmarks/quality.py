@@ -252,6 +252,21 @@ def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_i
     return run
 
 
+def check_quality_settings(s: QualitySettings) -> dict[str, Any]:
+    """Methods, budget shape and task names, checked before any model loads; returns the loaded tasks by name.
+
+    The CLI calls it before starting its local black box, so a typo fails in a second, not after a model load.
+    """
+    from tasks.data.task_data import load_task
+    from tasks.errors import ConfigError
+
+    unknown = [m for m in s.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    bo_shape(s.budget, s.n_init, s.batch_size)
+    return {task: load_task(task, s.data_dir) for task in s.tasks}
+
+
 def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print,
                 report_only: bool = False) -> QualityResult:
     """Run every method on every task and seed; a failing method is reported, not fatal to the suite.
@@ -263,16 +278,10 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
     )
     from flows.params import package_versions
     from tasks.data.splits import make_splits
-    from tasks.data.task_data import load_task
-    from tasks.errors import ConfigError
     from tasks.prefect_tasks import load_generator, open_store
 
-    unknown = [m for m in s.methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    bo_shape(s.budget, s.n_init, s.batch_size)  # validate before anything runs
+    datas = check_quality_settings(s)
     suite = s.suite_label()
-    datas = {task: load_task(task, s.data_dir) for task in s.tasks}  # fail fast on a bad task name
     store = open_store(s.store_url)
     result = QualityResult(settings=json.loads(json.dumps(asdict(s), default=str)), suite=suite, endpoint=endpoint)
     start_all = time.perf_counter()

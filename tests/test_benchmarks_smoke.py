@@ -165,3 +165,20 @@ def test_small_benchmarks_write_json_and_a_markdown_table(tmp_path: Path) -> Non
     assert text.splitlines() == ["| task | score |", "|---|---|", "| x | 0.50 |"]
     assert json.loads((tmp_path / "t.json").read_text()) == {"wall_s": 1.2, "rows": [{"a": 1}]}
     assert (tmp_path / "t.md").read_text().endswith("\n\n1 s\n")
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--methods", "instructzero,uniforn", "unknown method(s) ['uniforn']"),
+    ("--tasks", "ii:summ", "unknown task 'ii:summ'"),
+])
+def test_a_bad_method_or_task_fails_before_the_black_box_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str,
+) -> None:
+    store = tmp_path / "bench.db"
+    args = {"--methods": "instructzero", "--tasks": "ii:sum", flag: value}
+    rc = bench_main(["--quality", "--data-dir", str(FIXTURE_DATA), "--seeds", "0", "--store", f"sqlite:///{store}",
+                     "--out", str(tmp_path / "out"), *(x for kv in args.items() for x in kv)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert "local black box" not in out  # the default endpoint (a model load) was never started
+    assert not store.exists() and not (tmp_path / "out").exists()
