@@ -207,7 +207,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
         )
         check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
         if args.report_only:
-            from servers.local_endpoint import resolve_kind, served_model
+            from servers.local_endpoint import local_endpoint_id, resolve_kind, served_model
 
             # the settings the runs were made with (what the local endpoint would serve); nothing is contacted
             kind = resolve_kind(args.endpoint)
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             settings = QualitySettings(
                 **common, base_url=args.black_box_url or "http://127.0.0.1:9/v1", black_box_model=model,
                 black_box_api=args.black_box_api or api,
-                endpoint_id=None if args.black_box_url else f"local:{kind}:{model}")
+                endpoint_id=None if args.black_box_url else local_endpoint_id(kind, model))
             quality = run_quality(settings, endpoint="read back from the store (--report-only)", report_only=True)
         elif args.black_box_url:
             if not args.black_box_model:
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             with local_endpoint(args.endpoint, max_batch=args.server_max_batch) as ep:
                 print(f"[bench] local black box: {ep.description} at {ep.base_url}")
                 # its answers are cached under the engine and model, not the port (new at every invocation)
-                settings = QualitySettings(**common, base_url=ep.base_url, endpoint_id=f"local:{ep.kind}:{ep.model}",
+                settings = QualitySettings(**common, base_url=ep.base_url, endpoint_id=ep.endpoint_id,
                                            black_box_model=args.black_box_model or ep.model,
                                            black_box_api=args.black_box_api or ep.api)
                 quality = run_quality(settings, endpoint=ep.description)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from servers.local_endpoint import resolve_kind
+from servers.local_endpoint import local_endpoint_id, resolve_kind
 from storage.session import display_url, normalize_url
 from tasks.data.splits import Splits
 from tasks.errors import ConfigError
@@ -114,7 +114,7 @@ class BlackBoxConfig(BaseModel):
         if fields["max_tokens"] is None:
             fields["max_tokens"] = answer_token_cap(answers)
         if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
-            fields["endpoint_id"] = f"local:{resolve_kind(self.engine)}:{self.model}"
+            fields["endpoint_id"] = local_endpoint_id(resolve_kind(self.engine), self.model)
             # on a busy CPU a batch of long answers can take minutes: it is slow, not down
             fields["timeout_s"] = max(fields["timeout_s"], EMBEDDED_TIMEOUT_S)
         return BlackBoxSettings(base_url=base_url, **{**fields, **overrides})

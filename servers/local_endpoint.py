@@ -50,6 +50,11 @@ class LocalEndpoint:
     _handle: Any = field(default=None, repr=False)  # servers.openai_compatible.ServerHandle
     _process: subprocess.Popen | None = field(default=None, repr=False)
 
+    @property
+    def endpoint_id(self) -> str:
+        """Its cache identity (`local_endpoint_id(kind, model)`): the same at every start, unlike its port."""
+        return local_endpoint_id(self.kind, self.model)
+
     def stats(self) -> dict[str, Any] | None:
         if self._handle is not None:
             return self._handle.stats()
@@ -134,6 +139,12 @@ def start_llama_cpp(*, model: str = PACKAGED_SMOLLM2, api: Literal["chat", "comp
                     f"/v1/{'chat/' if api == 'chat' else ''}completions",
         _process=process,
     )
+
+
+def local_endpoint_id(kind: str, model: str) -> str:
+    """The cache identity of a local engine serving `model`: "local:<engine>:<model>". Its URL gets a new port at
+    every start, so responses are cached under this instead (`BlackBoxConfig.endpoint_id`)."""
+    return f"local:{kind}:{model}"
 
 
 ECHO_MODEL = "rule-based"
