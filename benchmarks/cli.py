@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
             num_restarts=args.num_restarts, raw_samples=args.raw_samples, suite=args.suite,
             max_tokens=args.max_tokens, concurrency=args.concurrency,
         )
-        check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
+        task_data = check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
         if args.report_only:
             from servers.local_endpoint import local_endpoint_id, resolve_kind, served_model
 
@@ -217,13 +217,15 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
                 **common, base_url=args.black_box_url or "http://127.0.0.1:9/v1", black_box_model=model,
                 black_box_api=args.black_box_api or api,
                 endpoint_id=None if args.black_box_url else local_endpoint_id(kind, model))
-            quality = run_quality(settings, endpoint="read back from the store (--report-only)", report_only=True)
+            quality = run_quality(settings, endpoint="read back from the store (--report-only)", report_only=True,
+                                  task_data=task_data)
         elif args.black_box_url:
             if not args.black_box_model:
                 raise ConfigError("--black-box-url needs --black-box-model")
             settings = QualitySettings(**common, base_url=args.black_box_url, black_box_model=args.black_box_model,
                                        black_box_api=args.black_box_api or "chat")
-            quality = run_quality(settings, endpoint=f"{args.black_box_url}, {settings.black_box_api} API")
+            quality = run_quality(settings, endpoint=f"{args.black_box_url}, {settings.black_box_api} API",
+                                  task_data=task_data)
         else:
             with local_endpoint(args.endpoint, max_batch=args.server_max_batch) as ep:
                 print(f"[bench] local black box: {ep.description} at {ep.base_url}")
@@ -231,7 +233,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
                 settings = QualitySettings(**common, base_url=ep.base_url, endpoint_id=ep.endpoint_id,
                                            black_box_model=args.black_box_model or ep.model,
                                            black_box_api=args.black_box_api or ep.api)
-                quality = run_quality(settings, endpoint=ep.description)
+                quality = run_quality(settings, endpoint=ep.description, task_data=task_data)
     if do_speed:
         toy = dict(n_requests=16, gen_prompts=2, gen_max_new_tokens=4, gp_sizes=(10, 20), overhead_iterations=1,
                    gp_num_restarts=1, gp_raw_samples=16, overhead_repeats=1,

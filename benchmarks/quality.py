@@ -268,10 +268,11 @@ def check_quality_settings(s: QualitySettings) -> dict[str, Any]:
 
 
 def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print,
-                report_only: bool = False) -> QualityResult:
+                report_only: bool = False, task_data: dict[str, Any] | None = None) -> QualityResult:
     """Run every method on every task and seed; a failing method is reported, not fatal to the suite.
 
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
+    `task_data`: what `check_quality_settings(s)` returned, when the caller checked first (checked here otherwise).
     """
     from benchmarks.baselines import (
         APE_TEMPERATURE, APE_TOP_P, existing_run, run_fixed_candidates, sample_instructions,
@@ -280,7 +281,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
     from tasks.data.splits import make_splits
     from tasks.prefect_tasks import load_generator, open_store
 
-    datas = check_quality_settings(s)
+    datas = check_quality_settings(s) if task_data is None else task_data
     suite = s.suite_label()
     store = open_store(s.store_url)
     result = QualityResult(settings=json.loads(json.dumps(asdict(s), default=str)), suite=suite, endpoint=endpoint)
