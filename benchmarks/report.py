@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.quality import MethodRun, QualityResult, summarize
 from benchmarks.speed import SpeedResult, gp_series
 from storage.session import display_url
-from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
 # the baselines, then the kernel ablations (is the coupled kernel better than the exploring one, than a plain Matern?)
@@ -100,11 +100,12 @@ def _pooled_test(runs: list[MethodRun]) -> dict[tuple[int, str], float]:
 
 
 def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, Any]:
-    """Per task and method: mean test accuracy over the pooled test examples of all seeds with a 95% percentile
-    bootstrap interval; per task: paired differences of `REFERENCE` vs each of `PAIRED_AGAINST` over the test
-    examples both scored (same seed, same example), pooled over seeds (paired bootstrap p and, for 0/1 scores,
-    exact McNemar p), with per-seed win/tie/loss of the test accuracies; over tasks: win/tie/loss by mean
-    difference, and how many differences are significant at `ALPHA` (paired bootstrap)."""
+    """Per task and method: mean test accuracy over the pooled test examples of all seeds with a 95% BCa bootstrap
+    interval; per task: paired differences of `REFERENCE` vs each of `PAIRED_AGAINST` over the test examples both
+    scored (same seed, same example), pooled over seeds, with a valid paired p-value (exact McNemar for 0/1
+    scores, sign-flip permutation otherwise), its Holm adjustment over every task x method comparison of the
+    report, and per-seed win/tie/loss of the test accuracies; over tasks: win/tie/loss by mean difference, and
+    how many differences are significant at `ALPHA` after Holm's adjustment."""
     methods = list(q.settings["methods"])
     tasks = list(dict.fromkeys(r.task for r in q.runs))
     accuracy: dict[str, dict[str, Any]] = {}
@@ -130,16 +131,18 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
             if not keys:
                 continue
             a, b = [ref[k] for k in keys], [theirs[k] for k in keys]
-            diff, low, high, p_boot = paired_bootstrap(a, b, n_boot=n_boot)
-            binary = all(v in (0.0, 1.0) for v in a + b)
+            test = paired_test(a, b, n_boot=n_boot)
             by_seed = {r.seed: r.test_score for r in other_runs if r.test_score is not None}
             seeds = [(r.test_score, by_seed[r.seed]) for r in ref_runs if r.seed in by_seed and r.test_score is not None]
             paired[task][other] = {
-                "diff": diff, "low": low, "high": high, "p_bootstrap": p_boot,
-                "p_mcnemar": mcnemar_exact(a, b) if binary else None, "n": len(keys),
+                "diff": test.diff, "low": test.low, "high": test.high, "p": test.p_value, "test": test.test,
+                "n": len(keys),
                 "seed_wins": sum(x > y for x, y in seeds), "seed_ties": sum(x == y for x, y in seeds),
                 "seed_losses": sum(x < y for x, y in seeds),
             }
+    cells = [c for t in tasks for c in paired[t].values()]
+    for cell, adjusted in zip(cells, holm([c["p"] for c in cells])):
+        cell["p_holm"] = adjusted
     overall = {}
     for other in PAIRED_AGAINST:
         cells = [paired[t][other] for t in tasks if other in paired[t]]
@@ -147,8 +150,10 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
             overall[other] = {
                 "tasks": len(cells), "wins": sum(c["diff"] > 0 for c in cells),
                 "ties": sum(c["diff"] == 0 for c in cells), "losses": sum(c["diff"] < 0 for c in cells),
-                "significant_wins": sum(c["diff"] > 0 and c["p_bootstrap"] < ALPHA for c in cells),
-                "significant_losses": sum(c["diff"] < 0 and c["p_bootstrap"] < ALPHA for c in cells),
+                "significant_wins": sum(c["diff"] > 0 and c["p_holm"] < ALPHA for c in cells),
+                "significant_losses": sum(c["diff"] < 0 and c["p_holm"] < ALPHA for c in cells),
+                "raw_significant_wins": sum(c["diff"] > 0 and c["p"] < ALPHA for c in cells),
+                "raw_significant_losses": sum(c["diff"] < 0 and c["p"] < ALPHA for c in cells),
                 "mean_diff": statistics.fmean(c["diff"] for c in cells),
             }
     cost = {}
@@ -166,7 +171,7 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
 def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
     acc = stats["accuracy"]
     tasks = list(acc)
-    out = ["Test accuracy over the pooled test examples of all seeds, with a 95% percentile bootstrap interval "
+    out = ["Test accuracy over the pooled test examples of all seeds, with a 95% BCa bootstrap interval "
            f"({stats['n_boot']} resamples; `tasks/evaluation/statistics.py`).", "",
            "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for task in tasks:
@@ -175,20 +180,24 @@ def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
             if m in acc[task] else "n/a" for m in methods) + " |")
     ref = stats["reference"]
     out += ["", f"Paired differences {ref} − baseline over the test examples both scored (same seed and example), "
-            "pooled over seeds: mean difference [95% paired bootstrap interval], two-sided p (paired bootstrap; "
-            "exact McNemar for 0/1 scores), and per-seed win/tie/loss of the test accuracies.", "",
-            "| task | vs | diff [95% CI] | p (bootstrap) | p (McNemar) | seeds W/T/L |", "|---|---|---:|---:|---:|---:|"]
+            "pooled over seeds: mean difference [95% paired BCa bootstrap interval], two-sided p of a valid paired "
+            "test (exact McNemar for 0/1 scores, sign-flip permutation otherwise), that p Holm-adjusted over every "
+            "comparison in this table, and per-seed win/tie/loss of the test accuracies.", "",
+            "| task | vs | diff [95% CI] | p | p (Holm) | test | seeds W/T/L |", "|---|---|---:|---:|---:|---|---:|"]
     for task in tasks:
         for other, c in stats["paired"][task].items():
-            mc = "–" if c["p_mcnemar"] is None else f"{c['p_mcnemar']:.3g}"
             out.append(f"| {task} | {other} | {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
-                       f"{c['p_bootstrap']:.3g} | {mc} | {c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |")
+                       f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['test']} | "
+                       f"{c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |")
     if stats["paired_overall"]:
-        out += ["", f"Over tasks ({ref} vs each other method; significant: paired bootstrap p < {stats['alpha']}):", "",
-                "| vs | tasks | W/T/L | significant W/L | mean diff |", "|---|---:|---:|---:|---:|"]
+        out += ["", f"Over tasks ({ref} vs each other method; significant: Holm-adjusted p < {stats['alpha']}; "
+                "unadjusted in the next column):", "",
+                "| vs | tasks | W/T/L | significant W/L (Holm) | unadjusted p < 0.05 W/L | mean diff |",
+                "|---|---:|---:|---:|---:|---:|"]
         for other, c in stats["paired_overall"].items():
             out.append(f"| {other} | {c['tasks']} | {c['wins']}/{c['ties']}/{c['losses']} | "
-                       f"{c['significant_wins']}/{c['significant_losses']} | {c['mean_diff']:+.3f} |")
+                       f"{c['significant_wins']}/{c['significant_losses']} | "
+                       f"{c['raw_significant_wins']}/{c['raw_significant_losses']} | {c['mean_diff']:+.3f} |")
     out += ["", "Wall time and black-box calls per method-run (mean over tasks and seeds; *paid*: not answered by "
             "the store's shared response cache; a run reused from the store reports the wall time it took then).",
             "", "| method | runs | dev evaluations | calls | paid calls | wall s |", "|---|---:|---:|---:|---:|---:|"]

@@ -22,7 +22,7 @@ from servers.local_endpoint import local_endpoint
 from tasks.data.splits import make_splits
 from tasks.data.task_data import list_tasks, load_task
 from tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
-from tasks.evaluation.statistics import paired_bootstrap
+from tasks.evaluation.statistics import paired_test
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        template=config.template)
             a = [r.score for r in human_ev.examples]
             b = [r.score for r in empty_ev.examples]
-            diff, low, high, p = paired_bootstrap(a, b)
+            t = paired_test(a, b)
+            diff, low, high, p = t.diff, t.low, t.high, t.p_value
             rows.append({"task": task.name, "source": task.source, "metric": task.metric, "n": len(a),
                          "empty": round(empty_ev.mean_score, 3), "human": round(human_ev.mean_score, 3),
                          "diff": round(diff, 3), "diff_low": round(low, 3), "diff_high": round(high, 3),

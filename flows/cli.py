@@ -91,10 +91,12 @@ def _print_summary(summary: Any, wall_s: float) -> None:
         print()
         print(f"test report ({summary.comparison[0].n} examples, the same for every row):")
         print(format_comparison(summary.comparison, confidence=summary.confidence))
+        several = len(summary.comparison) > 2
         for row in summary.comparison[1:]:
-            p = row.p_mcnemar if row.p_mcnemar is not None else row.p_bootstrap
-            verdict = "significant" if p is not None and p < 0.05 else "not significant"
-            print(f"  vs {row.label}: gain {row.gain:+.3f}, p = {p:.4f} ({verdict} at 0.05)")
+            p = row.p_holm if several else row.p_value
+            verdict = "significant" if p < 0.05 else "not significant"
+            p_text = f"p = {row.p_value:.4f}" + (f", Holm {row.p_holm:.4f}" if several else "")
+            print(f"  vs {row.label}: gain {row.gain:+.3f}, {p_text} ({row.test}; {verdict} at 0.05)")
     from flows.spend import format_value
 
     for line in format_value(summary):

@@ -35,9 +35,10 @@ from tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
 from tasks.evaluation.budget import Budget, Usage
 from tasks.optimisation.bayes_opt import propose_distinct
 from tasks.evaluation.comparison import (
-    FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
+    CONSTANT, FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
+from tasks.evaluation.constant_answer import best_constant_answer
 from tasks.data.splits import Splits
 from tasks.errors import ConfigError
 from tasks.evaluation.metrics import MetricName
@@ -421,6 +422,9 @@ def _test_report(
         ScoredInstruction(label, text, scores_in_order({r.example_id: r.score for r in result.examples}, test_ids))
         for label, text, result in zip([FOUND, *baselines], texts, results)
     ]
+    if with_baselines:  # the reference line: what always giving one answer scores (no black-box call)
+        constant = best_constant_answer(splits.test, metric)
+        scored.append(ScoredInstruction(CONSTANT, constant.label, constant.scores))
     rows = compare(scored[0], scored[1:], n_bootstrap=config.report.n_bootstrap,
                    confidence=config.report.confidence, seed=config.seed)
     prices, store = config.black_box.prices(), open_store(config.store_url)
@@ -431,7 +435,8 @@ def _test_report(
     create_table_artifact(
         key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
         description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "
-                    f"({config.report.confidence:.0%} bootstrap intervals; paired bootstrap and exact McNemar tests)",
+                    f"({config.report.confidence:.0%} BCa bootstrap intervals; exact paired tests, Holm-adjusted; "
+                    f"`constant`: the best single fixed answer)",
     )
     return rows, results[0]
 

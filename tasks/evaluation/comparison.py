@@ -1,23 +1,25 @@
 """The found instruction against baselines on the same test examples: accuracy with intervals, paired tests.
 
 A user judges an optimiser by how much better its instruction scores than theirs, so every run ends with this
-table. Every row is scored on the *same* test examples, so differences are paired: the paired bootstrap of the
-per-example differences gives the interval and a two-sided p-value, and when all scores are 0/1 the exact
-McNemar test on the discordant pairs gives a second, distribution-free p-value.
+table. Every row is scored on the *same* test examples, so differences are paired: a paired BCa bootstrap gives
+the gain's interval and a valid paired test its two-sided p-value (exact McNemar for 0/1 scores, the sign-flip
+permutation test otherwise; `tasks/evaluation/statistics.py`). With several baselines the report makes several
+comparisons, so Holm-adjusted p-values stand next to the raw ones and the verdict reads the adjusted one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tasks.errors import ConfigError
-from tasks.evaluation.statistics import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
 
 FOUND = "found"
 EMPTY = "empty"
+CONSTANT = "constant"  # the best single fixed answer on the test examples (tasks/evaluation/constant_answer.py)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class ComparisonRow:
     gain: float | None  # found - this, on the same examples (None on the found row)
     gain_low: float | None
     gain_high: float | None
-    p_bootstrap: float | None  # two-sided paired bootstrap
-    p_mcnemar: float | None  # exact McNemar, only when every score is 0 or 1
+    p_value: float | None  # two-sided paired test of the gain (None on the found row)
+    p_holm: float | None  # p_value Holm-adjusted over the report's baselines
+    test: str | None  # which paired test gave p_value ("exact McNemar", "sign-flip (exact)", ...)
 
 
 def baseline_labels(baselines: Sequence[str], *, empty: bool) -> dict[str, str]:
@@ -75,7 +78,8 @@ def compare(
                 f"{len(found.scores)}: they must be scored on the same examples"
             )
         rows.append(_row(other, found, n_bootstrap, confidence, seed))
-    return rows
+    adjusted = holm([r.p_value for r in rows[1:]])
+    return [rows[0], *(replace(r, p_holm=p) for r, p in zip(rows[1:], adjusted))]
 
 
 def _row(
@@ -83,16 +87,13 @@ def _row(
 ) -> ComparisonRow:
     x = np.asarray(this.scores, dtype=np.float64)
     low, high = bootstrap_ci(x, n_boot=n_bootstrap, level=confidence, seed=seed)
-    gain = gain_low = gain_high = p_boot = p_mc = None
-    if found is not None:
-        f = np.asarray(found.scores, dtype=np.float64)
-        gain, gain_low, gain_high, p_boot = paired_bootstrap(f, x, n_boot=n_bootstrap, seed=seed)
-        if np.all(np.isin(f, (0.0, 1.0))) and np.all(np.isin(x, (0.0, 1.0))):
-            p_mc = mcnemar_exact(f, x)
+    paired = None if found is None else paired_test(found.scores, x, n_boot=n_bootstrap, level=confidence, seed=seed)
     return ComparisonRow(
         label=this.label, instruction=this.instruction, n=int(x.size), accuracy=float(x.mean()),
-        ci_low=low, ci_high=high, gain=gain, gain_low=gain_low, gain_high=gain_high,
-        p_bootstrap=p_boot, p_mcnemar=p_mc,
+        ci_low=low, ci_high=high,
+        gain=None if paired is None else paired.diff, gain_low=None if paired is None else paired.low,
+        gain_high=None if paired is None else paired.high, p_value=None if paired is None else paired.p_value,
+        p_holm=None, test=None if paired is None else paired.test,
     )
 
 
@@ -107,8 +108,8 @@ def scores_in_order(example_scores: Mapping[str, float], example_ids: Sequence[s
 def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95, width: int = 60) -> str:
     """A plain-text table for the terminal (the Prefect artifact shows the same rows)."""
     pct = f"{round(confidence * 100):d}%"
-    header = (f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p (boot)':>8} "
-              f"{'p (McN)':>8}  instruction")
+    header = (f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p':>8} "
+              f"{'p (Holm)':>8}  instruction")
     lines = [header]
     for r in rows:
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
@@ -116,8 +117,8 @@ def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95
             gain, p_b, p_m = "", "", ""
         else:
             gain = f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]"
-            p_b = f"{r.p_bootstrap:.4f}"
-            p_m = "" if r.p_mcnemar is None else f"{r.p_mcnemar:.4f}"
+            p_b = f"{r.p_value:.4f}"
+            p_m = "" if r.p_holm is None else f"{r.p_holm:.4f}"
         text = r.instruction if len(r.instruction) <= width else r.instruction[: width - 3] + "..."
         lines.append(f"{r.label:<11} {r.accuracy:>8.3f}  {ci:<13} {gain:<24} {p_b:>8} {p_m:>8}  {text!r}")
     return "\n".join(lines)
@@ -127,7 +128,7 @@ def comparison_metrics(rows: Sequence[ComparisonRow]) -> dict[str, float]:
     """The rows as `metrics` keys (stored with the run): report.<label>.{accuracy,ci_low,ci_high,gain,...}."""
     out: dict[str, float] = {}
     for r in rows:
-        for field in ("accuracy", "ci_low", "ci_high", "gain", "gain_low", "gain_high", "p_bootstrap", "p_mcnemar"):
+        for field in ("accuracy", "ci_low", "ci_high", "gain", "gain_low", "gain_high", "p_value", "p_holm"):
             value = getattr(r, field)
             if value is not None:
                 out[f"report.{r.label}.{field}"] = float(value)
@@ -141,7 +142,7 @@ def comparison_table(rows: Sequence[ComparisonRow]) -> list[dict[str, object]]:
         {"label": r.label, "instruction": r.instruction, "n": r.n, "test_accuracy": round(r.accuracy, 4),
          "ci": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
          "gain_vs_found": None if r.gain is None else f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]",
-         "p_bootstrap": None if r.p_bootstrap is None else round(r.p_bootstrap, 5),
-         "p_mcnemar": None if r.p_mcnemar is None else round(r.p_mcnemar, 5)}
+         "p_value": None if r.p_value is None else round(r.p_value, 5),
+         "p_holm": None if r.p_holm is None else round(r.p_holm, 5), "test": r.test}
         for r in rows
     ]
