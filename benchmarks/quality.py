@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.generation.model_assets import DEFAULT_GENERATOR
+
 METHODS: tuple[str, ...] = (
     "instructzero", "instructzero-explore", "instructzero-matern", "uniform", "ape", "manual", "empty",
 )
@@ -64,7 +66,8 @@ class QualitySettings:
     n_init: int = 4  # Sobol soft prompts of the flow's initial design (before fitting the budget)
     batch_size: int = 2  # soft prompts per BO iteration
     max_new_tokens: int = 32  # generator tokens per instruction
-    generator: str | None = None  # None: the packaged Gemma
+    # recorded by name; None only in results written while the packaged Gemma was the default (report.py says so)
+    generator: str | None = DEFAULT_GENERATOR
     num_restarts: int = 5
     raw_samples: int = 128
     suite: str | None = None  # None: "q" + a hash of the settings that change results

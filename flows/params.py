@@ -1,9 +1,9 @@
 """The one configuration object of a run. It is stored as JSON with every run, so every result can be reproduced.
 
 Defaults are chosen so that `instructzero run` finishes offline on a 2-core CPU in a few minutes and shows what
-the method is for: the packaged Gemma-3 270M *base* model writes instructions and, when no black-box URL is given,
-the packaged chat-tuned SmolLM2-135M-Instruct is served on 127.0.0.1 as the OpenAI-compatible chat black box
-(the paper's open-model generator + chat black box, at laptop size). Environment variables `INSTRUCTZERO_<FIELD>`
+the method is for: the packaged instruction-tuned Qwen2.5-Coder-0.5B-Instruct writes instructions and, when no
+black-box URL is given, the same packaged model is served on 127.0.0.1 as the OpenAI-compatible chat black box
+(the paper's open-model generator + chat black box, at laptop size; README's model table lists the others). Environment variables `INSTRUCTZERO_<FIELD>`
 (nested with `__`, e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
 """
 
@@ -27,7 +27,7 @@ from tasks.evaluation.answer_length import answer_token_cap
 from tasks.evaluation.blackbox import BlackBoxSettings
 from tasks.evaluation.budget import Limits
 from tasks.evaluation.pricing import Prices, resolve_prices
-from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_SMOLLM2, default_cache_dir
+from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, default_cache_dir
 from tasks.prompts import ZERO_SHOT_TEMPLATE
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -56,7 +56,7 @@ class GeneratorSettings(BaseModel):
     """The open LLM that turns a soft prompt plus exemplars into an instruction."""
 
     model_config = _FROZEN
-    model: str = PACKAGED_GEMMA  # HF id (already in the local cache), local folder, or the packaged GGUF
+    model: str = DEFAULT_GENERATOR  # a packaged model (PACKAGED_MODELS), a local folder, or an HF id in the local cache
     n_soft_tokens: int = Field(5, ge=1, le=64)  # soft-token embeddings prepended after BOS
     intrinsic_dim: int = Field(10, ge=1, le=1024)  # dimension d of the searched soft prompt z in [-1, 1]^d
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
@@ -79,7 +79,7 @@ class BlackBoxConfig(BaseModel):
     # who answers at base_url, for the response-cache key, when its URL changes between runs (a benchmark's own
     # local server gets a new port each invocation); None: the URL itself
     endpoint_id: str | None = None
-    model: str = PACKAGED_SMOLLM2  # model name sent to the API (with no base_url: a packaged model to serve)
+    model: str = DEFAULT_BLACK_BOX  # model name sent to the API (with no base_url: a packaged model to serve)
     engine: Literal["auto", "transformers", "llama.cpp"] = "auto"  # serves the embedded black box (no base_url)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (a dummy is used when unset)
     api: Literal["chat", "completions"] = "chat"  # chat for chat models (their own template); completions for base

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.errors import BlackBoxError, ConfigError
-from tasks.generation.model_assets import PACKAGED_SMOLLM2, packaged_gguf
+from tasks.generation.model_assets import DEFAULT_BLACK_BOX, packaged_gguf
 
 EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
 ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
@@ -112,7 +112,7 @@ def _spawn_and_wait(cmd: list[str], probe_url: str, what: str, startup_timeout_s
         time.sleep(0.2)
 
 
-def start_llama_cpp(*, model: str = PACKAGED_SMOLLM2, api: Literal["chat", "completions"] = "chat",
+def start_llama_cpp(*, model: str = DEFAULT_BLACK_BOX, api: Literal["chat", "completions"] = "chat",
                     cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
                     startup_timeout_s: float = 120.0, log_path: Path | None = None,
                     python: str | None = None) -> LocalEndpoint:
@@ -151,12 +151,12 @@ ECHO_MODEL = "rule-based"
 """The model name our echo backend answers to (it has no model: rule-based answers for tests and timings)."""
 
 
-def served_model(kind: str, model: str = PACKAGED_SMOLLM2) -> tuple[str, Literal["chat", "completions"]]:
+def served_model(kind: str, model: str = DEFAULT_BLACK_BOX) -> tuple[str, Literal["chat", "completions"]]:
     """The model name and API a local engine of `kind` serves by default: the echo rules answer completions only."""
     return (ECHO_MODEL, "completions") if kind == "echo" else (model, "chat")
 
 
-def start_own_server(backend: Literal["transformers", "echo"], *, model: str = PACKAGED_SMOLLM2,
+def start_own_server(backend: Literal["transformers", "echo"], *, model: str = DEFAULT_BLACK_BOX,
                      api: Literal["chat", "completions"] = "chat", latency_s: float = 0.0,
                      max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
     """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
@@ -207,7 +207,7 @@ transformers server answered 4.02 requests/s against llama.cpp's 3.07 here (it m
 requests), needs no source build, and is what the tests check; llama.cpp stays one flag away."""
 
 
-def start_endpoint(kind: EndpointKind = "auto", *, model: str = PACKAGED_SMOLLM2,
+def start_endpoint(kind: EndpointKind = "auto", *, model: str = DEFAULT_BLACK_BOX,
                    api: Literal["chat", "completions"] = "chat", cache_dir: Path | None = None,
                    latency_s: float = 0.0, log_path: Path | None = None, max_batch: int = 8) -> LocalEndpoint:
     """Start the requested local black box serving packaged `model` (`resolve_kind` says what "auto" is).

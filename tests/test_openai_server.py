@@ -192,27 +192,37 @@ def test_transformers_micro_batch_matches_single_requests(gemma_server: ServerHa
     assert "\n" not in batched[0].text and batched[1].completion_tokens == 2 and batched[1].finish_reason == "length"
 
 
-# --------------------------------------------------------------------------------- the default chat black box
+# --------------------------------------------------------------------------------- the packaged chat black boxes
 @pytest.mark.slow
-def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url: str) -> None:
-    """The default black box: real HTTP, /v1/chat/completions, SmolLM2-135M-Instruct in its own chat template.
+@pytest.mark.parametrize(("server_fixture", "model"), [
+    ("default_black_box_url", "qwen2.5-coder-0.5b-instruct"),  # the default: Qwen2.5-Coder-0.5B-Instruct, ChatML
+    ("smollm2_server_url", "smollm2-135m-instruct"),  # the other packaged chat model, through the same code path
+])
+def test_packaged_chat_model_follows_an_instruction_over_http(
+    server_fixture: str, model: str, request: pytest.FixtureRequest
+) -> None:
+    """A packaged black box: real HTTP, /v1/chat/completions, the model in its own chat template.
 
-    The hand-written sentiment instruction gets the right label; the same input without an instruction does not
-    get a label at all: this model is instruction-sensitive, which is what makes the default run meaningful.
+    For the default black box: the hand-written sentiment instruction gets the right label; the same input without
+    an instruction does not get a label at all: the model is instruction-sensitive, which is what makes the default
+    run meaningful. SmolLM2 (135M) goes through the same server and template but answers this one in a sentence
+    with the project's template ("the sentiment of the sentence is positive."), so only the label's presence is
+    asserted for it.
     """
     from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
-    from tasks.generation.model_assets import PACKAGED_SMOLLM2
 
-    client = openai.OpenAI(base_url=smollm2_server_url, api_key="not-needed", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=request.getfixturevalue(server_fixture), api_key="not-needed", max_retries=0,
+                           timeout=120)
 
     def ask(instruction: str, text: str) -> Any:
         return client.chat.completions.create(
-            model=PACKAGED_SMOLLM2, max_tokens=16, stop=["\n"], temperature=0,
+            model=model, max_tokens=16, stop=["\n"], temperature=0,
             messages=[{"role": "user", "content": render_zero_shot(instruction, text)}],
         )
 
     instruction = HUMAN_INSTRUCTIONS["sentiment"][0]
-    assert ask(instruction, "The movie was wonderful.").choices[0].message.content.strip().lower() == "positive"
+    answer = ask(instruction, "The movie was wonderful.").choices[0].message.content.strip().lower()
+    assert answer == "positive" if model.startswith("qwen") else "positive" in answer
     bare = ask("", "The movie was wonderful.")
     assert "positive" not in bare.choices[0].message.content.lower()
     # The server applied the model's own chat template (system turn + user turn + assistant header), so the
@@ -221,11 +231,15 @@ def test_packaged_chat_model_follows_an_instruction_over_http(smollm2_server_url
 
     from tasks.generation.model_assets import resolve_model_path
 
-    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(PACKAGED_SMOLLM2)))
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
     message = render_zero_shot("", "The movie was wonderful.")
     templated = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
     templated = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
     assert bare.usage.prompt_tokens == len(templated) > len(tok(message)["input_ids"])
+    if model.startswith("qwen"):  # ChatML: the server's prompt is the template's, turn markers and all
+        text = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                       tokenize=False)
+        assert text.count("<|im_start|>") >= 2 and text.endswith("<|im_start|>assistant\n")
 
 
 class _SlowBackend(RuleBackend):

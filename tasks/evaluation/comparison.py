@@ -105,6 +105,11 @@ def scores_in_order(example_scores: Mapping[str, float], example_ids: Sequence[s
     return tuple(float(example_scores[i]) for i in example_ids)
 
 
+def format_p(p: float) -> str:
+    """A p-value for people: 4 decimals, or 2 significant digits below 0.0001 (never a bare 0.0000)."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95, width: int = 60) -> str:
     """A plain-text table for the terminal (the Prefect artifact shows the same rows)."""
     pct = f"{round(confidence * 100):d}%"
@@ -117,8 +122,8 @@ def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95
             gain, p_b, p_m = "", "", ""
         else:
             gain = f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]"
-            p_b = f"{r.p_value:.4f}"
-            p_m = "" if r.p_holm is None else f"{r.p_holm:.4f}"
+            p_b = format_p(r.p_value)
+            p_m = "" if r.p_holm is None else format_p(r.p_holm)
         text = r.instruction if len(r.instruction) <= width else r.instruction[: width - 3] + "..."
         lines.append(f"{r.label:<11} {r.accuracy:>8.3f}  {ci:<13} {gain:<24} {p_b:>8} {p_m:>8}  {text!r}")
     return "\n".join(lines)

@@ -35,7 +35,10 @@ def echo_server_url(echo_server: ServerHandle) -> str:
 @pytest.fixture(scope="session")
 def gemma_server() -> Iterator[ServerHandle]:
     # one generation thread: CI boxes are small and shared, where oversubscribed OpenMP threads crawl
-    handle = start_server_in_thread("transformers", model_name="gemma3-270m", torch_threads=1, startup_timeout_s=300)
+    from tasks.generation.model_assets import PACKAGED_GEMMA
+
+    handle = start_server_in_thread("transformers", model=PACKAGED_GEMMA, model_name="gemma3-270m", torch_threads=1,
+                                    startup_timeout_s=300)
     yield handle
     handle.stop()
 
@@ -58,6 +61,22 @@ def smollm2_server() -> Iterator[ServerHandle]:
 @pytest.fixture(scope="session")
 def smollm2_server_url(smollm2_server: ServerHandle) -> str:
     return smollm2_server.base_url
+
+
+@pytest.fixture(scope="session")
+def default_black_box_server() -> Iterator[ServerHandle]:
+    """The embedded black box of `instructzero run` (packaged Qwen2.5-Coder-0.5B-Instruct) behind real HTTP."""
+    from tasks.generation.model_assets import DEFAULT_BLACK_BOX
+
+    handle = start_server_in_thread("transformers", model=DEFAULT_BLACK_BOX, model_name=DEFAULT_BLACK_BOX,
+                                    torch_threads=1, max_batch=4, startup_timeout_s=600)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def default_black_box_url(default_black_box_server: ServerHandle) -> str:
+    return default_black_box_server.base_url
 
 
 @pytest.fixture
