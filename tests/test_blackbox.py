@@ -55,8 +55,10 @@ def completion_requests(server: ServerHandle) -> int:
 
 # ------------------------------------------------------------------------------------------------- prompts
 def test_zero_shot_template_renders_instruction_and_input() -> None:
-    assert render_zero_shot(" Add them. ", "2 3\n") == "Instruction: Add them.\n\nInput: 2 3\nOutput:"
-    assert render_zero_shot("a {b}", "{x}") == "Instruction: a {b}\n\nInput: {x}\nOutput:"  # braces in values are safe
+    assert render_zero_shot(" Add them. ", "2 3\n") == ("Instruction: Add them.\n\nInput: 2 3\n\n"
+                                                       "Answer with the output only.\nOutput:")
+    # braces in values are safe
+    assert render_zero_shot("a {b}", "{x}").startswith("Instruction: a {b}\n\nInput: {x}\n\n")
     assert render_zero_shot("i", "x", "Q: {input} ({instruction}) A:") == "Q: x (i) A:"
 
 
@@ -236,9 +238,13 @@ def test_check_reachable_passes_on_a_live_server(echo_server_url: str) -> None:
 
 def test_completions_api_and_missing_usage(make_server: Callable[..., ServerHandle]) -> None:
     server = make_server(omit_usage=True)
-    [c] = BlackBoxClient(settings(server.base_url, api="completions")).complete_many_sync([prompt("Add.", "4 4")])
+    client = BlackBoxClient(settings(server.base_url, api="completions"))
+    [c] = client.complete_many_sync([prompt("Add.", "4 4")])
     assert c.text == "8"
-    assert (c.prompt_tokens, c.completion_tokens, c.usage_reported) == (0, 0, False)
+    # no usage: the ledger records the client's bound (bytes + overhead in, max_tokens out), never 0
+    bound = client.usage_bound(prompt("Add.", "4 4"))
+    assert (c.prompt_tokens, c.completion_tokens, c.usage_reported) == (*bound, False)
+    assert bound == (len(prompt("Add.", "4 4").encode()) + 64, client.settings.max_tokens)
 
 
 def test_token_accounting_and_latency(echo_server_url: str) -> None:

@@ -5,6 +5,13 @@ concurrency across all instructions at once, bounded retries on transient failur
 connection errors, malformed bodies), de-duplication of identical prompts, and a response cache keyed by a hash of
 everything that determines the answer. The API key is read from the environment at request time and never stored
 on any object here, so it cannot leak into the store, logs or reprs.
+
+The black box is not trusted: it may be a proxy, a misconfigured server or hostile. Every field of a response the
+client reads is checked before anything reaches the ledger (the llm_calls table that spend limits sum): usage is kept
+only when it is non-negative integers, otherwise the call is charged the client's own bound (see `usage_bound`); a
+body that is not a well-formed completion is a transient failure (retried, counted, then one BlackBoxError); one
+attempt may read at most `max_response_bytes` within `timeout_s` in all; and what is stored and scored of an answer
+is capped at `max_answer_chars`, the cut recorded in the call's status.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+import httpx2  # the HTTP library of the pinned openai SDK: its errors surface while we read a streamed body
 import openai
 
 from storage.entities import ExampleScore, LLMCall
+from tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
 from tasks.errors import BlackBoxError, ConfigError
 from tasks.prompts import ZERO_SHOT_TEMPLATE, render_zero_shot, validate_template
 
@@ -60,6 +69,13 @@ class BlackBoxSettings:
     # (a new port every run) names its engine and model instead, so its answers stay cached across runs.
     price_in_per_mtok: float = 0.0  # extension: USD per million tokens, recorded as each paid call's cost_usd
     price_out_per_mtok: float = 0.0
+    max_answer_chars: int = 16_384  # extension: most characters of one answer that are stored and scored. A server
+    # that ignores max_tokens (or a hostile one) could otherwise fill the ledger: one answer is stored twice (the
+    # llm_calls row and the example's prediction), so eight 10 MB answers made a 160 MB database. 16k characters are
+    # 4 per token of the largest answer cap the run derives (MAX_ANSWER_TOKENS = 4096), far above any accepted answer
+    # (<= 4096 bytes); a longer answer is cut here and its call stored with status "ok_truncated".
+    max_response_bytes: int = 16 * 1024 * 1024  # extension: most bytes read of one response body; beyond them the
+    # body is dropped as malformed (retried, then an error), so no answer can exhaust memory. Not in the cache key.
 
     def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD of one paid call's reported usage."""
@@ -83,6 +99,8 @@ class BlackBoxSettings:
             "temperature": 0.0 <= self.temperature <= 2.0,
             "retry_base_delay_s": self.retry_base_delay_s >= 0,
             "retry_max_delay_s": self.retry_max_delay_s >= 0,
+            "max_answer_chars": self.max_answer_chars >= 1,
+            "max_response_bytes": self.max_response_bytes >= 1,
             "stop": all(isinstance(s, str) and s for s in self.stop),
         }
         for name, ok in checks.items():
@@ -113,8 +131,10 @@ class Completion:
     latency_s: float
     retries: int
     cached: bool
-    usage_reported: bool = True  # extension: False when the server sent no usage (token counts are then 0)
+    usage_reported: bool = True  # extension: False when the server sent no usable usage (absent, negative, not
+    # integers): the token counts are then the client's bound (`BlackBoxClient.usage_bound`), never 0 or negative
     cost_usd: float | None = None  # extension: what this call cost when it was paid (None: unknown)
+    truncated: bool = False  # extension: the answer was longer than `max_answer_chars` and `text` is its start
 
 
 class ResponseCache(Protocol):
@@ -165,6 +185,74 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+MAX_TOKEN_COUNT = 2**31 - 1
+"""Largest token count believed from a server: what the ledger's INTEGER columns hold on every supported database."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One attempt's parsed answer: the text as stored and scored, and usage when the server reported a valid one."""
+
+    text: str
+    truncated: bool
+    usage: tuple[int, int] | None  # (prompt_tokens, completion_tokens); None: absent or not believable
+
+
+def _malformed(what: str) -> _Transient:
+    return _Transient(f"malformed response: {what}")
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _token_count(value: object) -> int | None:
+    """A reported token count if it is one: an int (not a bool), 0 <= n <= MAX_TOKEN_COUNT."""
+    if type(value) is not int or not 0 <= value <= MAX_TOKEN_COUNT:
+        return None
+    return value
+
+
+def parse_completion_body(payload: object, api: ApiKind, max_answer_chars: int) -> _Answer:
+    """Check every field the client reads of a decoded chat/completions response body.
+
+    Raises:
+        _Transient: the body is not a completion with a text answer (no choices, a null choice, no message/text,
+            non-string content): transient, like a truncated or non-JSON body.
+    """
+    if not isinstance(payload, dict):
+        raise _malformed(f"body is a JSON {_kind(payload)}, not an object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list):
+        raise _malformed(f"choices is {_kind(choices)}, not a list")
+    if not choices:
+        raise _malformed("no choices")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _malformed(f"choices[0] is {_kind(choice)}, not an object")
+    if api == "chat":
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise _malformed(f"choices[0].message is {_kind(message)}, not an object")
+        text, field = message.get("content"), "choices[0].message.content"
+    else:
+        text, field = choice.get("text"), "choices[0].text"
+    if not isinstance(text, str):
+        raise _malformed(f"choice without text ({field} is {_kind(text)})")
+    truncated = len(text) > max_answer_chars
+    if truncated:
+        text = text[:max_answer_chars]
+    usage = payload.get("usage")
+    counts: tuple[int, int] | None = None
+    if isinstance(usage, dict):
+        p_tok, c_tok = _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
+        if p_tok is not None and c_tok is not None:
+            counts = (p_tok, c_tok)
+    if counts is None and usage is not None:
+        log.warning("black box reported unusable usage %.200r: charging the client's bound instead", usage)
+    return _Answer(text, truncated, counts)
 
 
 def run_sync(coro: Awaitable[_T]) -> _T:
@@ -300,35 +388,41 @@ class BlackBoxClient:
         else:
             client.completions.create(**kwargs)
 
-    async def _request(self, client: openai.AsyncOpenAI, prompt: str) -> tuple[str, int, int, bool]:
-        """One attempt: (text, prompt_tokens, completion_tokens, usage_reported); transient trouble -> _Transient."""
+    async def _request(self, client: openai.AsyncOpenAI, prompt: str) -> _Answer:
+        """One attempt, its body read and checked by us (not the SDK's lenient models); transient -> _Transient.
+
+        The body is streamed so that reading stops at `max_response_bytes`, and the whole attempt (headers and
+        body) is bounded by `timeout_s`: the SDK's timeout is per read, so a body trickled one byte at a time would
+        otherwise hold the attempt open forever.
+        """
+        s = self.settings
         kwargs = self._request_kwargs(prompt)
+        endpoint: Any = client.chat.completions if s.api == "chat" else client.completions
         try:
-            if self.settings.api == "chat":
-                response: Any = await client.chat.completions.create(**kwargs)
-            else:
-                response = await client.completions.create(**kwargs)
-        except openai.APITimeoutError as exc:
-            raise _Transient(f"timed out after {self.settings.timeout_s}s") from exc
+            async with asyncio.timeout(s.timeout_s):
+                async with endpoint.with_streaming_response.create(**kwargs) as response:
+                    body = await _read_capped(response, s.max_response_bytes)
+        except (TimeoutError, openai.APITimeoutError, httpx2.TimeoutException) as exc:
+            raise _Transient(f"timed out after {s.timeout_s}s") from exc
         except openai.APIConnectionError as exc:
             raise _Transient(f"connection error: {_reason(exc)}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
                 raise _Transient(f"HTTP {exc.status_code}: {_status_message(exc)}", _retry_after(exc)) from exc
             raise self._rejected(exc, what="the request") from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            raise _Transient(f"malformed response body: {exc}") from exc
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise _Transient("malformed response: no choices")
-        choice = choices[0]
-        text = choice.message.content if self.settings.api == "chat" else choice.text
-        if not isinstance(text, str):
-            raise _Transient(f"malformed response: choice without text ({type(text).__name__})")
-        usage = getattr(response, "usage", None)
-        if usage is None:
-            return text, 0, 0, False
-        return text, int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), True
+        except httpx2.HTTPError as exc:  # the connection broke (or the encoding was bad) while reading the body
+            raise _Transient(f"connection error while reading the body: {type(exc).__name__}: {exc}") from exc
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise _malformed(f"body is not JSON ({type(exc).__name__}: {str(exc)[:100]}; "
+                             f"starts {body[:60]!r})") from exc
+        return parse_completion_body(payload, s.api, s.max_answer_chars)
+
+    def usage_bound(self, prompt: str) -> tuple[int, int]:
+        """What a call is charged when the server reports no usable usage: (UTF-8 bytes of the prompt + overhead,
+        max_tokens), never below the true count for byte-level tokenizers (as `budget.byte_bound`)."""
+        return len(prompt.encode("utf-8")) + CHAT_OVERHEAD_TOKENS, self.settings.max_tokens
 
     async def _complete_one(
         self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, digest: str, prompt: str
@@ -339,7 +433,7 @@ class BlackBoxClient:
             try:
                 async with semaphore:
                     start = time.perf_counter()
-                    text, p_tok, c_tok, usage_ok = await self._request(client, prompt)
+                    answer = await self._request(client, prompt)
                     latency = time.perf_counter() - start
             except _Transient as exc:
                 attempt += 1
@@ -352,14 +446,14 @@ class BlackBoxClient:
                 log.info("black-box %s: %s; retry %d/%d in %.2fs", s.base_url, exc, attempt, s.max_retries, delay)
                 await asyncio.sleep(delay)
                 continue
-            if not usage_ok:  # no usage reported: charge the bound (bytes + overhead in, max_tokens out)
-                p_cost, c_cost = len(prompt.encode("utf-8")) + 64, s.max_tokens
-            else:
-                p_cost, c_cost = p_tok, c_tok
+            usage_ok = answer.usage is not None
+            # no usable usage reported: record and charge the bound (bytes + overhead in, max_tokens out), so that
+            # the ledger the spend limits sum never holds a count the server made up (negative, fractional, absent)
+            p_tok, c_tok = answer.usage if answer.usage is not None else self.usage_bound(prompt)
             completion = Completion(
-                request_hash=digest, model=s.model, prompt=prompt, text=text, prompt_tokens=p_tok,
+                request_hash=digest, model=s.model, prompt=prompt, text=answer.text, prompt_tokens=p_tok,
                 completion_tokens=c_tok, latency_s=latency, retries=attempt, cached=False, usage_reported=usage_ok,
-                cost_usd=s.call_cost(p_cost, c_cost),
+                cost_usd=s.call_cost(p_tok, c_tok), truncated=answer.truncated,
             )
             if self.cache is not None:
                 self.cache.put(completion)
@@ -395,8 +489,21 @@ def _as_cached_completion(hit: Any) -> Completion:
         request_hash=hit.request_hash, model=hit.model, prompt=hit.prompt, text=hit.text,
         prompt_tokens=int(hit.prompt_tokens), completion_tokens=int(hit.completion_tokens),
         latency_s=float(hit.latency_s), retries=int(hit.retries), cached=True,
-        usage_reported=bool(getattr(hit, "usage_reported", True)),
+        usage_reported=bool(getattr(hit, "usage_reported", True)), cost_usd=getattr(hit, "cost_usd", None),
+        truncated=bool(getattr(hit, "truncated", False)),
     )
+
+
+async def _read_capped(response: Any, max_bytes: int) -> bytes:
+    """The body of a streamed SDK response, refusing to read more than `max_bytes` of it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _malformed(f"body longer than max_response_bytes={max_bytes} bytes (reading stopped)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _reason(exc: BaseException) -> str:
@@ -436,13 +543,23 @@ class InMemoryResponseCache:
 
 
 _STATUS_OK, _STATUS_NO_USAGE = "ok", "ok_no_usage"
+_TRUNCATED = "_truncated"
+_CACHEABLE = {_STATUS_OK, _STATUS_NO_USAGE, _STATUS_OK + _TRUNCATED, _STATUS_NO_USAGE + _TRUNCATED}
+
+
+def call_status(completion: Completion) -> str:
+    """The llm_calls status of a paid answer: "ok", or "ok_no_usage" when the token counts are the client's bound,
+    with "_truncated" appended when the stored answer was cut at `max_answer_chars`."""
+    status = _STATUS_OK if completion.usage_reported else _STATUS_NO_USAGE
+    return status + _TRUNCATED if completion.truncated else status
 
 
 class StoreResponseCache:
     """`ResponseCache` over `RunStore.get_llm_call` / `put_llm_call` (the llm_calls table).
 
-    A completion without server-reported usage is stored with status "ok_no_usage" so the zero token counts are
-    not mistaken for real ones. Rows with any other status (e.g. recorded failures) are not cache hits.
+    A completion without usable server-reported usage is stored with status "ok_no_usage" so the bound charged in
+    its token counts is not mistaken for a reported count; one whose answer was cut at `max_answer_chars` gets the
+    suffix "_truncated" (see `call_status`). Rows with any other status (e.g. recorded failures) are not cache hits.
     """
 
     def __init__(self, store: Any, *, run_id: str | None = None) -> None:
@@ -451,12 +568,13 @@ class StoreResponseCache:
 
     def get(self, request_hash: str) -> Completion | None:
         call = self._store.get_llm_call(request_hash)
-        if call is None or call.status not in (_STATUS_OK, _STATUS_NO_USAGE):
+        if call is None or call.status not in _CACHEABLE:
             return None
         return Completion(
             request_hash=call.request_hash, model=call.model, prompt=call.prompt, text=call.response_text,
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, latency_s=call.latency_s,
-            retries=call.retries, cached=True, usage_reported=call.status == _STATUS_OK, cost_usd=call.cost_usd,
+            retries=call.retries, cached=True, usage_reported=call.status.removesuffix(_TRUNCATED) == _STATUS_OK,
+            cost_usd=call.cost_usd, truncated=call.status.endswith(_TRUNCATED),
         )
 
     def put(self, completion: Completion) -> None:
@@ -465,7 +583,7 @@ class StoreResponseCache:
                 request_hash=completion.request_hash, model=completion.model, prompt=completion.prompt,
                 response_text=completion.text, prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens, latency_s=completion.latency_s,
-                retries=completion.retries, status=_STATUS_OK if completion.usage_reported else _STATUS_NO_USAGE,
+                retries=completion.retries, status=call_status(completion),
                 cost_usd=completion.cost_usd, run_id=self._run_id,
             )
         )
