@@ -486,7 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (InstructZeroError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from storage.redaction import redact_secrets
+
+        print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)  # any URL or conninfo in it, masked
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: resume with `instructzero resume RUN_ID` (see `instructzero runs`)", file=sys.stderr)

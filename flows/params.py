@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import local_endpoint_id, resolve_kind
+from storage.redaction import redact_secrets
 from storage.session import display_url, normalize_url
 from tasks.data.splits import Splits
 from tasks.errors import ConfigError
@@ -94,6 +95,12 @@ class BlackBoxConfig(BaseModel):
     # endpoints
     price_in_per_mtok: float | None = Field(None, ge=0.0)
     price_out_per_mtok: float | None = Field(None, ge=0.0)
+
+    @field_serializer("base_url", when_used="json")
+    def _redact_base_url(self, url: str | None) -> str | None:
+        """JSON (runs.config, Prefect parameters) never carries credentials written into the URL (`user:pass@`,
+        `?api_key=`); pass the key through `api_key_env` instead, which is never stored."""
+        return None if url is None else redact_secrets(url)
 
     def prices(self) -> Prices:
         """The prices this black box is charged at (ConfigError for a hosted model without a known price)."""

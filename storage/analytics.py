@@ -33,6 +33,7 @@ import duckdb
 from sqlalchemy.engine import make_url
 
 from storage.errors import StoreError
+from storage.redaction import redact_secrets
 from storage.session import display_url, head_revision, normalize_url
 
 __all__ = ["Analytics", "VIEWS", "format_table", "extension_file"]
@@ -537,7 +538,8 @@ def _check_schema(con: duckdb.DuckDBPyConnection, shown: str) -> list[tuple[str,
 
 
 def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip()
+    """DuckDB's first line, its libpq connection string (password='...') masked."""
+    msg = redact_secrets(str(exc).strip())
     return msg.splitlines()[0] if msg else type(exc).__name__
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import StoreError
 from storage.models import Base
+from storage.redaction import redact_secrets
 
 MIGRATIONS_DIR: Path = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -50,11 +51,13 @@ def normalize_url(url: str) -> str:
 
 
 def display_url(url: str) -> str:
-    """The URL with any password masked (for messages)."""
+    """The URL with any password masked (for messages): user:password, a password/token query parameter, and the
+    same in a URL SQLAlchemy cannot parse (e.g. a bad port), which is shown redacted, never raw."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - unparsable URL: show it as given
-        return url
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparsable URL: redact what can be recognised
+        shown = url
+    return redact_secrets(shown)
 
 
 def one_line(exc: BaseException) -> str:
