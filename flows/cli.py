@@ -288,9 +288,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     now, timeout = datetime.now(UTC), lease_timeout_s()
     with RunStore(_store_url(args), read_only=True) as store:
         runs = store.list_runs()
+    from storage.redaction import printable
+
     for run in runs:
         status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
-        print(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}")
+        print(printable(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}"))
     return 0
 
 

@@ -33,7 +33,7 @@ import duckdb
 from sqlalchemy.engine import make_url
 
 from storage.errors import StoreError
-from storage.redaction import redact_secrets
+from storage.redaction import printable, redact_secrets
 from storage.session import display_url, head_revision, normalize_url
 
 __all__ = ["Analytics", "VIEWS", "format_table", "extension_file"]
@@ -552,7 +552,7 @@ def _cell(value: Any, max_width: int) -> str:
         text = value.strftime("%Y-%m-%d %H:%M:%S")
     else:
         text = str(value)
-    text = text.replace("\n", " ")
+    text = printable(text.replace("\n", " "))  # ESC, BEL, NUL, U+202E from a run name or an answer: escaped
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
 

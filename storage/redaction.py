@@ -1,4 +1,5 @@
-"""One function that takes secrets out of any text before it is printed, logged or stored.
+"""Text made safe to show: secrets taken out of any message before it is printed, logged or stored
+(`redact_secrets`), and terminal control characters escaped (`printable`).
 
 Secrets reach messages in several spellings: a URL's `user:password@`, a query parameter named like a secret
 (`?password=...`, `&api_key=...`), a libpq/DuckDB connection string (`password='...'`, `password=...`), a JSON or
@@ -40,3 +41,13 @@ def redact_secrets(text: str) -> str:
     text = _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
     text = _API_KEY.sub(f"sk-{MASK}", text)
     return _MAPPING.sub(lambda m: f'{m["head"]}"{MASK}"', text)
+
+
+# C0 controls but tab, DEL, C1 controls, and the bidirectional overrides/isolates that reorder what a terminal shows
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters and bidi overrides shown as escapes (ESC -> \\x1b,
+    U+202E -> \\u202e), so a run name or an answer cannot retitle the terminal, ring it or reverse a line."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1] if m.group() != "\n" else "\\n", text)

@@ -71,3 +71,30 @@ def test_duckdb_connection_errors_are_redacted_at_the_source() -> None:
     with pytest.raises(StoreError) as err:
         Analytics(f"postgresql://iz:{SECRET}@127.0.0.1:9/db")
     assert SECRET not in str(err.value) and "password=***" in str(err.value)
+
+
+# ---------------------------------------------------------------- terminal output
+HOSTILE = "a\x1b]0;pwned\x07b\x00c\u202edef"
+
+
+def test_printable_escapes_controls_and_bidi_overrides() -> None:
+    from storage.redaction import printable
+
+    assert printable(HOSTILE) == "a\\x1b]0;pwned\\x07b\\x00c\\u202edef"
+    assert printable("café 日本\tok") == "café 日本\tok"  # ordinary text and tabs untouched
+
+
+def test_runs_and_sql_tables_print_no_raw_control_characters(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from flows.cli import main
+    from storage.repository import RunStore
+    from tests.test_repository import new_run
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with RunStore(url) as store:
+        new_run(store, name=HOSTILE)
+    assert main(["runs", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;pwned\\x07" in out and not any(ch in out for ch in "\x1b\x07\x00\u202e")
+    assert main(["sql", "SELECT name FROM store.runs", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;pwned\\x07" in out and not any(ch in out for ch in "\x1b\x07\x00\u202e")
