@@ -48,14 +48,19 @@ def gemma_server_url(gemma_server: ServerHandle) -> str:
     return gemma_server.base_url
 
 
+def _packaged_chat_server(model: str) -> Iterator[ServerHandle]:
+    """A packaged chat model behind the project's server, served under its own name (one generation thread)."""
+    handle = start_server_in_thread("transformers", model=model, model_name=model, torch_threads=1, max_batch=4,
+                                    startup_timeout_s=600)
+    yield handle
+    handle.stop()
+
+
 @pytest.fixture(scope="session")
 def smollm2_server() -> Iterator[ServerHandle]:
     from tasks.generation.model_assets import PACKAGED_SMOLLM2
 
-    handle = start_server_in_thread("transformers", model=PACKAGED_SMOLLM2, model_name=PACKAGED_SMOLLM2,
-                                    torch_threads=1, max_batch=4, startup_timeout_s=300)
-    yield handle
-    handle.stop()
+    yield from _packaged_chat_server(PACKAGED_SMOLLM2)
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +73,7 @@ def default_black_box_server() -> Iterator[ServerHandle]:
     """The embedded black box of `instructzero run` (packaged Qwen2.5-Coder-0.5B-Instruct) behind real HTTP."""
     from tasks.generation.model_assets import DEFAULT_BLACK_BOX
 
-    handle = start_server_in_thread("transformers", model=DEFAULT_BLACK_BOX, model_name=DEFAULT_BLACK_BOX,
-                                    torch_threads=1, max_batch=4, startup_timeout_s=600)
-    yield handle
-    handle.stop()
+    yield from _packaged_chat_server(DEFAULT_BLACK_BOX)
 
 
 @pytest.fixture(scope="session")
