@@ -14,7 +14,9 @@ import re
 
 MASK = "***"
 
-_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth)[A-Za-z0-9_.-]*"
+# a name that *ends* in a secret word: access_token, api_key, client_secret, PGPASSWORD; not max_total_tokens
+_SECRET_NAME = (r"[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+                r"|(?:secret|private)[_-]?key|auth)(?![A-Za-z0-9_.-])")
 
 # scheme://user:password@host  ->  scheme://user:***@host (also when the URL cannot be parsed, e.g. a bad port)
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):(?P<secret>[^@\s'\"]*)@")

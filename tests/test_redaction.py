@@ -22,6 +22,7 @@ SECRET = "s3cr3tValue"
     (f"http://user:{SECRET}@host/v1", "http://user:***@host/v1"),
     (f"https://h/v1?api_key={SECRET}&x=1", "https://h/v1?api_key=***&x=1"),
     (f"https://h/v1?access_token={SECRET}", "https://h/v1?access_token=***"),
+    (f"PGPASSWORD={SECRET} client_secret={SECRET}", "PGPASSWORD=*** client_secret=***"),
     (f'{{"password": "{SECRET}", "user": "iz"}}', '{"password": "***", "user": "iz"}'),
     (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
     ("key sk-abcdefghijklmnopqrstuvwx in a message", "key sk-*** in a message"),
@@ -30,7 +31,8 @@ def test_every_form_is_masked(text: str, expected: str) -> None:
     assert redact_secrets(text) == expected and SECRET not in redact_secrets(text)
 
 
-@pytest.mark.parametrize("text", ["sqlite:///x.db", "user=iz dbname=x port=5432", "monkey=3", "http://host:8000/v1"])
+@pytest.mark.parametrize("text", ["sqlite:///x.db", "user=iz dbname=x port=5432", "monkey=3", "http://host:8000/v1",
+                                  "invalid setting budget.max_total_tokens='lots'", "tokens=12 passwords_tried=3"])
 def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert redact_secrets(text) == text
 
