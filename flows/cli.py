@@ -93,7 +93,7 @@ def _print_summary(summary: Any, wall_s: float) -> None:
         print(format_comparison(summary.comparison, confidence=summary.confidence))
         several = len(summary.comparison) > 2
         for row in summary.comparison[1:]:
-            p = row.p_holm if several else row.p_value
+            p = row.p_holm  # Holm over the report's rows; the raw p when it is the only comparison
             verdict = "significant" if p < 0.05 else "not significant"
             p_text = f"p = {format_p(row.p_value)}" + (f", Holm {format_p(row.p_holm)}" if several else "")
             print(f"  vs {row.label}: gain {row.gain:+.3f}, {p_text} ({row.test}; {verdict} at 0.05)")
