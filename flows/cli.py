@@ -194,14 +194,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.instructzero import instructzero_flow
+    from flows.instructzero import instructzero_flow, same_name_run
     from flows.params import build_config
-    from tasks.prefect_tasks import open_store
 
     config = build_config(**_nested_overrides(args))
     _preflight(config)
-    if config.name:
-        _check_not_held(config, open_store(config.store_url).find_run_by_name(config.name))
+    existing = same_name_run(config)  # a clash of settings is refused here, before Prefect starts
+    if existing is not None and existing.status == "completed":
+        print(f"run {existing.name!r} ({existing.id}) is already complete (finished "
+              f"{existing.finished_at:%Y-%m-%d %H:%M:%S} UTC): nothing re-run, nothing paid; "
+              f"its candidates: instructzero sql \"SELECT * FROM store.candidates WHERE run_id = '{existing.id}'\"")
+        return 0
+    _check_not_held(config, existing)
     start = time.perf_counter()
     _start_prefect()
     _print_summary(instructzero_flow(config), time.perf_counter() - start)

@@ -106,9 +106,16 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
     store = open_store(config.store_url)
     if resume_run_id:
         return store.get_run(resume_run_id)
+    return same_name_run(config)
+
+
+def same_name_run(config: RunConfig) -> RunRecord | None:
+    """The stored run named `config.name` (None without a name or such a run); ConfigError when its settings differ.
+
+    The CLI calls it before Prefect starts, so a clash is one line and costs nothing."""
     if not config.name:
         return None
-    existing = store.find_run_by_name(config.name)
+    existing = open_store(config.store_url).find_run_by_name(config.name)
     if existing is None:
         return None
     stored = dict(existing.config)
@@ -140,6 +147,9 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
 def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease) -> RunSummary:
     logger = get_run_logger()
     existing = _resolve_run(config, resume_run_id)
+    if existing is not None and existing.status == "completed":  # nothing to do: re-running must not rewrite it
+        logger.info("run %s (%s) is already complete: nothing re-run", existing.name, existing.id)
+        return stored_summary(config, existing)
     if existing is not None:  # fail fast, before loading anything, while another process holds it
         existing = lease.claim(existing.id)
     data, splits = load_task_data(
@@ -366,6 +376,25 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         stopped=stopped, test_note=test_note, spent=budget.spent(),
         limits=budget.describe() if budget.limits.any else "",
         usd_per_1k_calls=tuple(_per_1k(config, run.id, rows)),
+    )
+
+
+def stored_summary(config: RunConfig, run: RunRecord) -> RunSummary:
+    """A completed run's summary read back from the store (nothing sent, nothing written, nothing paid by this call).
+
+    The best is the candidate the run scored on test (its reported instruction); the paired rows stay in the store."""
+    history = open_store(config.store_url).load_candidates(run.id)
+    tested = [c for c in history if c.test_score is not None]
+    best = best_candidate(tested or history)
+    ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
+    return RunSummary(
+        run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
+        dev_score=float(best.dev_score or 0.0),
+        test_score=float("nan") if best.test_score is None else float(best.test_score),
+        n_candidates=len(history),
+        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
+        confidence=config.report.confidence, black_box=config.black_box.model,
+        test_note="already complete: read back from the store, nothing re-run",
     )
 
 

@@ -260,7 +260,7 @@ def build_config(**overrides: Any) -> RunConfig:
     from pydantic_settings import SettingsError
 
     try:
-        return RunConfig(**overrides)
+        return _encodable(RunConfig(**overrides))
     except SettingsError as exc:  # e.g. INSTRUCTZERO_BO='{bad json'
         cause = exc.__cause__ or exc
         raise ConfigError(f"invalid setting from the environment: {str(exc).splitlines()[0]} ({cause})") from None
@@ -268,6 +268,24 @@ def build_config(**overrides: Any) -> RunConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise ConfigError(f"invalid setting {where}={first.get('input')!r}: {first['msg']}") from None
+
+
+def _encodable(config: RunConfig) -> RunConfig:
+    """Refuse text no request or store could carry (a lone surrogate, e.g. from JSON "\\ud800") before anything runs."""
+    from storage.lossless_text import unencodable
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, str) and (bad := unencodable(value)) is not None:
+            raise ConfigError(f"invalid setting {where}: it holds {bad}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(config.model_dump(mode="python"), "")
+    return config
 
 
 def config_from_record(recorded: dict[str, Any], **overrides: Any) -> RunConfig:

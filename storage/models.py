@@ -20,10 +20,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
-    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.lossless_text import LosslessText
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -57,7 +58,7 @@ class SqlRun(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(JSON)
     splits: Mapped[dict[str, list[str]]] = mapped_column(JSON)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(LosslessText)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_owner: Mapped[str | None] = mapped_column(String(128))  # the process running it ("host:pid:nonce")
@@ -88,7 +89,7 @@ class SqlInstruction(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     text_hash: Mapped[str] = mapped_column(String(HASH_LEN))
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(LosslessText)
 
     __table_args__ = (UniqueConstraint("run_id", "text_hash"),)
 
@@ -146,7 +147,7 @@ class SqlExampleScore(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
     example_id: Mapped[str] = mapped_column(String(255))
-    prediction: Mapped[str] = mapped_column(Text)
+    prediction: Mapped[str] = mapped_column(LosslessText)
     score: Mapped[float] = mapped_column(Double)
 
     __table_args__ = (UniqueConstraint("evaluation_id", "example_id"),)
@@ -158,8 +159,8 @@ class SqlLLMCall(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     model: Mapped[str] = mapped_column(String(255))
-    prompt: Mapped[str] = mapped_column(Text)
-    response_text: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(LosslessText)
+    response_text: Mapped[str] = mapped_column(LosslessText)
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     latency_s: Mapped[float] = mapped_column(Double)

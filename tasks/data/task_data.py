@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
+from storage.lossless_text import unencodable
 from tasks.errors import TaskDataError
 from tasks.evaluation.metrics import MetricName, metric_for_task
 
@@ -206,8 +207,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _text(value: Any, what: str) -> str:
-    """A string field (numbers are accepted and written as text)."""
+    """A string field (numbers are accepted and written as text); refused when UTF-8 cannot encode it."""
     if isinstance(value, str):
+        bad = unencodable(value)
+        if bad is not None:  # JSON allows "\ud800"; no API request or UTF-8 store could carry it
+            raise TaskDataError(f"{what} holds {bad}: not valid text, fix the task file")
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
