@@ -149,10 +149,11 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert len(RunStore(store_url).list_runs()) == len(runs) + 1  # + the speed run; the read-back added none
 
 
-def test_resume_repeats_no_black_box_call(prefect_harness, tmp_path: Path) -> None:
+def test_resume_repeats_no_black_box_call(prefect_harness, tiny_generator_dir: Path, tmp_path: Path) -> None:
     from benchmarks.speed import measure_resume
 
-    result = measure_resume(0, tmp_path)  # killed inside the initial design: mid-iteration
+    # The ledger's behaviour does not depend on the generator: the tiny one loads in a second (Qwen: 3 loads).
+    result = measure_resume(0, tmp_path, generator=str(tiny_generator_dir))  # killed inside the initial design
     assert result["killed"] and result["status_after_kill"] == "running"
     assert result["iterations_recorded_before_resume"] == 0
     # Requests in flight at the kill are answered to a dead client and paid again; nothing that reached the store is.
