@@ -173,5 +173,21 @@ def test_pareto_plot_is_a_png(tmp_path) -> None:
 
     points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0)]
     path = tmp_path / "front.png"
-    plot_front(points, pareto_front(points), str(path))
+    plot_front(points, pareto_front(points), str(path), title="run nightly (sum)")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+
+
+def test_pareto_plot_keeps_the_accuracy_scale_and_names_the_run() -> None:
+    """An all-zero run was drawn on an accuracy axis of -0.04..0.04 with no run name."""
+    import matplotlib.pyplot as plt
+
+    from tasks.evaluation.pareto import front_figure, pareto_front
+
+    points = [("Add them.", 0.0, 3), ("Write the sum of the two numbers.", 0.0, 8)]
+    fig = front_figure(points, pareto_front(points), title="run nightly (sum)")
+    [ax] = fig.axes
+    low, high = ax.get_ylim()
+    assert low <= 0.0 and high >= 1.0 and high - low < 1.2
+    assert "run nightly (sum)" in ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["Add them."]  # the front (one point: the shorter) is labelled
+    plt.close(fig)
