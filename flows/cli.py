@@ -354,7 +354,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_serve(argv: Sequence[str]) -> int:
     from servers.openai_compatible import main as serve_main
 
-    return serve_main(list(argv)) or 0
+    return serve_main(list(argv), prog="instructzero serve") or 0
 
 
 def cmd_bench(argv: Sequence[str]) -> int:

@@ -645,11 +645,21 @@ def serve(backend: str | Backend = "rule", **kwargs: Any) -> Iterator[str]:
         handle.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+BACKEND_HELP = (
+    "transformers (default): a packaged model, as the embedded black box of `instructzero run` answers; "
+    "rule: a deterministic test model that reads the zero-shot prompt's instruction: one mentioning "
+    "sum/add/plus/total answers the sum of the input's integers, upper/capital the input upper-cased, reverse its "
+    "words reversed, anything else (the empty instruction too) echoes the input; "
+    "echo: the input, whatever the instruction"
+)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m servers.openai_compatible") -> None:
     from tasks.generation.model_assets import DEFAULT_BLACK_BOX, PACKAGED_MODELS
 
-    parser = argparse.ArgumentParser(prog="python -m servers.openai_compatible", description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["rule", "echo", "transformers"], default="transformers")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["rule", "echo", "transformers"], default="transformers",
+                        help=BACKEND_HELP)
     parser.add_argument("--model", default=None,
                         help=f"transformers: a packaged model ({', '.join(PACKAGED_MODELS)}) or a folder "
                              f"(default: {DEFAULT_BLACK_BOX}, the embedded black box of `instructzero run`)")
@@ -684,7 +694,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         faults=faults, api_key=api_key, strict_model=args.strict_model, omit_usage=args.no_usage,
         max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=2)
+    served = app.state.backend.model_name if hasattr(app.state, "backend") else args.served_model_name
+    api = "completions" if args.backend in ("rule", "echo") else "chat"
+    print(f"serving {served!r} ({args.backend}) at http://{args.host}:{args.port}/v1; point a run at it with: "
+          f"instructzero run --black-box-url http://{args.host}:{args.port}/v1 --black-box-model {served} "
+          f"--black-box-api {api}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":
