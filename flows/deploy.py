@@ -4,9 +4,12 @@
     python -m flows.deploy serve run-task-cpu     # only some
     python -m flows.deploy check                  # load every entrypoint and validate its parameters, then exit
 
-`prefect.yaml` stays the single source of truth: names, entrypoints, parameters, schedules and descriptions are read
-from it; work pools and job variables are ignored (a served deployment runs in this process's environment, so set
-INSTRUCTZERO_* here instead). With workers, use `prefect deploy` (see the README, "Operating it").
+`prefect.yaml` stays the single source of truth: entrypoints, parameters, schedules and descriptions are read from
+it; work pools and job variables are ignored (a served deployment runs in this process's environment, so set
+INSTRUCTZERO_* here instead). Each is registered as `<name>-served` (e.g. `instructzero-resume/resume-served`):
+under the plain name it would replace the deployment `prefect deploy` made (pool, pull step, job variables), and
+after this process stopped, a later run of that name (a `resume`, the nightly schedule) crashed on the dead
+serve's temporary folder. With workers, use `prefect deploy` (see the README, "Operating it").
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Sequence
 import yaml
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
+SERVED_SUFFIX = "-served"  # never the name `prefect deploy` gives the same definition
 
 
 def load_definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -36,7 +40,8 @@ def load_entrypoint(entrypoint: str):  # noqa: ANN201 - a prefect Flow
 
 
 def to_deployments(names: Sequence[str] = ()) -> list[Any]:
-    """`RunnerDeployment`s for the named definitions (all when none are named), ready for `prefect.serve`."""
+    """`RunnerDeployment`s named `<name>-served` for the named definitions (all when none are named), ready for
+    `prefect.serve`."""
     definitions = load_definitions()
     known = [d["name"] for d in definitions]
     unknown = sorted(set(names) - set(known))
@@ -52,8 +57,8 @@ def to_deployments(names: Sequence[str] = ()) -> list[Any]:
         crons = [s["cron"] for s in d.get("schedules") or [] if s.get("active", True)]
         deployments.append(
             flow.to_deployment(
-                name=d["name"], parameters=d.get("parameters") or {}, description=d.get("description"),
-                tags=d.get("tags"), cron=crons[0] if crons else None,
+                name=d["name"] + SERVED_SUFFIX, parameters=d.get("parameters") or {},
+                description=d.get("description"), tags=d.get("tags"), cron=crons[0] if crons else None,
             )
         )
     return deployments
