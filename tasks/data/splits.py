@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tasks.data.task_data import Example, TaskData
 from tasks.errors import SplitError
@@ -23,6 +23,8 @@ class Splits:
     dev: tuple[Example, ...]
     test: tuple[Example, ...]
     seed: int
+    # one line when a split got fewer examples than requested (the task is too small), else "": shown to the user
+    shortfall: str = field(default="", compare=False)
 
     def manifest(self) -> dict[str, list[str]]:
         """Split name -> example ids, stored with the run so it can be reproduced and audited."""
@@ -95,4 +97,19 @@ def make_splits(task: TaskData, *, n_exemplars: int, n_dev: int, n_test: int, se
                 f"task {task.name!r}: none of the {len(task.test_pool)} test-pool examples is left once the "
                 f"{len(exemplars)} exemplar and {len(dev)} dev inputs are excluded"
             )
-    return Splits(tuple(exemplars), tuple(dev), tuple(test), seed)
+    note = _shortfall(task, len(pool), (("exemplars", len(exemplars), n_exemplars), ("dev", len(dev), n_dev),
+                                        ("test", len(test), n_test)), carve_test)
+    return Splits(tuple(exemplars), tuple(dev), tuple(test), seed, note)
+
+
+def _shortfall(task: TaskData, n_distinct: int, sizes: Iterable[tuple[str, int, int]], carved: bool) -> str:
+    """'task 'x' has 40 distinct inputs: test gets 25 of the 30 requested (...)', or "" when every split is full.
+
+    Said instead of shrinking silently: a 25-example test report is less certain than the 30 asked for."""
+    short = [f"{label} gets {got} of the {asked} requested" for label, got, asked in sizes if got < asked]
+    if not short:
+        return ""
+    where = (f"{n_distinct} distinct inputs" if carved else
+             f"{n_distinct} distinct inputs for exemplars and dev and {len(task.test_pool)} in its test pool")
+    return (f"task {task.name!r} has {where}: {', '.join(short)} (exemplars, then dev, then test are drawn, "
+            "never sharing an input)")

@@ -14,12 +14,14 @@ Deliberate differences from the original, all on by default:
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from tasks.errors import ConfigError, TaskDataError
+from tasks.evaluation.custom_metric import call_metric, is_python_metric, load_metric_function
+from tasks.evaluation.normalization import AUTO, Normalization, normalize
 
 MetricName = Literal["exact_match", "contains", "f1", "exact_set"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
@@ -34,11 +36,6 @@ _TASK_TO_METRIC: dict[str, MetricName] = {
     "synonyms": "contains",
 }
 
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-# A '.' that ends a sentence, i.e. not one between two digits as in "3.5".
-_DECIMAL_DOT = re.compile(r"(?<=\d)\.(?=\d)")
-_DOT_STANDIN = "\x00"  # hides a decimal point from the sentence split and punctuation removal
-
 
 def normalize_prediction(text: str, lowercase: bool = True, *, keep_decimals: bool = True) -> str:
     """Reduce an LLM answer to its comparable core, as instruction-induction does.
@@ -46,37 +43,28 @@ def normalize_prediction(text: str, lowercase: bool = True, *, keep_decimals: bo
     Steps: ' and ' -> ' ', drop 'Sentence 1:'/'Sentence 2:', strip, keep the first line, keep the text before the
     first '.', lowercase, '-' -> ' ', remove ASCII punctuation. The original also cut at a '.' inside a number;
     with `keep_decimals` (the default) a '.' between two digits survives, so "3.5" stays "3.5" (not "3").
+    Each step can be switched off per run: `tasks.evaluation.normalization`.
     """
-    text = text.replace(" and ", " ")
-    text = text.replace("Sentence 1:", " ").replace("Sentence 2:", " ")
-    text = text.strip()
-    text = text.split("\n")[0]
-    if keep_decimals:
-        text = _DECIMAL_DOT.sub(_DOT_STANDIN, text)
-    text = text.split(".")[0]
-    if lowercase:
-        text = text.lower()
-    text = text.replace("-", " ")
-    return text.translate(_PUNCTUATION).replace(_DOT_STANDIN, ".")
+    return normalize(text, replace(AUTO, lowercase=lowercase), keep_decimals=keep_decimals)
 
 
-def exact_match(prediction: str, answer: str) -> float:
+def exact_match(prediction: str, answer: str, norm: Normalization = AUTO) -> float:
     """1.0 when the normalised prediction equals the normalised answer."""
-    return float(normalize_prediction(prediction) == normalize_prediction(answer))
+    return float(normalize(prediction, norm) == normalize(answer, norm))
 
 
-def contains(prediction: str, answer: str) -> float:
+def contains(prediction: str, answer: str, norm: Normalization = AUTO) -> float:
     """1.0 when the normalised answer appears as whole words inside the normalised prediction."""
-    pred, ans = normalize_prediction(prediction), normalize_prediction(answer)
+    pred, ans = normalize(prediction, norm), normalize(answer, norm)
     if not ans.strip():
         return float(not pred.strip())
     return float(re.search(rf"\b{re.escape(ans)}\b", pred) is not None)
 
 
-def f1(prediction: str, answer: str) -> float:
+def f1(prediction: str, answer: str, norm: Normalization = AUTO) -> float:
     """Token-level F1 between the normalised prediction and answer (SQuAD style)."""
-    pred_tokens = normalize_prediction(prediction).split()
-    ans_tokens = normalize_prediction(answer).split()
+    pred_tokens = normalize(prediction, norm).split()
+    ans_tokens = normalize(answer, norm).split()
     n_same = sum((Counter(pred_tokens) & Counter(ans_tokens)).values())
     if n_same == 0:
         return 0.0
@@ -85,12 +73,12 @@ def f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def exact_set(prediction: str, answer: str) -> float:
+def exact_set(prediction: str, answer: str, norm: Normalization = AUTO) -> float:
     """1.0 when both name the same set of items, in any order (commas vanish with the punctuation)."""
-    return float(set(normalize_prediction(prediction).split()) == set(normalize_prediction(answer).split()))
+    return float(set(normalize(prediction, norm).split()) == set(normalize(answer, norm).split()))
 
 
-_METRICS: dict[str, Callable[[str, str], float]] = {
+_METRICS: dict[str, Callable[[str, str, Normalization], float]] = {
     "exact_match": exact_match,
     "contains": contains,
     "f1": f1,
@@ -98,16 +86,47 @@ _METRICS: dict[str, Callable[[str, str], float]] = {
 }
 
 
-def score_prediction(prediction: str, answers: Sequence[str], metric: MetricName) -> float:
-    """Score one prediction: the best value of `metric` over all accepted answers, in [0, 1]."""
-    fn = _METRICS.get(metric)
-    if fn is None:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_NAMES)}")
+@dataclass(frozen=True)
+class Scorer:
+    """One run's way of scoring an answer: a metric and the normalisation both sides go through first.
+
+    Built once from the run's config (`RunConfig.scoring`) so dev, test, the baselines and the constant-answer line
+    are all scored alike. `metric` is a `MetricName` or `python:module:function` (`tasks.evaluation.custom_metric`).
+    """
+
+    metric: str
+    normalization: Normalization = AUTO
+
+    def __post_init__(self) -> None:
+        if is_python_metric(self.metric):
+            load_metric_function(self.metric)  # fails now, naming the spec, not at the first answer
+        elif self.metric not in _METRICS:
+            raise ConfigError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)} "
+                              "or python:module:function")
+
+    def __call__(self, prediction: str, answers: Sequence[str]) -> float:
+        """The score of `prediction`, in [0, 1]: a built-in metric's best over `answers`, or the user's function
+        called once with the normalised answer (a list when there are several)."""
+        norm = self.normalization
+        if is_python_metric(self.metric):
+            targets = [normalize(a, norm) for a in answers]
+            return call_metric(self.metric, normalize(prediction, norm), targets[0] if len(targets) == 1 else targets)
+        fn = _METRICS[self.metric]
+        return max(fn(prediction, answer, norm) for answer in answers)
+
+
+def score_prediction(prediction: str, answers: Sequence[str], metric: MetricName | Scorer) -> float:
+    """Score one prediction, in [0, 1]: `metric`'s best value over all accepted answers (a bare metric name is
+    scored with the default normalisation)."""
+    if not isinstance(metric, Scorer):
+        if metric not in _METRICS:
+            raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_NAMES)}")
+        metric = Scorer(metric)
     if isinstance(answers, str):
         raise TaskDataError(f"answers must be a sequence of strings, got the single string {answers!r}")
     if len(answers) == 0:
         raise TaskDataError(f"no accepted answers to score the prediction {prediction!r} against")
-    return max(fn(prediction, answer) for answer in answers)
+    return metric(prediction, answers)
 
 
 def metric_for_task(task_name: str) -> MetricName:
