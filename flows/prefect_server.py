@@ -4,8 +4,10 @@ Without `PREFECT_API_URL`, Prefect 3 starts `python -m uvicorn ... prefect.serve
 child process (`prefect.server.api.server.SubprocessASGIServer`) and stops it at exit (atexit). A `kill -9` of
 the CLI skips atexit, so the ~260 MB server would live on, parented to init. Here the server is started before
 the flow, from the main thread, with a `preexec_fn` that asks the kernel for SIGTERM when its parent dies
-(`prctl(PR_SET_PDEATHSIG)`, Linux; the signal is tied to the creating thread, hence the main thread). Prefect
-then reuses that running server (a per-process singleton) for the flow.
+(`prctl(PR_SET_PDEATHSIG)`, Linux; the signal is tied to the creating thread, hence the main thread), in a
+session of its own, so that a terminal's Ctrl-C (SIGINT to the foreground process group) reaches only the CLI,
+which stops the run and records its end through this server before exiting. Prefect then reuses that running
+server (a per-process singleton) for the flow.
 
 The first start on a fresh PREFECT_HOME creates and migrates Prefect's SQLite database; two processes doing it at
 once make one of them print a migration traceback. Starts are therefore serialised per PREFECT_HOME by a file
@@ -45,6 +47,9 @@ class _SubprocessDyingWithUs:
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - the module's name
         parent = os.getpid()
         kwargs.setdefault("preexec_fn", lambda: _die_with_parent(parent))
+        # A session of its own: a terminal's ^C goes to the CLI's process group, and a server dying of it would
+        # leave the flow unable to record its end (flows/stop_signals.py stops the run; the server goes at exit).
+        kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(*args, **kwargs)
 
 
