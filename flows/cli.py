@@ -62,7 +62,10 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "price_in": ("black_box", "price_in_per_mtok"), "price_out": ("black_box", "price_out_per_mtok"),
         "max_cost": ("budget", "max_cost_usd"), "max_total_tokens": ("budget", "max_total_tokens"),
         "max_calls": ("budget", "max_calls"), "stop_at_limit": ("budget", "stop_at_limit"),
+        "rpm": ("budget", "requests_per_minute"), "tpm": ("budget", "tokens_per_minute"),
         "length_penalty": ("bo", "length_penalty"),
+        "metric": ("scoring", "metric"), "normalize": ("scoring", "normalize"),
+        "template": ("black_box", "template"), "instruction_role": ("black_box", "instruction_role"),
     }
     nested: dict[str, Any] = {}
     for flag, path in mapping.items():
@@ -121,11 +124,16 @@ def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     from tasks.data.splits import make_splits
     from tasks.data.task_data import load_task
     from tasks.evaluation.blackbox import BlackBoxClient
+    from storage.repository import lease_timeout_s
+    from tasks.generation.generator import resolve_device
     from tasks.prefect_tasks import open_store
 
+    lease_timeout_s()  # INSTRUCTZERO_LEASE_TIMEOUT_S=nan: one line now, not a traceback from inside the flow
+    resolve_device(config.generator.device)  # --device cuda without CUDA: refused before any model is loaded
     data = load_task(config.data.task, config.data.data_dir)
     splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
                          n_test=config.data.n_test, seed=config.seed)
+    _say_shortfall(splits)
     _check_budget(config, splits, resume_run_id)
     from tasks.generation.model_assets import PACKAGED_MODELS, resolve_model_path
 
@@ -153,9 +161,26 @@ def _check_not_held(config: Any, run: Any) -> None:
 
 
 def _start_prefect() -> None:
+    from flows.console import quiet_known_errors
     from flows.prefect_server import start_ephemeral_api
 
     start_ephemeral_api()
+    quiet_known_errors()  # a 401 or a held lease ends in our one `error:` line, not Prefect's tracebacks first
+
+
+def _run_flow(config: Any, resume_run_id: str | None = None) -> Any:
+    """The flow, with Ctrl-C/SIGTERM stopping it at its next safe point (`flows/stop_signals.py`)."""
+    from prefect.exceptions import TerminationSignal
+
+    from flows import stop_signals
+    from flows.instructzero import instructzero_flow
+    from tasks.interrupts import RunInterrupted
+
+    try:
+        with stop_signals.deferring():
+            return instructzero_flow(config, resume_run_id=resume_run_id)
+    except TerminationSignal as exc:  # SIGTERM in the instant before the flow took its handler back from Prefect
+        raise RunInterrupted("as the flow started", signum=exc.signal) from None
 
 
 def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: bool = False) -> None:
@@ -178,6 +203,12 @@ def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: 
               else f"budget: {one_line(estimate)}; stopping at the limit if it is reached")
 
 
+def _say_shortfall(splits: Any) -> None:
+    """One line on stderr when the task is too small for the requested split sizes (they shrink, not pad)."""
+    if splits.shortfall:
+        print(f"note: {splits.shortfall}", file=sys.stderr)
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     from flows.params import build_config
     from tasks.data.splits import make_splits
@@ -187,6 +218,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     data = load_task(config.data.task, config.data.data_dir)
     splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
                          n_test=config.data.n_test, seed=config.seed)
+    _say_shortfall(splits)
     _check_budget(config, splits, None, show=True)
     if config.budget.limits().any:
         print("fits the limits" + (" (or stops at them)" if config.budget.stop_at_limit else ""))
@@ -194,7 +226,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.instructzero import instructzero_flow, same_name_run
+    from flows.instructzero import same_name_run
     from flows.params import build_config
 
     config = build_config(**_nested_overrides(args))
@@ -208,12 +240,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_not_held(config, existing)
     start = time.perf_counter()
     _start_prefect()
-    _print_summary(instructzero_flow(config), time.perf_counter() - start)
+    _print_summary(_run_flow(config), time.perf_counter() - start)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flows.instructzero import instructzero_flow
     from flows.params import DEFAULT_STORE_URL, config_from_record
     from storage.errors import RunNotFoundError
     from storage.repository import RunStore
@@ -236,19 +267,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _check_not_held(config, run)
     start = time.perf_counter()
     _start_prefect()
-    _print_summary(instructzero_flow(config, resume_run_id=run.id), time.perf_counter() - start)
+    _print_summary(_run_flow(config, resume_run_id=run.id), time.perf_counter() - start)
     return 0
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
+    from storage.repository import RunStore
     from tasks.evaluation.pareto import pareto_front
-    from tasks.prefect_tasks import open_store
 
-    store = open_store(_store_url(args))
-    candidates = store.load_candidates(args.run_id)
-    lengths = {(m.step, int(m.key.rsplit(".", 1)[1])): int(m.value) for m in store.load_metrics(args.run_id)
-               if m.key.startswith("instruction_tokens.")}
+    for flag, path in (("--csv", args.csv), ("--png", args.png)):
+        _check_output_path(flag, path)  # before reading anything: a typo in a folder is one line, not a traceback
+    with RunStore(_store_url(args), read_only=True) as store:  # a mistyped store path is refused, never created
+        run = store.get_run(args.run_id)
+        candidates = store.load_candidates(args.run_id)
+        lengths = {(m.step, int(m.key.rsplit(".", 1)[1])): int(m.value) for m in store.load_metrics(args.run_id)
+                   if m.key.startswith("instruction_tokens.")}
     points = [(c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
               for c in candidates if (c.iteration, c.index) in lengths]
     front = pareto_front(points)
@@ -267,9 +301,29 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if args.png:
         from tasks.evaluation.pareto import plot_front
 
-        plot_front(points, front, args.png)
+        plot_front(points, front, args.png, title=f"run {run.name} ({run.task})")
         print(f"wrote {args.png}")
     return 0
+
+
+def _check_output_path(flag: str, path: str | None) -> None:
+    """Refuse (ConfigError) an output file that cannot be written: its folder missing or not a folder, or itself
+    a folder. Nothing is created here."""
+    from tasks.errors import ConfigError
+
+    if not path:
+        return
+    target = Path(path).expanduser()
+    parent = target.parent
+    try:
+        if target.is_dir():
+            raise ConfigError(f"cannot write {flag} {path!r}: it is a directory")
+        if not parent.is_dir():
+            raise ConfigError(f"cannot write {flag} {path!r}: directory {str(parent)!r} does not exist")
+    except OSError as exc:  # e.g. a file name too long for the filesystem
+        raise ConfigError(f"cannot write {flag} {path!r}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write {flag} {path!r}: directory {str(parent)!r} is not writable")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -341,9 +395,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from storage.session import store_revision, upgrade_store
+    from storage.session import require_existing_store, store_revision, upgrade_store
 
     url = _store_url(args)
+    if not args.create:  # a mistyped SQLite path is refused, not initialised as a new empty store
+        require_existing_store(url, hint="`instructzero db upgrade --create` initialises a new store there")
     before = store_revision(url)
     reached = upgrade_store(url)
     print(f"store upgraded from {before or 'an empty database'} to {reached}" if before != reached
@@ -417,6 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_flags(run)
     run.add_argument("--length-penalty", metavar="P",
                      help="optimize dev accuracy - P x instruction tokens (default 0)")
+    run.add_argument("--metric", metavar="NAME",
+                     help="how an answer is scored: auto (the task's own, default), exact_match, contains, f1, "
+                          "exact_set, or python:module:function (your (prediction, target) -> score in [0, 1])")
+    run.add_argument("--normalize", metavar="SPEC",
+                     help="what prediction and answer go through first: auto (default: lower-case, drop "
+                          "punctuation, first line, cut at the first '.'), none, or comma-separated steps on/off "
+                          "from auto, e.g. no-lowercase or none,whitespace (steps: fillers, first-line, "
+                          "first-period, lowercase, punctuation, whitespace)")
+    run.add_argument("--template", metavar="TEXT",
+                     help="zero-shot prompt with {instruction} and {input} (only {input} with --instruction-role "
+                          "system); literal braces as {{ }}")
+    run.add_argument("--instruction-role", choices=["user", "system"],
+                     help="where the instruction goes: in the user message (default) or as the system message "
+                          "(chat API only)")
     run.set_defaults(func=cmd_run)
 
     estimate = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a run (same flags as run)")
@@ -447,8 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser(
         "sql", help="read-only SQL over the store through DuckDB",
-        description="Tables: runs, candidates, instructions, evaluations, example_scores, llm_calls, metrics, "
-        "datasets. Views: best_instructions, score_by_iteration, cost_per_run, cost_by_iteration, candidates_flat.",
+        description="Tables (as `runs` or `store.runs`, here and in `export`): runs, candidates, instructions, "
+        "evaluations, example_scores, llm_calls, metrics, datasets. Views: best_instructions, score_by_iteration, "
+        "cost_per_run, cost_by_iteration, candidates_flat, nightly_results.",
     )
     sql.add_argument("query")
     sql.add_argument("--store")
@@ -461,9 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--store")
     export.set_defaults(func=cmd_export)
 
-    db = sub.add_parser("db", help="store maintenance")
+    db = sub.add_parser("db", help="store maintenance",
+                        description="upgrade: migrate an existing store to the current schema. A SQLite file that "
+                        "does not exist is refused (a typo must not become a new empty store) unless --create is "
+                        "given; `instructzero run` creates its store itself.")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--store")
+    db.add_argument("--create", action="store_true",
+                    help="initialise a new store at --store when its SQLite file does not exist yet")
     db.set_defaults(func=cmd_db)
 
     # Listed for --help only: main() hands everything after these names to their own parsers (PASS_THROUGH).
@@ -481,24 +557,82 @@ def _budget_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-calls", metavar="N", help="most paid black-box calls")
     parser.add_argument("--stop-at-limit", action="store_true", default=None,
                         help="start although the worst case crosses a limit; stop at an iteration boundary")
+    parser.add_argument("--rpm", metavar="N", help="the black-box API's requests-per-minute limit, kept by the "
+                        "client (429 Retry-After is honoured too)")
+    parser.add_argument("--tpm", metavar="N", help="its tokens-per-minute limit (prompt estimate + max_tokens per "
+                        "request)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     offline_defaults()
+    as_command = argv is None  # the process's own command line (not a call from Python code)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASS_THROUGH:
         return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    from tasks.interrupts import RunInterrupted
+
     try:
-        return int(args.func(args) or 0)
+        with _stop_signals_for(args.command):
+            return int(args.func(args) or 0)
+    except RunInterrupted as exc:  # Ctrl-C or SIGTERM: stopped at a safe point, stored as 'interrupted'
+        from storage.redaction import redact_secrets
+
+        print(redact_secrets(_interrupted_line(exc, args)), file=sys.stderr)
+        if as_command:  # the user waits for the prompt: skip the interpreter's final sweep of torch/Prefect objects
+            import gc
+
+            gc.freeze()  # (seconds on 2 loaded cores); atexit handlers still run: Prefect stops its server
+        return exc.exit_code
     except (InstructZeroError, StoreError) as exc:
         from storage.redaction import redact_secrets
 
-        print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)  # any URL or conninfo in it, masked
+        message = "; ".join([str(exc), *getattr(exc, "__notes__", ())])  # notes: e.g. the failed run's resume hint
+        message = " ".join(message.splitlines())  # one line, whatever a library put in the message
+        print(f"error: {redact_secrets(message)}", file=sys.stderr)  # any URL or conninfo in it, masked
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: resume with `instructzero resume RUN_ID` (see `instructzero runs`)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # before the flow started (flows.stop_signals.StopSignal), or no handler yet
+        from storage.redaction import redact_secrets
+
+        print(redact_secrets(_stopped_early_line(exc, args)), file=sys.stderr)
+        if as_command:  # as above: exit without the final sweep
+            import gc
+
+            gc.freeze()
+        return 128 + getattr(exc, "signum", 2)  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _stop_signals_for(command: str) -> Any:
+    """Ctrl-C/SIGTERM handling for `run` and `resume` (see flows/stop_signals.py); nothing for the others."""
+    import contextlib
+
+    if command not in ("run", "resume"):
+        return contextlib.nullcontext()
+    from flows import stop_signals
+
+    return stop_signals.handled()
+
+
+def _stopped_early_line(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """The line for a signal before the flow started: nothing of the run was written."""
+    name = str(exc.args[0]) if exc.args else "SIGINT"  # StopSignal("SIGTERM"), or Python's own KeyboardInterrupt
+    if args.command == "resume":
+        store = f" --store {args.store}" if getattr(args, "store", None) else ""
+        return (f"interrupted: resume with `instructzero resume {args.run_id}{store}` ({name} before the run "
+                f"resumed; nothing changed)")
+    if args.command == "run":
+        return f"interrupted: nothing was recorded yet ({name} before the run started); run the same command again"
+    return "interrupted: resume with `instructzero resume RUN_ID` (see `instructzero runs`)"
+
+
+def _interrupted_line(exc: Any, args: argparse.Namespace) -> str:
+    """The one line an interrupted run ends with: how to resume it."""
+    if exc.run_id is None:
+        return f"interrupted: nothing was recorded yet ({exc}); run the same command again to start"
+    store = f" --store {args.store}" if getattr(args, "store", None) else ""
+    # `recorded` is set once the search had started and the flow stored the run as interrupted
+    what = f"stored as 'interrupted' with {exc.recorded}" if exc.recorded else "unchanged"
+    return f"interrupted: resume with `instructzero resume {exc.run_id}{store}` ({exc}; run {exc.run_name!r} {what})"
 
 
 if __name__ == "__main__":

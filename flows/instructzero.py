@@ -22,11 +22,13 @@ from typing import Iterator
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 from tqdm.auto import tqdm
 
-from flows.params import BlackBoxConfig, RunConfig, package_versions
+from flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
+from flows import stop_signals
+from flows.search_artifacts import SearchArtifacts, publish_table
 from flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from storage.entities import RunRecord
 from storage.errors import RunExistsError
@@ -40,8 +42,10 @@ from tasks.evaluation.comparison import (
 )
 from tasks.evaluation.constant_answer import best_constant_answer
 from tasks.data.splits import Splits
-from tasks.errors import ConfigError
-from tasks.evaluation.metrics import MetricName
+from tasks import interrupts
+from tasks.errors import BlackBoxError, ConfigError
+from tasks.interrupts import RunInterrupted
+from tasks.evaluation.metrics import Scorer
 from tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
@@ -118,7 +122,7 @@ def same_name_run(config: RunConfig) -> RunRecord | None:
     existing = open_store(config.store_url).find_run_by_name(config.name)
     if existing is None:
         return None
-    stored = dict(existing.config)
+    stored = with_recorded_defaults(existing.config)  # a run stored before a setting existed ran at its default
     stored.pop("name", None)
     stored.pop("store_url", None)
     stored.pop("budget", None)
@@ -135,11 +139,17 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
     """Search for the best instruction for the black box on `config.data.task`, resuming a stored run if asked.
 
     The run is held by this call alone (a lease with a heartbeat on its row): another process running it at the
-    same time is refused with RunLeasedError, and a killed holder's run can be taken over once it is stale."""
+    same time is refused with RunLeasedError, and a killed holder's run can be taken over once it is stale.
+
+    Stopped by Ctrl-C/SIGTERM in the CLI (`flows/stop_signals.py`), it stops at its next safe point, stores the
+    run as 'interrupted' and ends the Prefect flow run Cancelled; calling it then raises RunInterrupted."""
+    stop_signals.reclaim()  # the CLI's Ctrl-C/SIGTERM handling, in front of Prefect's SIGTERM handler
     config = config.with_store_secret()  # a config from JSON (deployment parameters) names the store redacted
     lease = RunLease(open_store(config.store_url))
     try:
         return _instructzero(config, resume_run_id, lease)
+    except RunInterrupted as exc:  # not a failure: Cancelled in Prefect (no traceback logged), exc raised to the caller
+        return Cancelled(message=f"{exc}; resume run {exc.run_id}" if exc.run_id else str(exc), data=exc)
     finally:
         lease.release()
 
@@ -165,6 +175,9 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         soft_scale=config.generator.soft_scale,
     )
     generator = spec.load()
+    # a safe point: nothing new written yet (a resumed run keeps its stored status)
+    interrupts.check("before the search started", run_id=existing and existing.id,
+                     run_name=existing and existing.name)
     if existing is None:
         try:
             run = lease.created(start_run(
@@ -187,10 +200,16 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
             raise ConfigError(f"generator projection of run {run.id} differs from the stored one: cannot resume")
     store.set_run_status(run.id, "running", prefect_flow_run_id=flow_run.get_id())
     try:
-        summary = _search(config, run, data.metric, splits, spec)
+        summary = _search(config, run, config.scoring.scorer(data.metric), splits, spec)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
         store.set_run_status(run.id, status, error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, RunInterrupted):  # for the CLI's resume hint
+            exc.run_id, exc.run_name = run.id, run.name
+            recorded = len(store.completed_iterations(run.id))
+            exc.recorded = f"{recorded} of {config.bo.iterations + 1} iterations recorded"
+        if isinstance(exc, BlackBoxError):  # the CLI's `error:` line ends with this note
+            exc.add_note(_failed_note(exc, run))
         raise
     if summary.stopped:  # status "interrupted" (resumable) with the reason; no schema change for a new status
         store.set_run_status(run.id, "interrupted", error=f"budget_exhausted: {summary.stopped}")
@@ -200,6 +219,14 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     logger.info("best instruction %r: dev %.3f, test %.3f", summary.best_instruction, summary.dev_score,
                 summary.test_score)
     return summary
+
+
+def _failed_note(exc: BlackBoxError, run: RunRecord) -> str:
+    """What to do about a run the black box failed: resume it when the cause lies outside the run's settings (the
+    endpoint was down or kept failing, the key was wrong), else start anew (the model or request is recorded)."""
+    if exc.status is None or exc.status in (401, 403, 408, 409, 429) or exc.status >= 500:
+        return f"run {run.id} stored as failed; once that is fixed, continue it with `instructzero resume {run.id}`"
+    return f"run {run.id} stored as failed; the model and request settings are part of it: start a new run"
 
 
 class RunLease:
@@ -262,7 +289,7 @@ def holder_is_dead(owner: str) -> bool:
     return False
 
 
-def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: GeneratorSpec) -> RunSummary:
+def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: GeneratorSpec) -> RunSummary:
     """The iterations, then the final test evaluation. Reads top to bottom like the algorithm."""
     store = open_store(config.store_url)
     bo = config.bo
@@ -283,13 +310,15 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         return penalised(candidates, lengths, bo.length_penalty)
 
     n_steps = bo.iterations + 2  # initial design, BO iterations, test evaluation
-    progress_id = create_progress_artifact(
-        progress=100.0 * len(done) / n_steps, key=f"progress-{run.id[:12]}",
-        description=f"InstructZero run {run.name}: iterations recorded",
-    )
+    # the Prefect UI's view of the search: progress, best-so-far curve, candidate table, store queries
+    artifacts = SearchArtifacts(run, config.store_url, last_iteration=bo.iterations, n_steps=n_steps,
+                                recorded=len(done))
+    artifacts.search(history)  # a resumed run: what is recorded so far
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
-    with black_box_endpoint(config.black_box) as base_url:
-        settings = config.black_box.settings_for_splits(base_url, splits)
+    with _closed_on_error(bar), black_box_endpoint(config.black_box) as base_url:
+        settings = config.black_box.settings_for_splits(
+            base_url, splits, requests_per_minute=config.budget.requests_per_minute,
+            tokens_per_minute=config.budget.tokens_per_minute)
         budget = make_budget(config, store, run.id, settings, settings.max_tokens)
         stopped: str | None = None
         if budget.limits.any:
@@ -301,28 +330,34 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         for iteration in range(bo.iterations + 1):
             if iteration in done:
                 continue
+            # Safe points (a Ctrl-C stops here, nothing of the iteration recorded): before each proposal and
+            # generation task, before the evaluation (which itself lets requests in flight land), after the record.
+            interrupts.check(f"before iteration {iteration}")
             # Slots whose soft prompt decodes to an already scored instruction are proposed again (up to
             # bo.propose_attempts rounds), so a batch of b soft prompts yields b new instructions where possible.
             distinct = propose_distinct(
-                lambda n, attempt, known, pending, tried: propose_prompt(
+                lambda n, attempt, known, pending, tried: interrupts.check(f"in iteration {iteration}")
+                or propose_prompt(
                     state, iteration=iteration, n_init=bo.n_init, batch_size=n,
                     dim=config.generator.intrinsic_dim, seed=config.seed, acquisition=bo.acquisition,
                     optimizer=bo.optimizer, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples,
                     strategy=bo.strategy, attempt=attempt, known=known, pending=pending, exclude=tried,
                 ),
-                lambda z: generate_instruction(z, splits.exemplars, spec),
+                lambda z: interrupts.check(f"in iteration {iteration}")
+                or generate_instruction(z, splits.exemplars, spec),
                 {c.instruction: float(c.dev_score or 0.0) for c in objective(history)},
                 batch_size=bo.batch_size if iteration else bo.n_init, max_attempts=bo.propose_attempts,
             )
             proposal, instructions = distinct.proposal, distinct.instructions
-            spent, need, crossed = budget.check(prompts_for(instructions, splits.dev, config.black_box.template))
+            spent, need, crossed = budget.check(prompts_for(instructions, splits.dev, config.black_box.zero_shot))
             if crossed:  # stop at the iteration boundary: nothing of this iteration is sent or recorded
                 stopped = (f"budget exhausted before iteration {iteration}: spent {spent.describe()}; "
                            f"its worst case {need.describe()} could cross {crossed}")
                 store.record_metric(run.id, "budget.stopped_before_iteration", 0, float(iteration))
                 break
+            interrupts.check(f"in iteration {iteration}")
             evaluations = evaluate_batch(
-                instructions, splits.dev, metric, config.black_box.template, settings, config.store_url, run.id
+                instructions, splits.dev, metric, config.black_box.zero_shot, settings, config.store_url, run.id
             )
             history = record_iteration(
                 config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
@@ -333,6 +368,9 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
                 **{f"instruction_tokens.{i}": float(tokens(text)) for i, text in enumerate(instructions)},
                 **_spend_metrics(budget.spent()),
             }, step=iteration)
+            if interrupts.stop_requested():  # the iteration is recorded: show it, then stop before the GP update
+                bar.update(1)
+                interrupts.check(f"after iteration {iteration} was recorded")
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
                     objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
@@ -341,11 +379,12 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
             bar.update(1)
             if budget.limits.any:
                 bar.set_postfix_str(budget.describe())
-            update_progress_artifact(progress_id, progress=100.0 * (iteration + 1) / n_steps)
+            artifacts.recorded(history, progress=100.0 * (iteration + 1) / n_steps)
         if not history:
             raise ConfigError(f"run {run.id}: {stopped}; nothing was evaluated, raise the limit")
         pick = best_candidate(objective(history))  # by the objective; reported with its plain dev accuracy
         best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
+        interrupts.check("before the test report")
         rows, test, test_note = _budgeted_test_report(config, run, best.instruction, metric, splits, settings,
                                                       budget, stopped is not None)
         store.record_metrics(run.id, _spend_metrics(budget.spent()), step=-1)
@@ -353,18 +392,8 @@ def _search(config: RunConfig, run: RunRecord, metric: str, splits, spec: Genera
         stopped = "budget exhausted before the full test report"
     bar.update(1)
     bar.close()
-    update_progress_artifact(progress_id, progress=100.0)
+    artifacts.finished(history, rows, test_note)  # the curve gets the report's test scores as reference lines
     ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
-    create_table_artifact(
-        key=f"best-instructions-{run.id[:12]}",
-        table=[
-            {"iteration": c.iteration, "index": c.index, "phase": c.phase, "dev_score": c.dev_score,
-             "instruction": c.instruction}
-            for c in ranked[:10]
-        ],
-        description=f"Best instructions of run {run.name} (test score of the best: "
-                    f"{'not evaluated' if test is None else f'{test.mean_score:.3f}'})",
-    )
     return RunSummary(
         run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
         dev_score=float(best.dev_score or 0.0), test_score=float("nan") if test is None else test.mean_score,
@@ -398,6 +427,16 @@ def stored_summary(config: RunConfig, run: RunRecord) -> RunSummary:
     )
 
 
+@contextlib.contextmanager
+def _closed_on_error(bar: tqdm) -> Iterator[None]:
+    """Close the progress bar when the search stops early (Ctrl-C), so what follows starts on a line of its own."""
+    try:
+        yield
+    except BaseException:
+        bar.close()
+        raise
+
+
 def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
     values = {m.key: m.value for m in open_store(config.store_url).load_metrics(run_id)}
     return [values.get(f"report.{r.label}.usd_per_1k_calls", 0.0) for r in rows]
@@ -410,14 +449,14 @@ def _spend_metrics(spent: Usage) -> dict[str, float]:
 
 
 def _budgeted_test_report(
-    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings,
+    config: RunConfig, run: RunRecord, found: str, metric: Scorer, splits: Splits, settings: BlackBoxSettings,
     budget: Budget, stopped: bool,
 ) -> tuple[list[ComparisonRow], EvaluationResult | None, str]:
     """The test report if the remaining budget allows it; else the found instruction alone; else nothing.
 
     Returns (rows, the found instruction's test evaluation or None, a note saying which)."""
     baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline)
-    template = config.black_box.template
+    template = config.black_box.zero_shot
     spent, need, crossed = budget.check(prompts_for([found, *baselines.values()], splits.test, template))
     if not crossed:
         rows, test = _test_report(config, run, found, metric, splits, settings)
@@ -433,7 +472,7 @@ def _budgeted_test_report(
 
 
 def _test_report(
-    config: RunConfig, run: RunRecord, found: str, metric: MetricName, splits: Splits, settings: BlackBoxSettings,
+    config: RunConfig, run: RunRecord, found: str, metric: Scorer, splits: Splits, settings: BlackBoxSettings,
     *, with_baselines: bool = True,
 ) -> tuple[list[ComparisonRow], EvaluationResult]:
     """Score the found instruction and the baselines on the same test examples; store and show the paired table.
@@ -442,7 +481,7 @@ def _test_report(
     """
     baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline) if with_baselines else {}
     texts = [found, *baselines.values()]
-    results = evaluate_batch(texts, splits.test, metric, config.black_box.template, settings, config.store_url,
+    results = evaluate_batch(texts, splits.test, metric, config.black_box.zero_shot, settings, config.store_url,
                              run.id)
     for text, result in dict(zip(texts, results)).items():
         record_test_evaluation(config.store_url, run.id, text, result, config.black_box.model)
@@ -458,10 +497,10 @@ def _test_report(
                    confidence=config.report.confidence, seed=config.seed)
     prices, store = config.black_box.prices(), open_store(config.store_url)
     per_1k = {f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(store, settings, text, splits.test,
-                                                                     config.black_box.template, prices)
+                                                                     config.black_box.zero_shot, prices)
               for label, text in zip([FOUND, *baselines], texts)}
     store.record_metrics(run.id, {**comparison_metrics(rows), **per_1k})
-    create_table_artifact(
+    publish_table(
         key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
         description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "
                     f"({config.report.confidence:.0%} BCa bootstrap intervals; exact paired tests, Holm-adjusted; "

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import platform
+import reprlib
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servers.local_endpoint import local_endpoint_id, resolve_kind
@@ -27,11 +28,15 @@ from tasks.errors import ConfigError
 from tasks.evaluation.answer_length import answer_token_cap
 from tasks.evaluation.blackbox import BlackBoxSettings
 from tasks.evaluation.budget import Limits
+from tasks.evaluation.metrics import Scorer
+from tasks.evaluation.normalization import AUTO, Normalization, parse_normalization
 from tasks.evaluation.pricing import Prices, resolve_prices
 from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, default_cache_dir
-from tasks.prompts import ZERO_SHOT_TEMPLATE
+from tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
+# without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 DEFAULT_STORE_URL = "sqlite:///instructzero.db"
 """A SQLite file in the working directory; any SQLAlchemy URL (PostgreSQL for teams) works."""
@@ -67,6 +72,20 @@ class GeneratorSettings(BaseModel):
     template: str | None = None
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, template: str | None) -> str | None:
+        """A bad meta prompt (`--meta-prompt ''`) is refused with the config, not after Prefect has started and the
+        model has loaded (the generator module, torch with it, is imported only when a template is given)."""
+        if template is not None:
+            from tasks.generation.generator import resolve_template
+
+            try:
+                resolve_template(template)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return template
+
 
 EMBEDDED_TIMEOUT_S = 600.0
 """Per-request timeout for the embedded local black box (at least this; a remote API keeps `timeout_s`)."""
@@ -90,11 +109,59 @@ class BlackBoxConfig(BaseModel):
     max_retries: int = Field(4, ge=0, le=20)  # per request, on 429/5xx/timeouts/malformed bodies only
     timeout_s: float = Field(60.0, gt=0)
     stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
-    template: str = ZERO_SHOT_TEMPLATE  # the same zero-shot template for dev and test
+    # --template: the same zero-shot template for dev and test, with {instruction} and {input} (only {input} with
+    # instruction_role "system", default then SYSTEM_ROLE_TEMPLATE); literal braces as {{ }}
+    template: str = ZERO_SHOT_TEMPLATE
+    # --instruction-role: "user" (the instruction is in the one user message) or "system" (it is the system
+    # message, the template is the user turn; chat API only)
+    instruction_role: Literal["user", "system"] = "user"
     # USD per million tokens; None: the shipped table (tasks/evaluation/pricing.py) for hosted models, 0 on local
     # endpoints
     price_in_per_mtok: float | None = Field(None, ge=0.0)
     price_out_per_mtok: float | None = Field(None, ge=0.0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, url: str | None) -> str | None:
+        """An unparsable URL (`http://[::1`, a bad port) is one config error naming it, not a ValueError from deep
+        inside urllib once the task data is loaded. Shown redacted: a URL may carry a key."""
+        if url is None:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url.strip())
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+        except ValueError as exc:
+            raise ValueError(f"black-box URL {redact_secrets(url)!r} cannot be parsed: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"black-box URL {redact_secrets(url)!r} must start with http:// or https:// and name "
+                             "a host")
+        return url
+
+    @model_validator(mode="before")
+    @classmethod
+    def _system_role_template(cls, data: Any) -> Any:
+        """With the instruction in the system message and no template given, the user turn is the default
+        template without its instruction line (recorded as such)."""
+        if isinstance(data, dict) and data.get("instruction_role") == "system" and "template" not in data:
+            return {**data, "template": SYSTEM_ROLE_TEMPLATE}
+        return data
+
+    @model_validator(mode="after")
+    def _check_prompt(self) -> BlackBoxConfig:
+        """A bad template or role fails here, in one line (ConfigError), before anything is sent."""
+        if self.instruction_role == "system" and self.api == "completions":
+            raise ConfigError("instruction role 'system' needs the chat API: the completions API sends one text, "
+                              "with no system message; use --black-box-api chat, or put the instruction in the "
+                              "template with --instruction-role user")
+        validate_template(self.template, self.instruction_role)
+        return self
+
+    @property
+    def zero_shot(self) -> ZeroShotFormat:
+        """How each (instruction, input) pair becomes a request: the template and the instruction's role."""
+        return ZeroShotFormat(self.template, self.instruction_role)
 
     @field_serializer("base_url", when_used="json")
     def _redact_base_url(self, url: str | None) -> str | None:
@@ -114,7 +181,7 @@ class BlackBoxConfig(BaseModel):
         `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
         from them (`tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
         """
-        fields = self.model_dump(exclude={"base_url", "template", "engine", "price_in_per_mtok",
+        fields = self.model_dump(exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok",
                                           "price_out_per_mtok"})
         prices = self.prices()
         fields["price_in_per_mtok"], fields["price_out_per_mtok"] = prices.in_per_mtok, prices.out_per_mtok
@@ -131,6 +198,36 @@ class BlackBoxConfig(BaseModel):
         flow, the baselines and the benchmarks, so their requests - and cache keys - are the same)."""
         examples = (*splits.exemplars, *splits.dev, *splits.test)
         return self.client_settings(base_url, answers=[e.answers for e in examples], **overrides)
+
+
+class ScoringSettings(BaseModel):
+    """How each answer is scored. The defaults are the scores every stored run has: the task's own metric, after
+    the instruction-induction normalisation (which lower-cases: a task about case needs `no-lowercase`)."""
+
+    model_config = _FROZEN
+    # --metric: auto (the task's: metric_for_task, exact_match but for a few instruction-induction tasks),
+    # exact_match | contains | f1 | exact_set, or python:module:function (your (prediction, target) -> [0, 1])
+    metric: str = "auto"
+    # --normalize: the steps both sides go through first; a spec ("auto", "no-lowercase", "none,whitespace") or
+    # the switches of tasks.evaluation.normalization.Normalization; auto: today's steps
+    normalize: Normalization = AUTO
+
+    @field_validator("metric")
+    @classmethod
+    def _check_metric(cls, metric: str) -> str:
+        """A custom metric is imported now, so a bad name is one line before anything runs."""
+        if metric != "auto":
+            Scorer(metric)
+        return metric
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _parse_spec(cls, value: Any) -> Any:
+        return parse_normalization(value) if isinstance(value, str) else value
+
+    def scorer(self, task_metric: str) -> Scorer:
+        """The run's scorer; `task_metric` is the task's own metric (what `auto` means)."""
+        return Scorer(task_metric if self.metric == "auto" else self.metric, self.normalize)
 
 
 class ReportSettings(BaseModel):
@@ -177,6 +274,10 @@ class BudgetSettings(BaseModel):
     max_total_tokens: int | None = Field(None, ge=1)  # --max-total-tokens: input + output tokens of paid calls
     max_calls: int | None = Field(None, ge=1)  # --max-calls: paid black-box requests
     stop_at_limit: bool = False  # start although the worst case crosses a limit; stop at an iteration boundary
+    # --rpm / --tpm: the black-box API's rate limits, kept by the client (429 Retry-After is honoured as well);
+    # they pace the requests, they do not change a result
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
 
     def limits(self) -> Limits:
         return Limits(self.max_cost_usd, self.max_total_tokens, self.max_calls)
@@ -186,7 +287,7 @@ class RunConfig(BaseSettings):
     """Everything that determines a run's result. Stored with the run; `resume` rebuilds the run from it."""
 
     model_config = SettingsConfigDict(
-        frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__"
+        frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__", allow_inf_nan=False
     )
     name: str | None = None  # run name; re-running the same name resumes an unfinished run
     # splits, projection, Sobol design and acquisition optimisation all derive from it (numpy/torch: 32-bit)
@@ -196,6 +297,7 @@ class RunConfig(BaseSettings):
     data: DataSettings = DataSettings()
     generator: GeneratorSettings = GeneratorSettings()
     black_box: BlackBoxConfig = BlackBoxConfig()
+    scoring: ScoringSettings = ScoringSettings()
     bo: BOSettings = BOSettings()
     report: ReportSettings = ReportSettings()
     budget: BudgetSettings = BudgetSettings()
@@ -264,10 +366,36 @@ def build_config(**overrides: Any) -> RunConfig:
     except SettingsError as exc:  # e.g. INSTRUCTZERO_BO='{bad json'
         cause = exc.__cause__ or exc
         raise ConfigError(f"invalid setting from the environment: {str(exc).splitlines()[0]} ({cause})") from None
+    except RecursionError:  # json.loads of an INSTRUCTZERO_* value nested thousands deep
+        names = ", ".join(_too_deep_env()) or "a value"
+        message = f"invalid setting from the environment: {names} is nested too deeply to read as JSON"
+        raise ConfigError(message) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"invalid setting {where}={first.get('input')!r}: {first['msg']}") from None
+        shown = redact_secrets(_SHORT_REPR.repr(first.get("input")))  # one short line, whatever the input was
+        raise ConfigError(f"invalid setting {where}={shown}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+_SHORT_REPR = reprlib.Repr()
+"""How a refused input is shown: a value nested 500 deep or 1 MB long is cut, never printed whole."""
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlong = 3, 120, 120, 60
+
+
+def _too_deep_env() -> list[str]:
+    """The INSTRUCTZERO_* variables whose JSON is nested too deeply for the parser (to name them in the error)."""
+    import json
+
+    found: list[str] = []
+    for name, value in os.environ.items():
+        if name.upper().startswith("INSTRUCTZERO_") and value.lstrip()[:1] in ("{", "["):
+            try:
+                json.loads(value)
+            except RecursionError:
+                found.append(name)
+            except ValueError:
+                pass
+    return found
 
 
 def _encodable(config: RunConfig) -> RunConfig:
@@ -290,7 +418,19 @@ def _encodable(config: RunConfig) -> RunConfig:
 
 def config_from_record(recorded: dict[str, Any], **overrides: Any) -> RunConfig:
     """Rebuild the config a run was started with (for `resume`)."""
-    return build_config(**{**recorded, **overrides})
+    return build_config(**{**with_recorded_defaults(recorded), **overrides})
+
+
+def with_recorded_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """`recorded` with each setting it lacks at its default: a run stored before a setting existed (e.g.
+    `scoring`, `black_box.instruction_role`) ran with that default, whatever the environment says now."""
+    filled = dict(recorded)
+    for name, field in RunConfig.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        section = recorded.get(name, {})
+        if isinstance(default, BaseModel) and isinstance(section, dict):
+            filled[name] = {**default.model_dump(mode="json"), **section}
+    return filled
 
 
 def package_versions() -> dict[str, str]:

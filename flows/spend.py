@@ -11,6 +11,7 @@ from tasks.data.splits import Splits
 from tasks.evaluation.answer_length import answer_token_cap
 from tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
 from tasks.evaluation.comparison import baseline_labels
+from tasks.prompts import Prompt, ZeroShotFormat
 
 
 def answer_cap(config: RunConfig, splits: Splits) -> int:
@@ -22,7 +23,7 @@ def answer_cap(config: RunConfig, splits: Splits) -> int:
 
 def counter_for(config: RunConfig) -> TokenCounter:
     bb = config.black_box
-    return token_counter(bb.base_url, bb.model, bb.api, config.cache_dir)
+    return token_counter(bb.model, bb.api, config.cache_dir)
 
 
 def estimate_for(
@@ -33,7 +34,7 @@ def estimate_for(
     baselines = list(baseline_labels(config.report.baselines, empty=config.report.empty_baseline).values())
     return estimate_run(
         dev=splits.dev, test=splits.test, n_init=config.bo.n_init, iterations=config.bo.iterations,
-        batch_size=config.bo.batch_size, baselines=baselines, template=config.black_box.template,
+        batch_size=config.bo.batch_size, baselines=baselines, template=config.black_box.zero_shot,
         generator_max_new_tokens=config.generator.max_new_tokens, count=count or counter_for(config),
         max_tokens=answer_cap(config, splits), prices=config.black_box.prices(), done_iterations=done_iterations,
         spent=spent,
@@ -76,21 +77,21 @@ def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int
     def spent() -> Usage:
         return Usage(*store.llm_spend(run_id))
 
-    def is_cached(prompt: str) -> bool:
+    def is_cached(prompt: Prompt) -> bool:
         return cache.get(client.request_hash(prompt)) is not None
 
     return Budget(config.budget.limits(), config.black_box.prices(), count or counter_for(config), max_tokens,
                   spent, is_cached)
 
 
-def prompts_for(instructions: Sequence[str], examples, template: str) -> list[str]:
+def prompts_for(instructions: Sequence[str], examples, template: str | ZeroShotFormat) -> list[Prompt]:
     """The zero-shot prompts a batch will send (one per instruction x example)."""
     from tasks.prompts import render_zero_shot
 
     return [render_zero_shot(i, e.input, template) for i in dict.fromkeys(instructions) for e in examples]
 
 
-def usd_per_1k_calls(store, settings, instruction: str, examples, template: str, prices) -> float:
+def usd_per_1k_calls(store, settings, instruction: str, examples, template: str | ZeroShotFormat, prices) -> float:
     """What 1,000 calls with `instruction` cost, from the recorded usage of its test calls (cached or not)."""
     from tasks.evaluation.blackbox import BlackBoxClient
 

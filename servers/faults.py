@@ -13,8 +13,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-FaultKind = Literal["429", "500", "timeout", "malformed", "empty"]
+FaultKind = Literal["429", "500", "timeout", "malformed", "empty", "400", "401", "html"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "timeout", "malformed", "empty")
+"""The kinds drawn at a rate (`rate_<kind>`)."""
+SCRIPT_ONLY_KINDS: tuple[FaultKind, ...] = ("400", "401", "html")
+"""Kinds a script can ask for: a rejected request (400), a key refused on completions although GET /models passed
+(401), a 200 answer whose body is an HTML page (a proxy's or captive portal's)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class FaultConfig:
     rate_malformed: float = 0.0  # share answered 200 with a body that is not JSON
     rate_empty: float = 0.0  # share answered 200 with `choices: []`
     hang_s: float = 10.0  # how long a "timeout" fault hangs
+    retry_after_s: float | None = None  # the Retry-After header of a 429 (None: none sent)
     seed: int = 0  # seeds the fault RNG
     script: tuple[FaultKind | Literal["ok"], ...] = ()  # consumed first, one entry per request, before the rates
 
@@ -37,9 +42,10 @@ class FaultConfig:
             raise ValueError(f"fault rates must be >= 0 and sum to <= 1, got {rates}")
         if self.latency_s < 0 or self.hang_s < 0:
             raise ValueError(f"latency_s and hang_s must be >= 0, got {self.latency_s}, {self.hang_s}")
-        bad = [s for s in self.script if s != "ok" and s not in FAULT_KINDS]
+        known = (*FAULT_KINDS, *SCRIPT_ONLY_KINDS, "ok")
+        bad = [s for s in self.script if s not in known]
         if bad:
-            raise ValueError(f"unknown fault kinds in script: {bad}; known: {FAULT_KINDS + ('ok',)}")
+            raise ValueError(f"unknown fault kinds in script: {bad}; known: {known}")
 
 
 @dataclass
@@ -53,6 +59,7 @@ class ServerStats:
     max_in_flight: int = 0  # high-water mark of `in_flight`
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    roles: Counter[str] = field(default_factory=Counter)  # chat message role -> count (what the requests carried)
 
     @property
     def completion_requests(self) -> int:
@@ -69,6 +76,7 @@ class ServerStats:
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "roles": dict(self.roles),
         }
 
 

@@ -4,14 +4,16 @@ It implements what the `openai` SDK calls for zero-shot scoring (POST /v1/chat/c
 GET /v1/models) plus GET /health and /admin endpoints (stats, reset, fault config). Two backends:
 
 * ``rule`` (alias ``echo``): a deterministic *test* backend, no model. It reads the zero-shot prompt
-  ("Instruction: ...\\n\\nInput: ...\\nOutput:", with or without the template's answer-only line) and answers by keyword rules on the instruction, so that scores depend
-  on the instruction: "sum"/"add"/"plus"/"total" + numbers in the input -> their sum; "upper"/"capital" -> the input
-  upper-cased; "reverse" -> the input's words reversed; otherwise it echoes the input. Tokens are whitespace words.
+  ("Instruction: ...\\n\\nInput: ...\\nOutput:", with or without the template's answer-only line; a system message
+  is read as the instruction of a user turn "Input: ...\\nOutput:") and answers by keyword rules on the instruction,
+  so that scores depend on the instruction: "sum"/"add"/"plus"/"total" + numbers in the input -> their sum;
+  "upper"/"capital" -> the input upper-cased; "reverse" -> the input's words reversed; otherwise it echoes the input. Tokens are whitespace words.
 * ``transformers``: a causal LM (default the packaged Qwen2.5-Coder-0.5B-Instruct, the embedded black box), greedy, honouring max_tokens and stop, with
   real token counts. One worker thread owns the model; requests are queued to it and optionally micro-batched
   (``max_batch`` > 1, left padding), so concurrent requests are safe.
 
-Faults (latency, 429, 500, hangs, malformed bodies, empty choices) come from `servers.faults`.
+Faults (latency, 429, 500, hangs, malformed bodies, empty choices; scripted 400, 401 and HTML pages) come from
+`servers.faults`.
 
 Run: ``python -m servers.openai_compatible --backend transformers --port 8011 --latency 0.2 --fault-rate-429 0.1``.
 In Python: ``with serve(backend="rule") as base_url: ...`` or ``start_server_in_thread(...)``.
@@ -58,6 +60,7 @@ class GenRequest:
     max_tokens: int
     stop: tuple[str, ...]
     chat: bool  # True when `prompt` is the user message of a chat request (the backend adds its chat format)
+    system: str = ""  # the system message of a chat request ("" when it sent none)
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,14 @@ class RuleBackend:
         self.model_name = model_name
 
     @staticmethod
-    def answer(prompt: str) -> str:
-        """The rule-based answer for one prompt (public so tests can state expectations)."""
+    def answer(prompt: str, system: str = "") -> str:
+        """The rule-based answer for one prompt (public so tests can state expectations); a system message is the
+        instruction of the user turn `prompt`."""
+        if system:
+            prompt = f"Instruction: {system}\n\n{prompt}"
         matches = list(_PROMPT_RE.finditer(prompt))
+        if not matches:  # a user turn without its instruction line (the empty instruction in the system role)
+            matches = list(_PROMPT_RE.finditer(f"Instruction:\n\n{prompt}"))
         if not matches:
             lines = [ln for ln in prompt.strip().splitlines() if ln.strip()]
             return lines[-1].strip() if lines else ""
@@ -117,12 +125,13 @@ class RuleBackend:
     def generate(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
         outputs = []
         for req in requests:
-            words = self.answer(req.prompt).split()
+            words = self.answer(req.prompt, req.system).split()
             finish = "stop"
             if len(words) > req.max_tokens:
                 words, finish = words[: req.max_tokens], "length"
             text, stopped = _apply_stop(" ".join(words), req.stop)
-            outputs.append(GenOutput(text, len(req.prompt.split()), len(text.split()), "stop" if stopped else finish))
+            n_prompt = len(req.prompt.split()) + len(req.system.split())
+            outputs.append(GenOutput(text, n_prompt, len(text.split()), "stop" if stopped else finish))
         return outputs
 
 
@@ -167,14 +176,17 @@ class TransformersBackend:
     def _encode(self, req: GenRequest) -> list[int]:
         tok = self.tokenizer
         if req.chat and tok.chat_template:
+            system = [{"role": "system", "content": req.system}] if req.system else []
             text = tok.apply_chat_template(
-                [{"role": "user", "content": req.prompt}], add_generation_prompt=True, tokenize=False
+                [*system, {"role": "user", "content": req.prompt}], add_generation_prompt=True, tokenize=False
             )
             return tok(text, add_special_tokens=False)["input_ids"]
+        # no chat template: a system message opens the user turn, as Gemma's own template does
+        prompt = f"{req.system}\n\n{req.prompt}" if req.system else req.prompt
         if req.chat and self._gemma_turns:  # the packaged GGUF ships no template; Gemma's turn format is known
-            text = f"<start_of_turn>user\n{req.prompt}<end_of_turn>\n<start_of_turn>model\n"
+            text = f"<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
             return tok(text)["input_ids"]
-        return tok(req.prompt)["input_ids"]
+        return tok(prompt)["input_ids"]
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
         torch = self._torch
@@ -342,19 +354,22 @@ def _parse_max_tokens(body: dict[str, Any]) -> int:
     return value
 
 
-def _chat_prompt(messages: Any) -> str:
-    """Join the messages' text: system/user content in order (the zero-shot prompt is one user message)."""
+def _chat_prompt(messages: Any) -> tuple[str, str, list[str]]:
+    """(system text, the other messages' text, every message's role): each joined in order (the zero-shot prompt is
+    one user message, or a system message with the instruction and a user turn with the input)."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
-    parts = []
+    system, parts, roles = [], [], []
     for m in messages:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
             raise ValueError(f"message content must be text, got {content!r}")
-        parts.append(content)
-    return "\n\n".join(parts)
+        role = m.get("role")
+        roles.append(role if isinstance(role, str) else "?")
+        (system if role in ("system", "developer") else parts).append(content)
+    return "\n\n".join(system), "\n\n".join(parts), roles
 
 
 class _CountRequests:
@@ -420,6 +435,7 @@ def create_app(
     async def admin_reset() -> dict[str, object]:
         stats.requests.clear()
         stats.faults.clear()
+        stats.roles.clear()
         stats.completions = stats.prompt_tokens = stats.completion_tokens = 0
         stats.max_in_flight = stats.in_flight
         return stats.as_dict()
@@ -445,8 +461,11 @@ def create_app(
             if strict_model and model != backend.model_name:
                 return _error(404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found")
             max_tokens, stop = _parse_max_tokens(body), _parse_stop(body.get("stop"))
+            system = ""
             if chat:
-                prompts = [_chat_prompt(body.get("messages"))]
+                system, user, roles = _chat_prompt(body.get("messages"))
+                prompts = [user]
+                stats.roles.update(roles)
             else:
                 raw = body.get("prompt")
                 prompts = [raw] if isinstance(raw, str) else raw
@@ -465,9 +484,18 @@ def create_app(
             if fault is not None:
                 stats.faults[fault] += 1
             if fault == "429":
-                return _error(429, "Rate limit reached (injected).", "rate_limit_error", "rate_limit_exceeded")
+                response = _error(429, "Rate limit reached (injected).", "rate_limit_error", "rate_limit_exceeded")
+                if config.retry_after_s is not None:
+                    response.headers["Retry-After"] = f"{config.retry_after_s:g}"
+                return response
             if fault == "500":
                 return _error(500, "Internal server error (injected).", "server_error")
+            if fault == "400":
+                return _error(400, "Invalid request (injected).", "invalid_request_error")
+            if fault == "401":
+                return _error(401, "Incorrect API key provided (injected).", "invalid_request_error", "invalid_api_key")
+            if fault == "html":
+                return Response("<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>", media_type="text/html")
             if fault == "timeout":  # hang, but stop once the client has given up so shutdown stays quick
                 end = time.monotonic() + config.hang_s
                 while time.monotonic() < end:
@@ -476,7 +504,7 @@ def create_app(
                     await asyncio.sleep(0.05)
             if fault == "malformed":
                 return Response('{"id": "broken", "choices": [{"text": ', media_type="application/json")
-            outs = [await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat)))
+            outs = [await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat, system)))
                     for p in prompts]
             if any(o is None for o in outs):
                 return Response(status_code=499)  # the client went away (timed out): nobody reads this

@@ -11,6 +11,8 @@ Views (DuckDB temp views over the attached store):
   candidates_flat     one row per candidate with run name, task, instruction text, dev/test scores
   score_by_iteration  per run and iteration: best dev score in the iteration and the best so far (window)
   best_instructions   per run and task: the best dev instruction and its test score
+  nightly_results     per night of the nightly suite (runs named suite-<YYYYMMDD>-...), task and seed: the best
+                      instruction's test score, the previous night's and whether it fell (`regressed`)
   cost_per_run        per run: answers used and cache hits (evaluations); paid calls, tokens in/out, latency,
                       retries and cost from the llm_calls rows the run itself sent (the ledger)
   cost_by_iteration   per run and iteration (and its test report): answers used, cache hits, paid calls, tokens, cost
@@ -34,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from storage.errors import StoreError
 from storage.redaction import printable, redact_secrets
-from storage.session import display_url, head_revision, normalize_url
+from storage.session import display_url, head_revision, normalize_url, require_existing_store
 
 __all__ = ["Analytics", "VIEWS", "format_table", "extension_file"]
 
@@ -68,6 +70,28 @@ VIEWS: dict[str, str] = {
         WHERE dev_score IS NOT NULL
         QUALIFY row_number() OVER (PARTITION BY run_id, task
                                    ORDER BY dev_score DESC, iteration, "index") = 1
+    """,
+    # One row per completed night of the scheduled suite (`benchmark-nightly` names its runs suite-<date>-<task>-
+    # seed<seed>) and task and seed, next to the night before: a stored best instruction that tests worse than the
+    # previous night's (a black-box model change, a generator or template change) is a row WHERE regressed.
+    "nightly_results": """
+        WITH nights AS (
+            SELECT CAST(strptime(regexp_extract(b.run_name, '^suite-([0-9]{8})-', 1), '%Y%m%d') AS DATE) AS night,
+                   b.task, r.seed, b.run_id, b.run_name, c.dev_model AS black_box_model, b.instruction,
+                   b.dev_score, b.test_score
+            FROM best_instructions AS b
+            JOIN store.runs AS r ON r.id = b.run_id
+            JOIN candidates_flat AS c ON c.run_id = b.run_id AND c.iteration = b.iteration AND c."index" = b."index"
+            WHERE regexp_matches(b.run_name, '^suite-[0-9]{8}-') AND r.status = 'completed'
+        )
+        SELECT night, task, seed, run_id, run_name, black_box_model, instruction, dev_score, test_score,
+               lag(night) OVER w AS previous_night, lag(black_box_model) OVER w AS previous_black_box_model,
+               lag(instruction) OVER w AS previous_instruction, lag(test_score) OVER w AS previous_test_score,
+               test_score - lag(test_score) OVER w AS test_change,
+               coalesce(test_score < lag(test_score) OVER w, false) AS regressed
+        FROM nights
+        WINDOW w AS (PARTITION BY task, seed ORDER BY night, run_name)
+        ORDER BY task, seed, night
     """,
     # The ledger: what a run paid is what it sent, i.e. its own llm_calls rows (each answer is stored once, by the
     # run that paid for it); `calls`/`cached_calls` are the answers its evaluations used and those of them taken
@@ -355,9 +379,8 @@ class Analytics:
             database = parsed.database or ""
             if database in ("", ":memory:") or database.startswith("file:"):
                 raise StoreError(f"cannot analyse store {shown!r}: analytics needs a SQLite file path")
+            require_existing_store(self.url)  # "no store at ...": a mistyped path, nothing created
             path = Path(database).expanduser().resolve()
-            if not path.is_file():
-                raise StoreError(f"cannot open store {shown!r}: no such file {str(path)!r}")
             kind, target = "sqlite", str(path)
         elif backend == "postgresql":
             kind, target = "postgres", _postgres_conninfo(self.url)
@@ -376,6 +399,9 @@ class Analytics:
             try:
                 for name, sql in VIEWS.items():
                     self._con.execute(f"CREATE TEMP VIEW {name} AS {sql}")
+                for table in self.tables():  # `runs` and `store.runs` name the same rows, in `sql` and `export`
+                    if table not in VIEWS:
+                        self._con.execute(f'CREATE TEMP VIEW "{table}" AS SELECT * FROM store."{table}"')
             except duckdb.Error:
                 self._con.close()
                 raise
@@ -451,7 +477,7 @@ class Analytics:
         return list(VIEWS)
 
     def tables(self) -> list[str]:
-        """The store's tables (query them as `store.<name>`)."""
+        """The store's tables (query them as `<name>` or `store.<name>`)."""
         return [r[0] for r in self._con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' ORDER BY table_name").fetchall()]
 
@@ -463,9 +489,9 @@ class Analytics:
             statements = self._con.extract_statements(text)
         except duckdb.Error as exc:
             raise StoreError(f"query failed: {_one_line(exc)}") from None
-        if len(statements) != 1:
+        if len(statements) != 1 and not _pivot_expansion(text, statements):
             raise StoreError("query refused: only a single statement is allowed")
-        kind = statements[0].type
+        kind = statements[-1].type
         if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
             raise StoreError(f"query refused: {kind.name} statements are not allowed (read-only queries only)")
         try:
@@ -480,6 +506,7 @@ class Analytics:
         return self.query(f"SELECT * FROM {self._relation(name)}")
 
     def _relation(self, name: str) -> str:
+        name = name.removeprefix("store.") if name and name.startswith("store.") else name
         if not _IDENTIFIER.match(name or ""):
             raise StoreError(f"not a table or view name: {name!r}")
         if name in VIEWS:
@@ -507,6 +534,16 @@ class Analytics:
         except OSError as exc:
             raise StoreError(f"cannot write {str(out)!r}: {exc}") from None
         return table.num_rows
+
+
+def _pivot_expansion(text: str, statements: Sequence[Any]) -> bool:
+    """Whether DuckDB split one read-only PIVOT into statements: a PIVOT without an IN list first creates a temporary
+    ENUM of the pivoted values (CREATE, in the sandbox's own in-memory catalog), then SELECTs. The text passed
+    `check_read_only` (no `;`, no CREATE), so those CREATEs can only be DuckDB's own."""
+    pivots = any(kind == "word" and value.upper() in ("PIVOT", "PIVOT_WIDER") for kind, value in _tokens(text))
+    *enums, last = statements
+    return (pivots and last.type == duckdb.StatementType.SELECT
+            and all(s.type == duckdb.StatementType.CREATE for s in enums))
 
 
 def _load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:

@@ -106,6 +106,32 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL; None for another database, `:memory:` or a `file:` URI."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:  # noqa: BLE001 - not a URL: opening the store says so
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database).expanduser()
+
+
+def require_existing_store(url: str, *, hint: str = "reading commands never create one") -> None:
+    """Refuse (StoreError, one line) a SQLite store whose file does not exist, so a mistyped path is never created
+    as a new empty store; other databases pass (their server says whether they exist)."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    try:
+        exists = path.is_file()
+    except OSError as exc:  # a file name too long for the filesystem, ...
+        raise StoreError(f"cannot open store {display_url(normalize_url(url))!r}: {exc.strerror or exc}") from None
+    if not exists:
+        raise StoreError(f"no store at {display_url(normalize_url(url))!r}: {str(path)!r} does not exist ({hint})")
+
+
 PG_CONNECT_TIMEOUT_S = 10
 """libpq connect_timeout unless the URL sets one: a host that accepts but never answers fails in seconds."""
 
@@ -125,10 +151,8 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         database = parsed.database
-        if read_only and database and database != ":memory:" and not database.startswith("file:"):
-            if not Path(database).expanduser().is_file():
-                raise StoreError(f"no store at {display_url(url)!r}: {str(Path(database).expanduser())!r} does not "
-                                 "exist (reading commands never create one)")
+        if read_only:
+            require_existing_store(url)
         elif database and database != ":memory:" and not database.startswith("file:"):
             try:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

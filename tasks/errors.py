@@ -32,11 +32,18 @@ class BlackBoxError(InstructZeroError):
 
     `transient` says whether trying again later may help (timeouts, 429/5xx, connection refused) as opposed to a
     request that can never succeed (401, 404, a bad model name); orchestration retries only transient failures.
+    `status`: the HTTP status of a rejected request (None: no answer, or the retries ran out), so the CLI can tell
+    a bad key (401, fixed outside the run) from a bad model or request (404/400, part of the run's settings).
     """
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
+        from storage.redaction import redact_secrets
+
+        # stored as the run's error, logged by Prefect, printed: a URL in it (ours or one an SDK or server quoted)
+        # never carries its credentials
+        super().__init__(redact_secrets(message))
         self.transient = transient
+        self.status = status
 
 
 class NumericalWarning(UserWarning):

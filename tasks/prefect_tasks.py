@@ -18,16 +18,19 @@ import numpy as np
 from prefect import task, unmapped
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import TaskRunContext
+from prefect.states import Cancelled
 
 from storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
 from storage.repository import RunStore
 from tasks.data.splits import Splits, make_splits
 from tasks.data.task_data import Example, TaskData, load_task
 from tasks.errors import BlackBoxError
+from tasks.interrupts import RunInterrupted
 from tasks.evaluation.blackbox import (
     BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
 )
-from tasks.evaluation.metrics import MetricName
+from tasks.evaluation.metrics import MetricName, Scorer
+from tasks.prompts import ZeroShotFormat
 from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
 from tasks.load_once import load_once
 from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
@@ -195,8 +198,8 @@ def generate_instruction(z: np.ndarray, exemplars: Sequence[Example], spec: Gene
 def zero_shot_evaluate(
     instruction: str,
     examples: Sequence[Example],
-    metric: MetricName,
-    template: str,
+    metric: MetricName | Scorer,
+    template: str | ZeroShotFormat,
     settings: BlackBoxSettings,
     store_url: str,
     run_id: str | None = None,
@@ -206,14 +209,17 @@ def zero_shot_evaluate(
     One task per instruction, so a batch fans out over the flow's task runner (threads, or Dask workers).
     """
     client = BlackBoxClient(settings, cache=StoreResponseCache(open_store(store_url), run_id=run_id))
-    return evaluate_instructions(client, [instruction], examples, metric, template=template)[0]
+    try:
+        return evaluate_instructions(client, [instruction], examples, metric, template=template)[0]
+    except RunInterrupted as exc:  # Ctrl-C: the task run ends Cancelled, and its future's result() raises exc
+        return Cancelled(message=str(exc), data=exc)  # type: ignore[return-value]
 
 
 def evaluate_batch(
     instructions: Sequence[str],
     examples: Sequence[Example],
-    metric: MetricName,
-    template: str,
+    metric: MetricName | Scorer,
+    template: str | ZeroShotFormat,
     settings: BlackBoxSettings,
     store_url: str,
     run_id: str | None = None,

@@ -161,6 +161,17 @@ def _fingerprint(url: str) -> str:
         engine.dispose()
 
 
+def test_a_table_has_one_name_in_sql_and_export(analytics: Analytics) -> None:
+    """`sql --help` lists `runs`; `SELECT ... FROM runs` used to fail (only `store.runs` worked), while `export`
+    took `runs` and refused `store.runs`."""
+    for table in analytics.tables():
+        assert analytics.query(f'SELECT * FROM "{table}"') == analytics.query(f'SELECT * FROM store."{table}"')
+    assert analytics.query("SELECT count(*) FROM runs")[1] == [(2,)]
+    for sql in ("DROP VIEW runs", "CREATE OR REPLACE VIEW runs AS SELECT 1", "INSERT INTO runs (id) VALUES ('x')"):
+        with pytest.raises(StoreError, match="refused"):
+            analytics.query(sql)
+
+
 def test_export_parquet(analytics: Analytics, tmp_path: Path) -> None:
     n = analytics.export_parquet("candidates_flat", tmp_path / "out" / "flat.parquet")
     table = pq.read_table(tmp_path / "out" / "flat.parquet")
@@ -168,6 +179,7 @@ def test_export_parquet(analytics: Analytics, tmp_path: Path) -> None:
     assert "instruction" in table.column_names
     assert analytics.export_parquet("runs", tmp_path / "runs.parquet") == 2
     assert pq.read_table(tmp_path / "runs.parquet").num_rows == 2
+    assert analytics.export_parquet("store.runs", tmp_path / "store-runs.parquet") == 2  # the name `sql` uses
     with pytest.raises(StoreError, match="'runs; DROP'"):
         analytics.export_parquet("runs; DROP", tmp_path / "x.parquet")
     with pytest.raises(StoreError, match="'nope'"):
@@ -180,7 +192,7 @@ def test_extension_installed_in_private_directory(analytics: Analytics, populate
 
 
 def test_open_errors(tmp_path: Path, sqlite_url: str) -> None:
-    with pytest.raises(StoreError, match="no such file"):
+    with pytest.raises(StoreError, match="no store at .*does not exist"):
         Analytics(f"sqlite:///{tmp_path / 'missing.db'}", extension_dir=tmp_path / "ext")
     with pytest.raises(StoreError, match="supports sqlite and postgresql"):
         Analytics("mysql://u@h/db", extension_dir=tmp_path / "ext")
@@ -216,3 +228,47 @@ def test_format_table() -> None:
     assert "…" in lines[4] and "1e-09" in lines[4]
     assert lines[-1] == "(3 rows)"
     assert format_table(["a"], []).splitlines()[-1] == "(0 rows)"
+
+
+def _night(store: RunStore, name: str, task: str, dev: dict[str, float], test: float, *, model: str,
+           status: str = "completed") -> str:
+    """One member run of a nightly suite: one iteration of two candidates, the best one's test score, its status."""
+    from storage.entities import DatasetIn
+    from tests.plugins.store import make_candidate
+
+    run = store.create_run(name=name, task=task, config={}, seed=0, versions={}, projection_hash=None,
+                           splits={"dev": ["d0"], "test": ["t0", "t1"]},
+                           datasets=[DatasetIn(task, "dev", "h" * 64, ("d0",))])
+    best = f"{name}: best"
+    store.record_iteration(run.id, 0, [make_candidate(0, f"{name}: worse", {"d0": 0.0}, model=model),
+                                       make_candidate(1, best, dev, model=model)])
+    store.record_test_evaluation(run.id, best, make_evaluation({"t0": test, "t1": test}, split="test", model=model))
+    store.set_run_status(run.id, status)
+    return run.id
+
+
+def test_nightly_results_show_a_regression_in_one_query(sqlite_url: str, duckdb_ext_dir: Path) -> None:
+    """Two nights of `benchmark-nightly`: sentiment tests worse on the second (a new black box), sum better; a
+    failed night, an ad-hoc suite and a plain run are not nights. One query names the regression."""
+    with RunStore(sqlite_url) as store:
+        _night(store, "suite-20260301-sentiment-seed0", "sentiment", {"d0": 1.0}, 0.9, model="qwen-0.5b")
+        _night(store, "suite-20260301-sum-seed0", "sum", {"d0": 0.5}, 0.25, model="qwen-0.5b")
+        second = _night(store, "suite-20260302-sentiment-seed0", "sentiment", {"d0": 1.0}, 0.5, model="smaller-bb")
+        _night(store, "suite-20260302-sum-seed0", "sum", {"d0": 1.0}, 0.75, model="smaller-bb")
+        _night(store, "suite-20260303-sentiment-seed0", "sentiment", {"d0": 1.0}, 0.0, model="x", status="failed")
+        _night(store, "adhoc-1-sentiment-seed0", "sentiment", {"d0": 1.0}, 0.0, model="x")
+        _night(store, "sentiment-seed0-1796170044", "sentiment", {"d0": 1.0}, 0.0, model="x")
+
+    with Analytics(sqlite_url, extension_dir=duckdb_ext_dir) as an:
+        regressions = as_dicts(an.query("SELECT * FROM nightly_results WHERE regressed"))
+        nights = as_dicts(an.view("nightly_results"))
+    assert [(str(r["night"]), r["task"], r["test_score"], r["regressed"]) for r in nights] == [
+        ("2026-03-01", "sentiment", 0.9, False), ("2026-03-02", "sentiment", 0.5, True),
+        ("2026-03-01", "sum", 0.25, False), ("2026-03-02", "sum", 0.75, False)]
+    [row] = regressions
+    assert (row["run_id"], row["task"], row["seed"], str(row["previous_night"])) == (second, "sentiment", 0,
+                                                                                      "2026-03-01")
+    assert (row["instruction"], row["previous_instruction"]) == (
+        "suite-20260302-sentiment-seed0: best", "suite-20260301-sentiment-seed0: best")
+    assert (row["black_box_model"], row["previous_black_box_model"]) == ("smaller-bb", "qwen-0.5b")
+    assert row["previous_test_score"] == 0.9 and row["test_change"] == pytest.approx(-0.4)

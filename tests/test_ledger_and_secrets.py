@@ -177,35 +177,40 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
     url = make_url(postgres_db_url).set(password=password).render_as_string(hide_password=False)  # trust auth
     server = make_server("rule", model_name="rule-based")
     caplog.set_level("DEBUG")
-    summary = _run({**tiny_run_overrides(url, server.base_url, tiny_generator_dir), "name": "pw-run"})
+    # credentials written into the black-box URL must not travel either (nor show in an error, checked below)
+    key = "bb-" + uuid.uuid4().hex[:16]
+    black_box_url = server.base_url.replace("http://", f"http://iz:{key}@")
+    summary = _run({**tiny_run_overrides(url, black_box_url, tiny_generator_dir), "name": "pw-run"})
     run = RunStore(url).get_run(summary.run_id)
     assert run.status == "completed" and "***" in run.config["store_url"]
 
     leaks = []
+    secrets = (password, key)
     tables = [r[0] for r in store_rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     for table in tables:
         leaks += [f"store {table}" for row in store_rows(url, f'SELECT * FROM "{table}"')
-                  if password in str(row)]
+                  if any(secret in str(row) for secret in secrets)]
     out, err = capfd.readouterr()
-    leaks += ["stdout"] if password in out else []
-    leaks += ["stderr"] if password in err else []
-    leaks += ["python logging"] if password in caplog.text else []
+    leaks += ["stdout"] if any(secret in out for secret in secrets) else []
+    leaks += ["stderr"] if any(secret in err for secret in secrets) else []
+    leaks += ["python logging"] if any(secret in caplog.text for secret in secrets) else []
 
     async def prefect_records() -> tuple[int, list[str]]:
         async with get_client() as client:
             flow_run = await client.read_flow_run(run.prefect_flow_run_id)
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
             artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}))
-            found = [f"prefect log {log.id}" for log in logs if password in log.message]
-            found += [f"artifact {a.key}" for a in artifacts if password in str(a.data) + str(a.description)]
-            found += ["flow run parameters"] if password in str(flow_run.parameters) else []
+            found = [f"prefect log {log.id}" for log in logs if any(x in log.message for x in secrets)]
+            found += [f"artifact {a.key}" for a in artifacts
+                      if any(x in str(a.data) + str(a.description) for x in secrets)]
+            found += ["flow run parameters"] if any(x in str(flow_run.parameters) for x in secrets) else []
             assert "***" in str(flow_run.parameters)
             return len(logs), found
 
     n_logs, found = asyncio.run(prefect_records())
     leaks += found
     for results in isolated_results.rglob("*"):
-        if results.is_file() and password.encode() in results.read_bytes():
+        if results.is_file() and any(x.encode() in results.read_bytes() for x in secrets):
             leaks.append(f"persisted result {results.name}")
     print(f"\nstore password: searched {len(tables)} tables, stdout/stderr, logging, {n_logs} Prefect logs, "
           f"artifacts, flow-run parameters, persisted results: leaks {leaks}")
@@ -217,3 +222,20 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
     redacted = {**tiny_run_overrides(run.config["store_url"], server.base_url, tiny_generator_dir), "name": "pw-run"}
     again = _run(redacted, resume_run_id=run.id)
     assert again.run_id == run.id and RunStore(url).get_run(run.id).status == "completed"
+
+
+def test_credentials_in_the_black_box_url_never_show_in_its_errors(make_server) -> None:
+    """A BlackBoxError (stored as the run's error, logged by Prefect, printed by the CLI) named the URL raw."""
+    from tasks.errors import BlackBoxError
+    from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
+
+    key = "bb-" + uuid.uuid4().hex[:16]
+    server = make_server("rule", model_name="rule-based", strict_model=True)  # 404 for another model
+    for base_url in (server.base_url.replace("http://", f"http://iz:{key}@"), f"http://iz:{key}@127.0.0.1:9/v1"):
+        settings = BlackBoxSettings(base_url=base_url, model="not-served", api="completions", max_retries=0,
+                                    timeout_s=2.0, api_key_env="IZ_TEST_NO_KEY")
+        client = BlackBoxClient(settings)
+        with pytest.raises(BlackBoxError) as info:
+            client.complete_many_sync(["Instruction: Add.\n\nInput: 1 2\nOutput:"])
+        assert key not in str(info.value) and "iz:***@" in str(info.value)
+        assert key not in repr(client)

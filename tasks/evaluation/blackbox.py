@@ -34,13 +34,35 @@ import openai
 
 from storage.entities import ExampleScore, LLMCall
 from tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
+from tasks.evaluation.rate_limit import shared_limiter
+from storage.redaction import redact_secrets
 from tasks.errors import BlackBoxError, ConfigError
-from tasks.prompts import ZERO_SHOT_TEMPLATE, render_zero_shot, validate_template
+from tasks import interrupts
+from tasks.prompts import (
+    ZERO_SHOT_TEMPLATE, Prompt, SystemPrompt, ZeroShotFormat, prompt_messages, render_zero_shot, validate_template,
+)
 
 if TYPE_CHECKING:
     from tasks.data.task_data import Example, MetricName
+    from tasks.evaluation.metrics import Scorer
 
 log = logging.getLogger(__name__)
+
+
+class _RedactedRecords(logging.Filter):
+    """The HTTP client logs every request's URL ("HTTP Request: POST http://user:key@host/v1/..."): credentials
+    written into the black-box URL are masked before any handler (Prefect's, the user's) sees the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_secrets(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+for _name in ("httpx", "httpx2", "openai"):
+    logging.getLogger(_name).addFilter(_RedactedRecords())
 
 ApiKind = Literal["chat", "completions"]
 NO_KEY = "not-needed"
@@ -61,7 +83,7 @@ class BlackBoxSettings:
     concurrency: int = 8  # requests in flight at once, across all instructions of one evaluation
     max_retries: int = 4  # retries per request on transient failures (so at most max_retries + 1 attempts)
     timeout_s: float = 60.0  # per-attempt timeout
-    api: ApiKind = "chat"  # "chat" -> /chat/completions with one user message; "completions" -> /completions
+    api: ApiKind = "chat"  # "chat" -> /chat/completions (one user message, or system + user); "completions"
     stop: tuple[str, ...] = ()  # extension: stop sequences, e.g. ("\n",) for base models on the completions API
     retry_base_delay_s: float = 0.5  # extension: first backoff delay; doubles per retry, with jitter
     retry_max_delay_s: float = 8.0  # extension: cap of one backoff delay
@@ -76,6 +98,14 @@ class BlackBoxSettings:
     # (<= 4096 bytes); a longer answer is cut here and its call stored with status "ok_truncated".
     max_response_bytes: int = 16 * 1024 * 1024  # extension: most bytes read of one response body; beyond them the
     # body is dropped as malformed (retried, then an error), so no answer can exhaust memory. Not in the cache key.
+    requests_per_minute: int | None = None  # extension: the API's rate limits, kept by the client (rate_limit.py)
+    tokens_per_minute: int | None = None  # (prompt estimate + max_tokens per request); None: off. Not in the key.
+    max_retry_after_s: float = 120.0  # extension: longest Retry-After of a 429/503 that is waited out in full
+
+    @property
+    def shown_url(self) -> str:
+        """`base_url` as messages and logs show it: credentials written into it (`user:key@`) masked."""
+        return redact_secrets(self.base_url)
 
     def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD of one paid call's reported usage."""
@@ -101,6 +131,9 @@ class BlackBoxSettings:
             "retry_max_delay_s": self.retry_max_delay_s >= 0,
             "max_answer_chars": self.max_answer_chars >= 1,
             "max_response_bytes": self.max_response_bytes >= 1,
+            "requests_per_minute": self.requests_per_minute is None or self.requests_per_minute >= 1,
+            "tokens_per_minute": self.tokens_per_minute is None or self.tokens_per_minute >= 1,
+            "max_retry_after_s": self.max_retry_after_s >= 0,
             "stop": all(isinstance(s, str) and s for s in self.stop),
         }
         for name, ok in checks.items():
@@ -168,13 +201,18 @@ class EvaluationResult:
     latency_s: float
 
 
-def request_hash(model: str, prompt: str, params: Mapping[str, Any]) -> str:
+def request_hash(model: str, prompt: Prompt, params: Mapping[str, Any]) -> str:
     """sha256 over canonical JSON of (model, prompt, params): the response-cache key.
 
     `params` should be `BlackBoxSettings.request_params()` (endpoint, api kind, temperature, max_tokens, stop): two
-    servers answering to one model name are different black boxes, so they never share answers.
+    servers answering to one model name are different black boxes, so they never share answers. The prompt is
+    what is sent (the template filled in), so another template is another key; a `SystemPrompt` is keyed by its
+    messages, so the same texts sent as one user message and as system + user never share an answer.
     """
-    payload = {"model": model, "prompt": prompt, "params": dict(params)}
+    sent: dict[str, Any] = (
+        {"messages": prompt.messages()} if isinstance(prompt, SystemPrompt) else {"prompt": prompt}
+    )
+    payload = {"model": model, **sent, "params": dict(params)}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -277,19 +315,21 @@ class BlackBoxClient:
         self.cache = cache
         self._params = settings.request_params()
         self._rng = random.Random()  # backoff jitter only; never affects answers
+        self._limiter = shared_limiter(settings.endpoint_id or settings.base_url, settings.model,
+                                       settings.requests_per_minute, settings.tokens_per_minute)
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"BlackBoxClient(base_url={s.base_url!r}, model={s.model!r}, api={s.api!r})"
+        return f"BlackBoxClient(base_url={s.shown_url!r}, model={s.model!r}, api={s.api!r})"
 
-    def request_hash(self, prompt: str) -> str:
+    def request_hash(self, prompt: Prompt) -> str:
         return request_hash(self.settings.model, prompt, self._params)
 
     def _api_key(self) -> str:
         return os.environ.get(self.settings.api_key_env) or NO_KEY
 
     # ------------------------------------------------------------------------------------------------ public
-    async def complete_many(self, prompts: Sequence[str]) -> list[Completion]:
+    async def complete_many(self, prompts: Sequence[Prompt]) -> list[Completion]:
         """Answer every prompt; results are in input order, identical prompts are sent once.
 
         Cache hits come back with `cached=True` and cost no HTTP request; fresh answers are put into the cache as
@@ -299,11 +339,11 @@ class BlackBoxClient:
             BlackBoxError: a request was rejected (non-transient 4xx) or kept failing after `max_retries` retries.
         """
         hashes = [self.request_hash(p) for p in prompts]
-        unique: dict[str, str] = {}
+        unique: dict[str, Prompt] = {}
         for h, p in zip(hashes, prompts):
             unique.setdefault(h, p)
         results: dict[str, Completion] = {}
-        todo: list[tuple[str, str]] = []
+        todo: list[tuple[str, Prompt]] = []
         for h, p in unique.items():
             hit = self.cache.get(h) if self.cache is not None else None
             if hit is not None:
@@ -315,8 +355,8 @@ class BlackBoxClient:
             async with self._async_openai() as client:
                 tasks = [asyncio.create_task(self._complete_one(client, semaphore, h, p)) for h, p in todo]
                 try:
-                    done = await asyncio.gather(*tasks)
-                except BaseException:  # one hard failure: stop spending on the rest
+                    done = await _gather_unless_stopped(tasks)
+                except BaseException:  # one hard failure (or a stop request): stop spending on the rest
                     for t in tasks:
                         t.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
@@ -324,7 +364,7 @@ class BlackBoxClient:
             results.update((c.request_hash, c) for c in done)
         return [results[h] for h in hashes]
 
-    def complete_many_sync(self, prompts: Sequence[str]) -> list[Completion]:
+    def complete_many_sync(self, prompts: Sequence[Prompt]) -> list[Completion]:
         """`complete_many` for sync callers, safe inside a running event loop (see `run_sync`)."""
         return run_sync(self.complete_many(prompts))
 
@@ -334,18 +374,18 @@ class BlackBoxClient:
         Raises:
             BlackBoxError: the endpoint is down, unhealthy (5xx) or rejects the key or the model.
         """
-        url = self.settings.base_url
+        url, shown = self.settings.base_url, self.settings.shown_url
         timeout = min(timeout_s, self.settings.timeout_s)
         with openai.OpenAI(base_url=url, api_key=self._api_key(), max_retries=0, timeout=timeout) as client:
             try:
                 client.models.list()
                 return
             except openai.APIConnectionError as exc:
-                raise BlackBoxError(f"black-box endpoint {url} unreachable: {_reason(exc)}") from exc
+                raise BlackBoxError(f"black-box endpoint {shown} unreachable: {_reason(exc)}") from exc
             except (AttributeError, TypeError, ValueError, openai.APIResponseValidationError) as exc:
                 # e.g. a web server answering HTML with status 200: the SDK cannot parse it into a model list
                 raise BlackBoxError(
-                    f"black-box endpoint {url} answered GET /models with a body that is not OpenAI-compatible JSON "
+                    f"black-box endpoint {shown} answered GET /models with a body that is not OpenAI-compatible JSON "
                     f"(is base_url the API's /v1 address?): {type(exc).__name__}"
                 ) from exc
             except openai.APIStatusError as exc:
@@ -354,7 +394,7 @@ class BlackBoxClient:
             try:
                 self._request_sync(client, "ping")
             except openai.APIConnectionError as exc:
-                raise BlackBoxError(f"black-box endpoint {url} unreachable: {_reason(exc)}") from exc
+                raise BlackBoxError(f"black-box endpoint {shown} unreachable: {_reason(exc)}") from exc
             except openai.APIStatusError as exc:
                 raise self._rejected(exc, what="a 1-token completion") from exc
 
@@ -368,7 +408,7 @@ class BlackBoxClient:
             timeout=self.settings.timeout_s,
         )
 
-    def _request_kwargs(self, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
+    def _request_kwargs(self, prompt: Prompt, max_tokens: int | None = None) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "model": s.model, "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature
@@ -376,7 +416,10 @@ class BlackBoxClient:
         if s.stop:
             kwargs["stop"] = list(s.stop)
         if s.api == "chat":
-            kwargs["messages"] = [{"role": "user", "content": prompt}]
+            kwargs["messages"] = prompt_messages(prompt)
+        elif isinstance(prompt, SystemPrompt):
+            raise ConfigError("a system message needs the chat API: the completions API sends one text "
+                              "(use instruction role 'user' with --black-box-api completions)")
         else:
             kwargs["prompt"] = prompt
         return kwargs
@@ -388,7 +431,7 @@ class BlackBoxClient:
         else:
             client.completions.create(**kwargs)
 
-    async def _request(self, client: openai.AsyncOpenAI, prompt: str) -> _Answer:
+    async def _request(self, client: openai.AsyncOpenAI, prompt: Prompt) -> _Answer:
         """One attempt, its body read and checked by us (not the SDK's lenient models); transient -> _Transient.
 
         The body is streamed so that reading stops at `max_response_bytes`, and the whole attempt (headers and
@@ -419,19 +462,30 @@ class BlackBoxClient:
                              f"starts {body[:60]!r})") from exc
         return parse_completion_body(payload, s.api, s.max_answer_chars)
 
-    def usage_bound(self, prompt: str) -> tuple[int, int]:
+    def rate_tokens(self, prompt: Prompt) -> int:
+        """Tokens a request counts against a tokens-per-minute limit: the prompt estimated at 3 UTF-8 bytes per
+        token (English runs about 4) plus max_tokens, as providers count a request before it is answered."""
+        return -(-len(str(prompt).encode("utf-8")) // 3) + CHAT_OVERHEAD_TOKENS + self.settings.max_tokens
+
+    def usage_bound(self, prompt: Prompt) -> tuple[int, int]:
         """What a call is charged when the server reports no usable usage: (UTF-8 bytes of the prompt + overhead,
         max_tokens), never below the true count for byte-level tokenizers (as `budget.byte_bound`)."""
-        return len(prompt.encode("utf-8")) + CHAT_OVERHEAD_TOKENS, self.settings.max_tokens
+        return len(str(prompt).encode("utf-8")) + CHAT_OVERHEAD_TOKENS, self.settings.max_tokens
 
     async def _complete_one(
-        self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, digest: str, prompt: str
+        self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, digest: str, prompt: Prompt
     ) -> Completion:
         s = self.settings
         attempt = 0
         while True:
             try:
                 async with semaphore:
+                    if interrupts.stop_requested():  # a stop request: send nothing new (see _gather_unless_stopped)
+                        raise interrupts.interrupted("before sending a black-box request")
+                    if self._limiter is not None:  # every attempt is a request the provider counts
+                        await self._limiter.acquire(self.rate_tokens(prompt))
+                        if interrupts.stop_requested():  # the stop came while it waited for the rate limit
+                            raise interrupts.interrupted("before sending a black-box request")
                     start = time.perf_counter()
                     answer = await self._request(client, prompt)
                     latency = time.perf_counter() - start
@@ -439,11 +493,12 @@ class BlackBoxClient:
                 attempt += 1
                 if attempt > s.max_retries:
                     raise BlackBoxError(
-                        f"black-box endpoint {s.base_url} (model {s.model!r}) failed after {attempt} attempts; "
+                        f"black-box endpoint {s.shown_url} (model {s.model!r}) failed after {attempt} attempts; "
                         f"last error: {exc}"
                     ) from exc
                 delay = self._backoff(attempt, exc.retry_after_s)
-                log.info("black-box %s: %s; retry %d/%d in %.2fs", s.base_url, exc, attempt, s.max_retries, delay)
+                log.info("black-box %s: %s; retry %d/%d in %.2fs", s.shown_url, redact_secrets(str(exc)), attempt,
+                         s.max_retries, delay)
                 await asyncio.sleep(delay)
                 continue
             usage_ok = answer.usage is not None
@@ -451,7 +506,7 @@ class BlackBoxClient:
             # the ledger the spend limits sum never holds a count the server made up (negative, fractional, absent)
             p_tok, c_tok = answer.usage if answer.usage is not None else self.usage_bound(prompt)
             completion = Completion(
-                request_hash=digest, model=s.model, prompt=prompt, text=answer.text, prompt_tokens=p_tok,
+                request_hash=digest, model=s.model, prompt=str(prompt), text=answer.text, prompt_tokens=p_tok,
                 completion_tokens=c_tok, latency_s=latency, retries=attempt, cached=False, usage_reported=usage_ok,
                 cost_usd=s.call_cost(p_tok, c_tok), truncated=answer.truncated,
             )
@@ -464,8 +519,8 @@ class BlackBoxClient:
         s = self.settings
         delay = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (attempt - 1))
         delay = delay / 2 + self._rng.uniform(0, delay / 2)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, s.retry_max_delay_s))
+        if retry_after_s is not None:  # the server knows when its window reopens: wait that long, not less
+            delay = max(delay, min(retry_after_s, s.max_retry_after_s))
         return delay
 
     def _rejected(self, exc: openai.APIStatusError, what: str) -> BlackBoxError:
@@ -476,9 +531,31 @@ class BlackBoxClient:
             404: " (is this model served there, and does base_url end in /v1?)",
         }.get(exc.status_code, "")
         return BlackBoxError(
-            f"black-box endpoint {s.base_url} rejected {what} for model {s.model!r}: "
-            f"HTTP {exc.status_code}: {_status_message(exc)}{hint}"
+            f"black-box endpoint {s.shown_url} rejected {what} for model {s.model!r}: "
+            f"HTTP {exc.status_code}: {_status_message(exc)}{hint}", status=exc.status_code
         )
+
+
+async def _gather_unless_stopped(tasks: Sequence[asyncio.Task[Completion]]) -> list[Completion]:
+    """`asyncio.gather(*tasks)`, watching for a stop request (`tasks.interrupts`, Ctrl-C in the CLI).
+
+    On a stop, requests not yet sent are not sent (`_complete_one` checks before each attempt) and those in flight
+    get `STOP_GRACE_S` to land, each answer stored as it arrives; if every request has landed by then the batch is
+    complete and returned (the caller stops at its next safe point), else RunInterrupted is raised and the caller
+    cancels the rest."""
+    pending: set[asyncio.Task[Completion]] = set(tasks)
+    while pending:
+        if interrupts.stop_requested():
+            await asyncio.wait(pending, timeout=interrupts.STOP_GRACE_S)
+            if all(t.done() and not t.cancelled() and t.exception() is None for t in tasks):
+                break
+            raise interrupts.interrupted("while black-box requests were in flight")
+        finished, pending = await asyncio.wait(pending, timeout=0.1, return_when=asyncio.FIRST_EXCEPTION)
+        for t in finished:
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None and not isinstance(exc, interrupts.RunInterrupted):
+                raise exc
+    return [t.result() for t in tasks]
 
 
 def _as_cached_completion(hit: Any) -> Completion:
@@ -521,11 +598,25 @@ def _status_message(exc: openai.APIStatusError) -> str:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    import math
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
     try:
         value = exc.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (ValueError, AttributeError):
+    except AttributeError:
         return None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 # ------------------------------------------------------------------------------------------------- caches
@@ -594,13 +685,14 @@ async def evaluate_instructions_async(
     client: BlackBoxClient,
     instructions: Sequence[str],
     examples: Sequence[Example],
-    metric: MetricName,
-    template: str = ZERO_SHOT_TEMPLATE,
+    metric: MetricName | Scorer,
+    template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
 ) -> list[EvaluationResult]:
     """Async `evaluate_instructions` (for callers already inside an event loop)."""
     from tasks.evaluation.metrics import score_prediction
 
-    validate_template(template)
+    if not isinstance(template, ZeroShotFormat):
+        validate_template(template)
     if not examples:
         raise ConfigError("evaluate_instructions needs at least one example")
     unique = list(dict.fromkeys(instructions))
@@ -636,13 +728,14 @@ def evaluate_instructions(
     client: BlackBoxClient,
     instructions: Sequence[str],
     examples: Sequence[Example],
-    metric: MetricName,
-    template: str = ZERO_SHOT_TEMPLATE,
+    metric: MetricName | Scorer,
+    template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
 ) -> list[EvaluationResult]:
     """Score each instruction zero-shot on `examples`, in input order; identical instructions are scored once.
 
     All (instruction x example) prompts go through one `complete_many`, so the concurrency bound spans
     instructions. Each prediction is scored with
-    `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`.
+    `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`; `template` is a text with
+    `{instruction}` and `{input}` or a `ZeroShotFormat` (which also says where the instruction goes).
     """
     return run_sync(evaluate_instructions_async(client, instructions, examples, metric, template))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from tasks.errors import ConfigError
 from tasks.evaluation.pricing import Prices
-from tasks.prompts import render_zero_shot
+from tasks.prompts import Prompt, ZeroShotFormat, prompt_messages, render_zero_shot
 
 CHAT_OVERHEAD_TOKENS = 64
 """Tokens a chat request may add around the user message (role markers, a default system prompt)."""
@@ -106,7 +106,7 @@ class Limits:
 
 
 class TokenCounter(Protocol):
-    def __call__(self, prompt: str) -> int:
+    def __call__(self, prompt: Prompt) -> int:
         """An upper bound of the input tokens the black box charges for `prompt`."""
 
 
@@ -114,8 +114,8 @@ def byte_bound(api: str) -> TokenCounter:
     """UTF-8 bytes plus the request overhead: never below the true count for byte-level tokenizers."""
     overhead = CHAT_OVERHEAD_TOKENS if api == "chat" else COMPLETION_OVERHEAD_TOKENS
 
-    def count(prompt: str) -> int:
-        return len(prompt.encode("utf-8")) + overhead
+    def count(prompt: Prompt) -> int:  # a system + user prompt: both texts (and their labels, > their role markers)
+        return len(str(prompt).encode("utf-8")) + overhead
 
     count.per_generated_token = INSTRUCTION_BYTES_PER_GENERATED_TOKEN  # type: ignore[attr-defined]
     return count
@@ -124,22 +124,25 @@ def byte_bound(api: str) -> TokenCounter:
 def tokenizer_count(tokenizer: Any, api: str) -> TokenCounter:
     """The packaged model's own count (through its chat template on the chat API) plus `TOKENIZER_MARGIN`."""
 
-    def count(prompt: str) -> int:
+    def count(prompt: Prompt) -> int:
         if api == "chat" and getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                tokenize=True)
-            return len(ids) + TOKENIZER_MARGIN
-        return len(tokenizer(prompt)["input_ids"]) + TOKENIZER_MARGIN + (CHAT_OVERHEAD_TOKENS if api == "chat" else 0)
+            # transformers 5 returns a BatchEncoding here (its len() is the number of fields, 2): take the ids
+            encoded = tokenizer.apply_chat_template(prompt_messages(prompt), add_generation_prompt=True,
+                                                    tokenize=True, return_dict=True)
+            return len(encoded["input_ids"]) + TOKENIZER_MARGIN
+        text = str(prompt)
+        return len(tokenizer(text)["input_ids"]) + TOKENIZER_MARGIN + (CHAT_OVERHEAD_TOKENS if api == "chat" else 0)
 
     count.per_generated_token = INSTRUCTION_TOKENS_PER_GENERATED_TOKEN  # type: ignore[attr-defined]
     return count
 
 
-def token_counter(base_url: str | None, model: str, api: str, cache_dir: Path | None = None) -> TokenCounter:
-    """The tokenizer of a packaged local black box (embedded, no URL), else the byte bound."""
+def token_counter(model: str, api: str, cache_dir: Path | None = None) -> TokenCounter:
+    """The tokenizer of a packaged model (embedded, or served under its name by `instructzero serve`), else the
+    byte bound (remote models: no tokenizer is known offline; tiktoken would need its BPE files from the internet)."""
     from tasks.generation.model_assets import PACKAGED_MODELS
 
-    if base_url is None and model in PACKAGED_MODELS:
+    if model in PACKAGED_MODELS:
         from transformers import AutoTokenizer
 
         from tasks.generation.model_assets import resolve_model_path
@@ -148,7 +151,7 @@ def token_counter(base_url: str | None, model: str, api: str, cache_dir: Path | 
     return byte_bound(api)
 
 
-def worst_case(prompts: Iterable[str], count: TokenCounter, max_tokens: int, prices: Prices) -> Usage:
+def worst_case(prompts: Iterable[Prompt], count: TokenCounter, max_tokens: int, prices: Prices) -> Usage:
     """Upper bound of what sending `prompts` (one call each) can spend."""
     calls = tokens_in = 0
     for prompt in prompts:
@@ -186,7 +189,7 @@ class RunEstimate:
         return self.steps[0] if self.steps else None
 
 
-def _padded(count: TokenCounter, template: str, inputs: Sequence[str], extra: int) -> int:
+def _padded(count: TokenCounter, template: str | ZeroShotFormat, inputs: Sequence[str], extra: int) -> int:
     """Bound of the prompts for an unknown instruction of `extra` tokens over `inputs` (the bytes of the padding
     of an empty instruction are included by rendering it with "")."""
     return sum(count(render_zero_shot("", text, template)) + extra for text in inputs)
@@ -200,7 +203,7 @@ def estimate_run(
     iterations: int,
     batch_size: int,
     baselines: Sequence[str],
-    template: str,
+    template: str | ZeroShotFormat,
     generator_max_new_tokens: int,
     count: TokenCounter,
     max_tokens: int,
@@ -267,14 +270,14 @@ class Budget:
     count: TokenCounter
     max_tokens: int
     spent: Callable[[], Usage]
-    is_cached: Callable[[str], bool] = field(default=lambda prompt: False)
+    is_cached: Callable[[Prompt], bool] = field(default=lambda prompt: False)
 
-    def need(self, prompts: Iterable[str]) -> Usage:
+    def need(self, prompts: Iterable[Prompt]) -> Usage:
         """Worst case of sending `prompts` now (cached and repeated prompts cost nothing)."""
         fresh = [p for p in dict.fromkeys(prompts) if not self.is_cached(p)]
         return worst_case(fresh, self.count, self.max_tokens, self.prices)
 
-    def check(self, prompts: Iterable[str]) -> tuple[Usage, Usage, str | None]:
+    def check(self, prompts: Iterable[Prompt]) -> tuple[Usage, Usage, str | None]:
         """(spent, need, crossed): `crossed` names the limit spending `need` could cross, None when it fits."""
         spent = self.spent()
         need = self.need(prompts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from storage.redaction import redact_secrets
 from tasks.errors import ConfigError
 
 PRICE_TABLE: dict[str, tuple[float, float]] = {
@@ -93,6 +94,6 @@ def resolve_prices(model: str, base_url: str | None, price_in: float | None, pri
     if is_local(base_url):
         return Prices(float(price_in or 0.0), float(price_out or 0.0), "local" if price_in is price_out else "config")
     raise ConfigError(
-        f"no price known for black-box model {model!r} at {base_url}: give both --price-in and --price-out "
+        f"no price known for black-box model {model!r} at {redact_secrets(base_url or '')}: give both --price-in and --price-out "
         f"(USD per million tokens; the table has {', '.join(sorted(PRICE_TABLE))})"
     )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tasks import interrupts
 from tasks.errors import ConfigError, GeneratorError
 from tasks.generation.model_assets import default_cache_dir, model_revision, resolve_model_path
 from tasks.generation.projection import EmbeddingStats, SoftPromptProjection, embedding_stats
@@ -168,7 +169,19 @@ class _FirstLineDone:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def _resolve_device(device: str | None) -> str:
+class _StopRequested:
+    """Stopping criterion: every sequence is done once a stop was requested (Ctrl-C; `tasks.interrupts`), so a
+    long batch ends after its current token; `_generate_batch` then raises RunInterrupted instead of returning
+    the cut instructions."""
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
+        return torch.full((input_ids.shape[0],), interrupts.stop_requested(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+def resolve_device(device: str | None) -> str:
+    """The torch device the generator runs on (None: CUDA when present, else CPU). Raises ConfigError for one this
+    machine lacks; the CLI calls it before Prefect starts, so `--device cuda` without CUDA is one line."""
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -176,7 +189,13 @@ def _resolve_device(device: str | None) -> str:
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine "
+                          f"(torch {torch.__version__}); use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but Apple's MPS is not available on this machine")
     return str(parsed)
 
 
@@ -219,7 +238,7 @@ class InstructionGenerator:
         self.demo_template = demo_template
         self.max_new_tokens = max_new_tokens
         self.stop_at_first_line = stop_at_first_line
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self._tokenizer, self._model, path = self._load(model, Path(cache_dir or default_cache_dir()), self.device)
         # A chat-tuned model (its tokenizer carries a chat template) is asked in its own chat format, soft tokens
         # at the start of the user turn; a base model continues the template text after BOS + soft tokens.
@@ -356,10 +375,11 @@ class InstructionGenerator:
                 attention_mask=mask,
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList(
-                    [_FirstLineDone(tok, prompt_length=0)] if self.stop_at_first_line else []
+                    ([_FirstLineDone(tok, prompt_length=0)] if self.stop_at_first_line else []) + [_StopRequested()]
                 ),
             )
         except Exception as exc:  # out of memory, bad dtype/device combinations
             raise GeneratorError(f"generation failed for a batch of {len(sequences)} on {self.device}: {exc}") from exc
+        interrupts.check("while generating instructions")  # a batch cut short by a stop request is not returned
         # With only inputs_embeds, decoder-only `generate` returns just the new tokens: (b x new).
         return tok.batch_decode(out, skip_special_tokens=True)

@@ -212,7 +212,11 @@ def resolve_model_path(model: str, cache_dir: Path | None = None) -> Path:
             raise GeneratorError(f"model folder {local} does not exist")
         return Path(model)  # an HF model id, looked up in the local HF cache by transformers
     cache_dir = Path(cache_dir or default_cache_dir())
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:  # INSTRUCTZERO_CACHE_DIR=/dev/null/x, a read-only or too long path: one line naming it, not a traceback
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeneratorError(f"cannot use model cache directory {str(cache_dir)!r} (cache_dir, "
+                             f"$INSTRUCTZERO_CACHE_DIR): {exc.strerror or exc}") from None
     prefix, locate = _PACKAGED[model]
     with FileLock(str(cache_dir / "convert.lock")):
         gguf, digest = locate(cache_dir)
