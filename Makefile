@@ -22,8 +22,10 @@ install: $(BIN)/instructzero
 run: install
 	$(BIN)/instructzero run $(ARGS)
 
+# Two workers, whole files each (module fixtures such as the deployments' Prefect server are started once);
+# tests/conftest.py starts the longest files first. ~15 min on 2 idle cores, ~25 min serially.
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
 bench: install
 	$(BIN)/instructzero bench $(ARGS)
