@@ -215,21 +215,10 @@ def test_db_upgrade_creates_a_store_only_when_asked(capsys, tmp_path) -> None:
     assert "already at the latest schema" in capsys.readouterr().out
 
 
-@pytest.fixture
-def populated_url(tmp_path: Path) -> str:
-    from tests.plugins.store import populate
-
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = RunStore(url)
-    populate(store, name="run-a")
-    store.close()
-    return url
-
-
 @pytest.mark.parametrize("flag", ["--csv", "--png"])
-def test_pareto_output_into_a_missing_folder_is_one_line_before_reading(flag, populated_url, capsys,
+def test_pareto_output_into_a_missing_folder_is_one_line_before_reading(flag, populated_store, capsys,
                                                                          tmp_path) -> None:
-    with RunStore(populated_url, read_only=True) as store:
+    with RunStore(populated_store, read_only=True) as store:
         run_id = store.list_runs()[0].id
 
     def files() -> list[str]:  # SQLite's -wal/-shm come and go with connections
@@ -237,16 +226,16 @@ def test_pareto_output_into_a_missing_folder_is_one_line_before_reading(flag, po
 
     before = files()
     capsys.readouterr()
-    assert main(["pareto", run_id, "--store", populated_url, flag, str(tmp_path / "missing" / "front.out")]) == 2
+    assert main(["pareto", run_id, "--store", populated_store, flag, str(tmp_path / "missing" / "front.out")]) == 2
     out, err = capsys.readouterr()
     assert "does not exist" in _one_line(err) and flag in err and out == ""
-    assert main(["pareto", run_id, "--store", populated_url, flag, str(tmp_path)]) == 2
+    assert main(["pareto", run_id, "--store", populated_store, flag, str(tmp_path)]) == 2
     assert "is a directory" in _one_line(capsys.readouterr().err)
     assert files() == before
 
 
-def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_url, capsys, tmp_path) -> None:
-    path = Path(populated_url.removeprefix("sqlite:///"))
+def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_store, capsys, tmp_path) -> None:
+    path = Path(populated_store.removeprefix("sqlite:///"))
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     for sql, row in [
         ("PIVOT store.runs ON status USING count(*)", "1"),  # no IN list: DuckDB first makes a temporary ENUM
@@ -256,14 +245,14 @@ def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_url, capsy
         ("UNPIVOT (SELECT name, task FROM store.runs) ON name, task INTO NAME k VALUE v", "run-a"),
     ]:
         capsys.readouterr()
-        assert main(["sql", sql, "--store", populated_url, "--format", "csv"]) == 0, capsys.readouterr().err
+        assert main(["sql", sql, "--store", populated_store, "--format", "csv"]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
         assert row in out.splitlines()[1].split(","), (sql, out)
     for sql in ["PIVOT store.runs ON status USING count(*); DROP TABLE store.runs",
                 "CREATE TYPE e AS ENUM ('a'); PIVOT store.runs ON status USING count(*)",
                 "CREATE TABLE t AS PIVOT store.runs ON status USING count(*)",
                 "COPY (PIVOT store.runs ON status USING count(*)) TO '{tmp}/leak.csv'"]:
-        err = _one_line(_error(capsys, ["sql", sql.replace("{tmp}", str(tmp_path)), "--store", populated_url]))
+        err = _one_line(_error(capsys, ["sql", sql.replace("{tmp}", str(tmp_path)), "--store", populated_store]))
         assert "query refused" in err, (sql, err)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert not (tmp_path / "leak.csv").exists()

@@ -10,16 +10,6 @@ import pytest
 
 from flows.cli import EXIT_USER_ERROR, main
 from storage.repository import RunStore
-from tests.plugins.store import populate
-
-
-@pytest.fixture()
-def populated_store(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = RunStore(url)
-    populate(store, name="run-a")
-    store.close()
-    return url
 
 
 def test_tasks_lists_builtins_without_data_dir(capsys) -> None:

@@ -152,6 +152,18 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
+@pytest.fixture
+def populated_store(tmp_path: Path) -> str:
+    """URL of a SQLite store holding one populated run ("run-a", see `populate`)."""
+    from storage.repository import RunStore
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = RunStore(url)
+    populate(store, name="run-a")
+    store.close()
+    return url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest) -> str:
     """A fresh store URL on each backend."""
