@@ -424,6 +424,9 @@ PASS_THROUGH = {"serve": cmd_serve, "bench": cmd_bench}
 leading option such as `instructzero bench --tasks sum`)."""
 
 
+STORE_HELP = "SQLAlchemy URL of the store (default: $INSTRUCTZERO_STORE_URL, else sqlite:///instructzero.db)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS
 
@@ -434,32 +437,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", help="task name (see `instructzero tasks`) or a .jsonl/.csv file")
     run.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/")
     run.add_argument("--name", help="run name; re-running with the same name resumes it")
-    run.add_argument("--seed", type=int)
+    run.add_argument("--seed", type=int, help="seeds the splits, the projection, the Sobol design and the "
+                     "acquisition optimisation (default 0)")
     run.add_argument("--store", help="SQLAlchemy URL of the store (default sqlite:///instructzero.db)")
     run.add_argument("--generator", help=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local "
                                          f"folder, or an HF id in the local cache (default {DEFAULT_GENERATOR})")
-    run.add_argument("--soft-tokens", type=int)
-    run.add_argument("--intrinsic-dim", type=int)
-    run.add_argument("--max-new-tokens", type=int)
-    run.add_argument("--generator-batch", type=int)
+    run.add_argument("--soft-tokens", type=int, help="soft-token embeddings prepended to the generator's prompt "
+                     "(default 5)")
+    run.add_argument("--intrinsic-dim", type=int, help="dimension d of the searched soft prompt z in [-1, 1]^d, "
+                     "projected to the soft tokens by a fixed random matrix (default 10)")
+    run.add_argument("--max-new-tokens", type=int, help="length cap of a generated instruction, in generator "
+                     "tokens (default 32)")
+    run.add_argument("--generator-batch", type=int, help="soft prompts generated in one padded batch (default 8)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     run.add_argument("--black-box-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
     run.add_argument("--black-box-model", help=f"model name sent to the black-box API; with no --black-box-url, the "
                                                f"packaged model to serve (default {DEFAULT_BLACK_BOX})")
-    run.add_argument("--black-box-api", choices=["chat", "completions"])
+    run.add_argument("--black-box-api", choices=["chat", "completions"],
+                     help="chat for chat models (their own template, default), completions for base models")
     run.add_argument("--api-key-env", help="env var holding the API key (default OPENAI_API_KEY)")
-    run.add_argument("--concurrency", type=int)
-    run.add_argument("--max-tokens", type=int)
-    run.add_argument("--iterations", type=int)
+    run.add_argument("--concurrency", type=int, help="black-box requests in flight at once (default 8)")
+    run.add_argument("--max-tokens", type=int, help="answer cap per black-box call (default: from the task's "
+                     "longest accepted answer, so none is cut); not a spend limit, see --max-total-tokens")
+    run.add_argument("--iterations", type=int, help="BO iterations after the initial design (default 3)")
     run.add_argument("--batch", type=int, help="soft prompts per BO iteration")
     run.add_argument("--init", type=int, help="Sobol soft prompts of the initial design")
-    run.add_argument("--n-exemplars", type=int)
-    run.add_argument("--n-dev", type=int)
-    run.add_argument("--n-test", type=int)
-    run.add_argument("--kernel", choices=["coupled", "coupled+matern", "matern"])
-    run.add_argument("--similarity", choices=["scores", "embedding"])
-    run.add_argument("--acquisition", choices=["logei", "ei"])
-    run.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"])
+    run.add_argument("--n-exemplars", type=int, help="input/output pairs shown to the generator (default 5)")
+    run.add_argument("--n-dev", type=int, help="examples every candidate is scored on: the BO objective (default 10)")
+    run.add_argument("--n-test", type=int, help="examples of the final paired report only (default 30)")
+    run.add_argument("--kernel", choices=["coupled", "coupled+matern", "matern"],
+                     help="GP kernel: the paper's instruction-coupled one (default), it plus a latent Matern, or Matern")
+    run.add_argument("--similarity", choices=["scores", "embedding"],
+                     help="instruction similarity of the coupled kernel: dev score vectors (default) or MiniLM")
+    run.add_argument("--acquisition", choices=["logei", "ei"], help="acquisition function (default logei)")
+    run.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"],
+                     help="how the acquisition is maximised (default cmaes)")
     run.add_argument("--engine", choices=["auto", "transformers", "llama.cpp"],
                      help="what serves the embedded black box when no --black-box-url is given")
     run.add_argument("--soft-scale", type=float, help="strength of the soft tokens (1 = spread of real embeddings)")
@@ -496,23 +508,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted run from the store (raise its limits here)")
     resume.add_argument("run_id")
-    resume.add_argument("--store")
+    resume.add_argument("--store", help=STORE_HELP)
     _budget_flags(resume)
     resume.set_defaults(func=cmd_resume)
 
     pareto = sub.add_parser("pareto", help="Pareto front of dev accuracy vs instruction length of a run")
     pareto.add_argument("run_id")
-    pareto.add_argument("--store")
+    pareto.add_argument("--store", help=STORE_HELP)
     pareto.add_argument("--csv", help="also write every candidate (tokens, dev score, on the front) to this file")
     pareto.add_argument("--png", help="also plot the candidates and the front to this PNG file")
     pareto.set_defaults(func=cmd_pareto)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")
-    tasks_cmd.add_argument("--data-dir")
+    tasks_cmd.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ "
+                           "(default: the built-in tasks only)")
     tasks_cmd.set_defaults(func=cmd_tasks)
 
     runs = sub.add_parser("runs", help="list runs in the store")
-    runs.add_argument("--store")
+    runs.add_argument("--store", help=STORE_HELP)
     runs.set_defaults(func=cmd_runs)
 
     sql = sub.add_parser(
@@ -522,14 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
         "cost_per_run, cost_by_iteration, candidates_flat, nightly_results.",
     )
     sql.add_argument("query")
-    sql.add_argument("--store")
-    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--store", help=STORE_HELP)
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     sql.set_defaults(func=cmd_sql)
 
     export = sub.add_parser("export", help="export a table or view to Parquet")
     export.add_argument("view")
     export.add_argument("path")
-    export.add_argument("--store")
+    export.add_argument("--store", help=STORE_HELP)
     export.set_defaults(func=cmd_export)
 
     db = sub.add_parser("db", help="store maintenance",
@@ -537,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "does not exist is refused (a typo must not become a new empty store) unless --create is "
                         "given; `instructzero run` creates its store itself.")
     db.add_argument("action", choices=["upgrade"])
-    db.add_argument("--store")
+    db.add_argument("--store", help=STORE_HELP)
     db.add_argument("--create", action="store_true",
                     help="initialise a new store at --store when its SQLite file does not exist yet")
     db.set_defaults(func=cmd_db)

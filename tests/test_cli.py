@@ -109,3 +109,13 @@ def test_bench_reports_bad_options_as_a_user_error(tmp_path: Path, capsys) -> No
     assert code == EXIT_USER_ERROR
     assert "no_such_task" in capsys.readouterr().err
     assert not store.exists()  # nothing written
+
+
+def test_every_flag_of_every_command_says_what_it_does() -> None:
+    """`--seed`, `--soft-tokens`, `--intrinsic-dim`, `--concurrency`, `--max-tokens` and `--store` had no help."""
+    from flows.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    silent = {name: [a.option_strings[-1] for a in command._actions if a.option_strings and not a.help]
+              for name, command in commands.items()}
+    assert {name: flags for name, flags in silent.items() if flags} == {}
