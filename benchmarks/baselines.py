@@ -131,8 +131,8 @@ def run_fixed_candidates(
     instructions: Sequence[str],
     settings: BlackBoxSettings,
     model_name: str,
-    metric: str,
-    template: str,
+    metric: Any,  # a metric name or a Scorer
+    template: Any,  # a template string or a ZeroShotFormat
     config: dict[str, Any],
     versions: dict[str, Any],
     seed: int,

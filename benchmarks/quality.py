@@ -173,7 +173,7 @@ def _run_flow_method(config: Any) -> str:
     return instructzero_flow(config).run_id
 
 
-def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, template: str,
+def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, template: Any,
              model_name: str) -> dict[str, int]:
     """Calls and tokens of a run, read from the store.
 
@@ -214,7 +214,7 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
 
 
 def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
-              examples: dict[str, Any], settings: Any, template: str, model_name: str,
+              examples: dict[str, Any], settings: Any, template: Any, model_name: str,
               reused: bool = False) -> MethodRun:
     from tasks.optimisation.selection import best_candidate
 
@@ -297,7 +297,7 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                 name = run_name(suite, data.name, method, seed)
                 config = _run_config(s, task, seed, method, name)
                 settings = config.black_box.settings_for_splits(config.black_box.base_url, splits)
-                template = config.black_box.template
+                template = config.black_box.zero_shot  # the run's template and instruction role
                 if method == "manual" and not data.human_instructions:
                     result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,
                                                  run_id=None, status="skipped",
@@ -335,7 +335,8 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                             instructions = [""]
                         run_id = run_fixed_candidates(
                             store, name=name, data=data, splits=splits, instructions=instructions,
-                            settings=settings, model_name=config.black_box.model, metric=data.metric,
+                            settings=settings, model_name=config.black_box.model,
+                            metric=config.scoring.scorer(data.metric),  # INSTRUCTZERO_SCORING__* as in `run`
                             template=template, config=recorded,
                             versions={**package_versions(), "generator_revision": gen.model_revision}, seed=seed,
                         ).run_id

@@ -44,3 +44,27 @@ def test_an_interrupted_baseline_resumes_from_a_new_endpoint_port(make_server, s
                                   **kwargs)
     assert result.run_id == killed.id and store.get_run(killed.id).status == "completed"
     assert result.test_score == 1.0 and second.stats()["completions"] == 6 and first.stats()["completions"] == 0
+
+
+
+def test_the_benchmark_s_baselines_are_scored_and_sent_the_run_s_way(
+    make_server, tiny_generator_dir, sqlite_url: str, tmp_path, monkeypatch
+) -> None:
+    """`instructzero bench` takes the run's scoring and zero-shot format from INSTRUCTZERO_SCORING__* and
+    INSTRUCTZERO_BLACK_BOX__* as `run` does (its fixed candidates used the task's metric and the fixed template):
+    the instruction goes in the system message, `contains` scores, both recorded with the run."""
+    from benchmarks.cli import main as bench_main
+
+    monkeypatch.setenv("INSTRUCTZERO_BLACK_BOX__INSTRUCTION_ROLE", "system")
+    monkeypatch.setenv("INSTRUCTZERO_SCORING__METRIC", "contains")
+    server = make_server("rule", model_name="rule-based")
+    rc = bench_main(["--quality", "--methods", "manual,empty", "--tasks", "sum", "--seeds", "0", "--n-dev", "3",
+                     "--n-test", "3", "--n-exemplars", "2", "--generator", str(tiny_generator_dir),
+                     "--black-box-url", server.base_url, "--black-box-model", "rule-based", "--black-box-api", "chat",
+                     "--store", sqlite_url, "--out", str(tmp_path / "out"), "--suite", "way"])
+    assert rc == 0
+    roles = server.stats()["roles"]
+    assert roles.get("system", 0) > 0  # the manual instructions went in the system message
+    [manual] = [r for r in RunStore(sqlite_url).list_runs() if r.name.endswith("-manual-s0")]
+    assert manual.config["scoring"]["metric"] == "contains"
+    assert manual.config["black_box"]["instruction_role"] == "system"
