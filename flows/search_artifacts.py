@@ -140,10 +140,9 @@ class SearchArtifacts:
         except Exception as exc:  # noqa: BLE001 - a view must not fail the run: the store holds the record
             if what not in self._warned:
                 self._warned.add(what)
-                message = redact_secrets(" ".join(str(exc).split())[:200]) or type(exc).__name__
-                _logger().warning("Prefect artifact %s of run %s not updated (%s: %s); the run goes on, later "
+                _logger().warning("Prefect artifact %s of run %s not updated (%s); the run goes on, later "
                                   "failures of it are not logged", self.keys.get(what, what), self.run.id,
-                                  type(exc).__name__, message)
+                                  _one_line(exc))
             return None
 
 
@@ -152,6 +151,10 @@ def publish_table(key: str, table: list[dict[str, object]], description: str) ->
     try:
         create_table_artifact(key=key, table=table, description=description)
     except Exception as exc:  # noqa: BLE001 - a view must not fail the run: the store holds the record
-        message = redact_secrets(" ".join(str(exc).split())[:200]) or type(exc).__name__
-        _logger().warning("Prefect artifact %s not created (%s: %s); the run goes on", key, type(exc).__name__,
-                          message)
+        _logger().warning("Prefect artifact %s not created (%s); the run goes on", key, _one_line(exc))
+
+
+def _one_line(exc: Exception) -> str:
+    """`Type: message` of an artifact failure, on one line, cut at 200 characters, secrets masked."""
+    message = redact_secrets(" ".join(str(exc).split())[:200]) or type(exc).__name__
+    return f"{type(exc).__name__}: {message}"
