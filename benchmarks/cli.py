@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.generation.model_assets import DEFAULT_GENERATOR
+from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR
 
 EXIT_USER_ERROR = 2
 
@@ -60,8 +60,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from servers.local_endpoint import ENDPOINT_KINDS
-    from benchmarks.quality import METHODS
+    from instructzero.servers.local_endpoint import ENDPOINT_KINDS
+    from instructzero.benchmarks.quality import METHODS
 
     p = argparse.ArgumentParser(prog="instructzero bench", description=__doc__.splitlines()[0])
     p.add_argument("--quality", action="store_true", help="run the quality benchmark")
@@ -142,15 +142,15 @@ def bench_cost(preset: str, *, n_tasks: int, n_seeds: int, flow_and_ape_methods:
 
 
 def _store_url(args: argparse.Namespace) -> str:
-    from flows.params import DEFAULT_STORE_URL
+    from instructzero.flows.params import DEFAULT_STORE_URL
 
     return args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
 
 
 def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
     """Speed results as metrics of one store run named bench-speed-<stamp> (task "benchmark:speed")."""
-    from flows.params import package_versions
-    from tasks.prefect_tasks import open_store
+    from instructzero.flows.params import package_versions
+    from instructzero.tasks.prefect_tasks import open_store
 
     store = open_store(store_url)
     run = store.create_run(name=f"bench-speed-{stamp}", task="benchmark:speed",
@@ -170,12 +170,12 @@ def _record_speed(store_url: str, speed: Any, stamp: str) -> str:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
-    from benchmarks.quality import QualitySettings, check_quality_settings, run_quality
-    from benchmarks.report import write_report
-    from benchmarks.speed import SpeedSettings, run_speed
-    from servers.local_endpoint import local_endpoint
-    from storage.session import display_url
-    from tasks.errors import ConfigError
+    from instructzero.benchmarks.quality import QualitySettings, check_quality_settings, run_quality
+    from instructzero.benchmarks.report import write_report
+    from instructzero.benchmarks.speed import SpeedSettings, run_speed
+    from instructzero.servers.local_endpoint import local_endpoint
+    from instructzero.storage.session import display_url
+    from instructzero.tasks.errors import ConfigError
 
     do_quality = args.quality or not args.speed
     do_speed = args.speed or not args.quality
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
         )
         task_data = check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
         if args.report_only:
-            from servers.local_endpoint import local_endpoint_id, resolve_kind, served_model
+            from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind, served_model
 
             # the settings the runs were made with (what the local endpoint would serve); nothing is contacted
             kind = resolve_kind(args.endpoint)
@@ -257,11 +257,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from flows.cli import offline_defaults
+    from instructzero.flows.cli import offline_defaults
 
     offline_defaults()
-    from storage.errors import StoreError
-    from tasks.errors import InstructZeroError
+    from instructzero.storage.errors import StoreError
+    from instructzero.tasks.errors import InstructZeroError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

@@ -1,7 +1,7 @@
 """Local black-box engines on the same requests: our transformers server vs llama.cpp, both serving the packaged
 SmolLM2-135M-Instruct GGUF on the chat endpoint with its own chat template.
 
-    python -m benchmarks.engines [--requests 200] [--concurrency 8] [--llama-python /path/to/python]
+    python -m instructzero.benchmarks.engines [--requests 200] [--concurrency 8] [--llama-python /path/to/python]
 
 The requests are the zero-shot prompts of the built-in `sentiment` task under a few instructions (the empty one,
 the hand-written one, two generated ones), so answers are of the length a run sees. Both engines get the same
@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.cli import offline_defaults
-from servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
-from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
-from tasks.data.task_data import load_task
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
-from tasks.generation.model_assets import PACKAGED_SMOLLM2
-from tasks.prompts import render_zero_shot
+from instructzero.flows.cli import offline_defaults
+from instructzero.servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
+from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
+from instructzero.tasks.generation.model_assets import PACKAGED_SMOLLM2
+from instructzero.tasks.prompts import render_zero_shot
 
 INSTRUCTIONS = ("", HUMAN_INSTRUCTIONS["sentiment"][0], "write a positive output for every one of the inputs.",
                 "read the novel.")
@@ -56,7 +56,7 @@ def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tok
 
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.engines", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.engines", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=16)

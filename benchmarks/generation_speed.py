@@ -1,6 +1,6 @@
 """Time instruction generation for b soft prompts: one batched `generate` call vs one call per prompt.
 
-    python -m benchmarks.generation_speed [--device cuda] [--n 8] [--max-new-tokens 32] [--full-length]
+    python -m instructzero.benchmarks.generation_speed [--device cuda] [--n 8] [--max-new-tokens 32] [--full-length]
 
 Prints load time, wall time per setting (best of --repeats after a warm-up) and whether both settings wrote the
 same instructions (they must: greedy decoding, per-sequence stopping, masked padding).
@@ -17,9 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from tasks.data.task_data import Example  # noqa: E402
-from tasks.generation.generator import InstructionGenerator  # noqa: E402
-from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
+from instructzero.tasks.data.task_data import Example  # noqa: E402
+from instructzero.tasks.generation.generator import InstructionGenerator  # noqa: E402
+from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
 
 EXEMPLARS = (
     Example("b-0", "hot", ("cold",)),

@@ -1,6 +1,6 @@
 """Which generator x black box gives the BO a search space worth searching? Model x meta-prompt x soft-prompt strength.
 
-    python -m benchmarks.generator_study [--data-dir ../shared/data] [--tasks sentiment,...] [--n-dev 10]
+    python -m instructzero.benchmarks.generator_study [--data-dir ../shared/data] [--tasks sentiment,...] [--n-dev 10]
         [--black-box qwen2.5-coder-0.5b-instruct] [--settings MODEL:META,...] [--scales 1]
 
 For every task and setting (generator model, meta-prompt, `soft_scale`), the first 20 points of the run's own
@@ -23,17 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.markdown_results import write_results
-from flows.cli import offline_defaults
-from flows.params import RunConfig
-from servers.local_endpoint import local_endpoint
-from tasks.data.splits import make_splits
-from tasks.data.task_data import load_task
-from tasks.evaluation.blackbox import BlackBoxClient, InMemoryResponseCache, evaluate_instructions
-from tasks.evaluation.constant_answer import best_constant_answer
-from tasks.generation.generator import InstructionGenerator
-from tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_QWEN_05B, PACKAGED_QWEN_15B, PACKAGED_SMOLLM2
-from tasks.optimisation.acquisition import sobol_design
+from instructzero.benchmarks.markdown_results import write_results
+from instructzero.flows.cli import offline_defaults
+from instructzero.flows.params import RunConfig
+from instructzero.servers.local_endpoint import local_endpoint
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, InMemoryResponseCache, evaluate_instructions
+from instructzero.tasks.evaluation.constant_answer import best_constant_answer
+from instructzero.tasks.generation.generator import InstructionGenerator
+from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, PACKAGED_QWEN_05B, PACKAGED_QWEN_15B, PACKAGED_SMOLLM2
+from instructzero.tasks.optimisation.acquisition import sobol_design
 
 SETTINGS: tuple[tuple[str, str | None], ...] = (
     (PACKAGED_GEMMA, "instructzero"), (PACKAGED_GEMMA, "ape"), (PACKAGED_GEMMA, "task"),
@@ -52,7 +52,7 @@ def _peak_rss_gb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.generator_study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.generator_study", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--tasks", default="sentiment")
     parser.add_argument("--n-dev", type=int, default=10)

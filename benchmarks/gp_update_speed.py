@@ -1,6 +1,6 @@
 """Time one BO step, GP update (`fit_surrogate`) then propose (`propose_batch`), against the history size n.
 
-    python -m benchmarks.gp_update_speed [--ns 150 1000] [--dim 10] [--batch-size 25] [--threads 2]
+    python -m instructzero.benchmarks.gp_update_speed [--ns 150 1000] [--dim 10] [--batch-size 25] [--threads 2]
                                          [--kernels coupled coupled+matern matern] [--optimizer cmaes]
                                          [--repeats 3]
 
@@ -20,9 +20,9 @@ from typing import Literal, Sequence
 
 import torch
 
-from tasks.optimisation.acquisition import propose_batch, sobol_design
-from tasks.optimisation.similarity import instruction_similarity
-from tasks.optimisation.surrogate import fit_surrogate
+from instructzero.tasks.optimisation.acquisition import propose_batch, sobol_design
+from instructzero.tasks.optimisation.similarity import instruction_similarity
+from instructzero.tasks.optimisation.surrogate import fit_surrogate
 
 
 def synthetic_history(n: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.generation.model_assets import DEFAULT_GENERATOR
+from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR
 
 METHODS: tuple[str, ...] = (
     "instructzero", "instructzero-explore", "instructzero-matern", "uniform", "ape", "manual", "empty",
@@ -124,7 +124,7 @@ def _slug(text: str) -> str:
 def bo_shape(budget: int, n_init: int, batch_size: int) -> tuple[int, int, int]:
     """(n_init, iterations, batch_size) with n_init + iterations * batch_size == budget exactly."""
     if budget < 2:
-        from tasks.errors import ConfigError
+        from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"--budget must be >= 2 (the flow's initial design needs 2 points), got {budget}")
     n_init = max(2, min(n_init, budget))
@@ -137,7 +137,7 @@ def run_name(suite: str, task: str, method: str, seed: int) -> str:
 
 
 def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str) -> Any:
-    from flows.params import build_config
+    from instructzero.flows.params import build_config
 
     n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
     variant = FLOW_METHODS.get(method, {"strategy": "bo", "kernel": "coupled"})
@@ -160,9 +160,9 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
 
 def _run_flow_method(config: Any) -> str:
     """Run (or resume, or reuse) the InstructZero flow for this config; return the run id."""
-    from benchmarks.baselines import existing_run
-    from flows.instructzero import instructzero_flow
-    from tasks.prefect_tasks import open_store
+    from instructzero.benchmarks.baselines import existing_run
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.tasks.prefect_tasks import open_store
 
     existing = existing_run(open_store(config.store_url), config.name, config.recorded())
     if existing is not None:
@@ -183,8 +183,8 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
     """
     import dataclasses
 
-    from tasks.evaluation.blackbox import request_hash
-    from tasks.prompts import render_zero_shot
+    from instructzero.tasks.evaluation.blackbox import request_hash
+    from instructzero.tasks.prompts import render_zero_shot
 
     recorded = (store.get_run(run_id).config or {}).get("black_box", {})
     endpoint = recorded.get("endpoint_id") or recorded.get("base_url")
@@ -216,7 +216,7 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
 def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
               examples: dict[str, Any], settings: Any, template: Any, model_name: str,
               reused: bool = False) -> MethodRun:
-    from tasks.optimisation.selection import best_candidate
+    from instructzero.tasks.optimisation.selection import best_candidate
 
     candidates = store.load_candidates(run_id)
     scored = [c for c in candidates if c.dev_score is not None]
@@ -260,8 +260,8 @@ def check_quality_settings(s: QualitySettings) -> dict[str, Any]:
 
     The CLI calls it before starting its local black box, so a typo fails in a second, not after a model load.
     """
-    from tasks.data.task_data import load_task
-    from tasks.errors import ConfigError
+    from instructzero.tasks.data.task_data import load_task
+    from instructzero.tasks.errors import ConfigError
 
     unknown = [m for m in s.methods if m not in METHODS]
     if unknown:
@@ -277,12 +277,12 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
     `task_data`: what `check_quality_settings(s)` returned, when the caller checked first (checked here otherwise).
     """
-    from benchmarks.baselines import (
+    from instructzero.benchmarks.baselines import (
         APE_TEMPERATURE, APE_TOP_P, existing_run, run_fixed_candidates, sample_instructions,
     )
-    from flows.params import package_versions
-    from tasks.data.splits import make_splits
-    from tasks.prefect_tasks import load_generator, open_store
+    from instructzero.flows.params import package_versions
+    from instructzero.tasks.data.splits import make_splits
+    from instructzero.tasks.prefect_tasks import load_generator, open_store
 
     datas = check_quality_settings(s) if task_data is None else task_data
     suite = s.suite_label()

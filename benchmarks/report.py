@@ -9,10 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.quality import MethodRun, QualityResult, summarize
-from benchmarks.speed import SpeedResult, gp_series
-from storage.session import display_url
-from tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
+from instructzero.benchmarks.quality import MethodRun, QualityResult, summarize
+from instructzero.benchmarks.speed import SpeedResult, gp_series
+from instructzero.storage.session import display_url
+from instructzero.tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
 # the baselines, then the kernel ablations (is the coupled kernel better than the exploring one, than a plain Matern?)

@@ -1,4 +1,4 @@
-"""Rewrite a published benchmark report from its results.json: `python -m benchmarks.restat DIR [DIR ...]`.
+"""Rewrite a published benchmark report from its results.json: `python -m instructzero.benchmarks.restat DIR [DIR ...]`.
 
 results.json keeps every method-run with its per-example test scores, so a change to the statistics (the move
 from the paired bootstrap's invalid p-value to exact paired tests with Holm's adjustment) reaches the published
@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.quality import MethodRun, QualityResult
-from benchmarks.report import write_report
+from instructzero.benchmarks.quality import MethodRun, QualityResult
+from instructzero.benchmarks.report import write_report
 
 
 def load_quality(results: dict) -> QualityResult:
@@ -29,7 +29,7 @@ def load_quality(results: dict) -> QualityResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.restat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.restat", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="report folders holding results.json")
     args = parser.parse_args(argv)
     for folder in args.folders:

@@ -1,9 +1,9 @@
 """Is the black box instruction-sensitive? Empty vs hand-written instruction on every task, same dev examples.
 
-    python -m benchmarks.sensitivity [--data-dir ../shared/data] [--n 20] [--tasks a,b,...] [--black-box MODEL]
+    python -m instructzero.benchmarks.sensitivity [--data-dir ../shared/data] [--n 20] [--tasks a,b,...] [--black-box MODEL]
 
 For each task (the built-ins, and every instruction-induction task found under --data-dir) the first human
-instruction (instruction-induction `annotations/`, or `tasks.data.builtin_tasks.HUMAN_INSTRUCTIONS`) and the empty
+instruction (instruction-induction `annotations/`, or `instructzero.tasks.data.builtin_tasks.HUMAN_INSTRUCTIONS`) and the empty
 instruction are scored zero-shot on the same n dev examples (seed-0 split of the exemplar/dev pool: tasks are
 chosen from this table, so it never reads the test split) by a packaged black box (default: the run's, chat
 endpoint, served on 127.0.0.1), with the project's own template, metric and answer cap. Writes a markdown table
@@ -17,20 +17,20 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.markdown_results import write_results
-from flows.cli import offline_defaults
-from flows.params import RunConfig
-from servers.local_endpoint import local_endpoint
-from tasks.data.splits import make_splits
-from tasks.data.task_data import list_tasks, load_task
-from tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
-from tasks.evaluation.constant_answer import best_constant_answer
-from tasks.evaluation.statistics import paired_test
+from instructzero.benchmarks.markdown_results import write_results
+from instructzero.flows.cli import offline_defaults
+from instructzero.flows.params import RunConfig
+from instructzero.servers.local_endpoint import local_endpoint
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import list_tasks, load_task
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, evaluate_instructions
+from instructzero.tasks.evaluation.constant_answer import best_constant_answer
+from instructzero.tasks.evaluation.statistics import paired_test
 
 
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sensitivity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.sensitivity", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--n", type=int, default=20, help="test examples per task")
     parser.add_argument("--tasks", default=None, help="comma-separated subset")

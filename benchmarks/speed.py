@@ -7,7 +7,7 @@
 3. Orchestration overhead: the Prefect flow vs the same loop as plain calls of the functions its @task wrappers
    wrap (`task.fn`), same config (the default run's shape per iteration), echo backend in its own process with a
    hosted-API-like latency, fresh stores; Prefect's result cache is refreshed, not read.
-4. GP update time at 50, 200, 1000 evaluated points (`benchmarks.gp_update_speed.measure` when present).
+4. GP update time at 50, 200, 1000 evaluated points (`instructzero.benchmarks.gp_update_speed.measure` when present).
 5. Resume: `instructzero run` in a subprocess, killed with SIGKILL once the server has received half the requests of
    an uninterrupted reference run, then resumed from the store; the server's completion requests over both parts
    against the reference: the fraction of black-box calls paid twice (target 0).
@@ -56,8 +56,8 @@ class SpeedResult:
 # --------------------------------------------------------------------------------------- 1. black-box throughput
 def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> dict[str, Any]:
     """Wall time of n distinct prompts at `concurrency` vs 1, against an echo server with `latency_s` per request."""
-    from servers.local_endpoint import start_own_server
-    from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
+    from instructzero.servers.local_endpoint import start_own_server
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     try:
@@ -88,9 +88,9 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
 # ------------------------------------------------------------------------------------------ 2. generation
 def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | None = None) -> dict[str, Any]:
     """One batched generate over n soft prompts vs n single-prompt calls (same generator, greedy, same outputs)."""
-    from benchmarks.generation_speed import time_generation
-    from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
-    from tasks.prefect_tasks import load_generator
+    from instructzero.benchmarks.generation_speed import time_generation
+    from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
+    from instructzero.tasks.prefect_tasks import load_generator
 
     gen = load_generator(model or PACKAGED_GEMMA, str(default_cache_dir()), 5, 10, 0, max_new_tokens, None, None)
     result = time_generation(gen, n, repeats)
@@ -103,7 +103,7 @@ def _tiny_config(store_url: str, base_url: str, model: str, iterations: int, see
                  generator: str | None, realistic: bool = False) -> Any:
     """A small run on the built-in sum task; `realistic`: the default run's shape per iteration (10 dev examples,
     5 exemplars, 32 new tokens, 2 soft prompts per BO iteration, the default acquisition optimisation)."""
-    from flows.params import build_config
+    from instructzero.flows.params import build_config
 
     gen: dict[str, Any] = {"max_new_tokens": 32 if realistic else 8}
     if generator:
@@ -120,9 +120,9 @@ def _tiny_config(store_url: str, base_url: str, model: str, iterations: int, see
 
 def plain_loop(config: Any) -> float:
     """The flow's loop with the plain functions its @task wrappers wrap (no Prefect); returns the best test score."""
-    from flows.params import package_versions
-    from tasks import prefect_tasks as pt
-    from tasks.optimisation.selection import best_candidate
+    from instructzero.flows.params import package_versions
+    from instructzero.tasks import prefect_tasks as pt
+    from instructzero.tasks.optimisation.selection import best_candidate
 
     data, splits = pt.load_task_data.fn(
         config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
@@ -178,8 +178,8 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
                      realistic: bool = True, latency_s: float = 0.3) -> dict[str, Any]:
     """Wall time of the Prefect flow vs `plain_loop` on the same config (echo backend in its own process with
     `latency_s` per request, fresh stores)."""
-    from servers.local_endpoint import start_own_server
-    from flows.instructzero import instructzero_flow
+    from instructzero.servers.local_endpoint import start_own_server
+    from instructzero.flows.instruction_search import instructzero_flow
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     flow_times, plain_times, same = [], [], True
@@ -223,7 +223,7 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
 def measure_gp(sizes: Sequence[int], *, batch_size: int = 2, num_restarts: int = 5,
                raw_samples: int = 128) -> dict[str, Any]:
     """GP update (fit) and proposal time per number of evaluated points, both kernels."""
-    from benchmarks.gp_update_speed import measure
+    from instructzero.benchmarks.gp_update_speed import measure
 
     return {"points": measure(list(sizes), batch_size=batch_size, num_restarts=num_restarts,
                               raw_samples=raw_samples)}
@@ -263,10 +263,10 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
     import subprocess
     import sys
 
-    from flows.instructzero import instructzero_flow
-    from flows.params import config_from_record
-    from servers.local_endpoint import start_own_server
-    from tasks.prefect_tasks import open_store
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.flows.params import config_from_record
+    from instructzero.servers.local_endpoint import start_own_server
+    from instructzero.tasks.prefect_tasks import open_store
 
     with _refresh_prefect_cache():
         ref_ep = start_own_server("echo", latency_s=0.02)
@@ -287,7 +287,7 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
             stop_after = max(1, reference // 2)
             child_log = workdir / "resume-child.log"
             log = open(child_log, "wb")  # noqa: SIM115 - closed below
-            child = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, stdout=log,
+            child = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
             killed = False
             deadline = time.monotonic() + startup_timeout_s

@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from storage.errors import StoreError
-from tasks.errors import InstructZeroError
+from instructzero.storage.errors import StoreError
+from instructzero.tasks.errors import InstructZeroError
 
 EXIT_USER_ERROR = 2
 
@@ -80,7 +80,7 @@ def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(summary: Any, wall_s: float) -> None:
-    from tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
+    from instructzero.tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
 
     print()
     print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
@@ -103,7 +103,7 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             if row.label == CONSTANT and not p < 0.05:
                 print(f"  note: {row.instruction} scores {row.accuracy:.3f} on these examples; a found instruction not "
                       f"clearly above that taught the black box the answer format, not the task")
-    from flows.spend import format_value
+    from instructzero.flows.spend import format_value
 
     for line in format_value(summary):
         print(line)
@@ -121,12 +121,12 @@ def _print_summary(summary: Any, wall_s: float) -> None:
 
 def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
-    from tasks.data.splits import make_splits
-    from tasks.data.task_data import load_task
-    from tasks.evaluation.blackbox import BlackBoxClient
-    from storage.repository import lease_timeout_s
-    from tasks.generation.generator import resolve_device
-    from tasks.prefect_tasks import open_store
+    from instructzero.tasks.data.splits import make_splits
+    from instructzero.tasks.data.task_data import load_task
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient
+    from instructzero.storage.repository import lease_timeout_s
+    from instructzero.tasks.generation.generator import resolve_device
+    from instructzero.tasks.prefect_tasks import open_store
 
     lease_timeout_s()  # INSTRUCTZERO_LEASE_TIMEOUT_S=nan: one line now, not a traceback from inside the flow
     resolve_device(config.generator.device)  # --device cuda without CUDA: refused before any model is loaded
@@ -135,7 +135,7 @@ def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
                          n_test=config.data.n_test, seed=config.seed)
     _say_shortfall(splits)
     _check_budget(config, splits, resume_run_id)
-    from tasks.generation.model_assets import PACKAGED_MODELS, resolve_model_path
+    from instructzero.tasks.generation.model_assets import PACKAGED_MODELS, resolve_model_path
 
     if config.generator.model not in PACKAGED_MODELS:  # a missing local folder fails now, not after Prefect starts
         resolve_model_path(config.generator.model, config.cache_dir)
@@ -148,9 +148,9 @@ def _check_not_held(config: Any, run: Any) -> None:
     """Refuse, before Prefect starts, a run another live process holds (the flow's claim is the real guard)."""
     from datetime import UTC, datetime
 
-    from flows.instructzero import holder_is_dead
-    from storage.errors import RunLeasedError
-    from storage.repository import lease_timeout_s
+    from instructzero.flows.instruction_search import holder_is_dead
+    from instructzero.storage.errors import RunLeasedError
+    from instructzero.storage.repository import lease_timeout_s
 
     timeout = lease_timeout_s()
     if run is not None and run.lease_live(datetime.now(UTC), timeout) and not holder_is_dead(run.lease_owner):
@@ -161,8 +161,8 @@ def _check_not_held(config: Any, run: Any) -> None:
 
 
 def _start_prefect() -> None:
-    from flows.console import quiet_known_errors
-    from flows.prefect_server import start_ephemeral_api
+    from instructzero.flows.console import quiet_known_errors
+    from instructzero.flows.prefect_server import start_ephemeral_api
 
     start_ephemeral_api()
     quiet_known_errors()  # a 401 or a held lease ends in our one `error:` line, not Prefect's tracebacks first
@@ -172,9 +172,9 @@ def _run_flow(config: Any, resume_run_id: str | None = None) -> Any:
     """The flow, with Ctrl-C/SIGTERM stopping it at its next safe point (`flows/stop_signals.py`)."""
     from prefect.exceptions import TerminationSignal
 
-    from flows import stop_signals
-    from flows.instructzero import instructzero_flow
-    from tasks.interrupts import RunInterrupted
+    from instructzero.flows import stop_signals
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.tasks.interrupts import RunInterrupted
 
     try:
         with stop_signals.deferring():
@@ -185,9 +185,9 @@ def _run_flow(config: Any, resume_run_id: str | None = None) -> Any:
 
 def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: bool = False) -> None:
     """Estimate the worst case of what is left to run and refuse (ConfigError) what the limits cannot cover."""
-    from flows.spend import estimate_for, format_estimate, one_line
-    from tasks.evaluation.budget import Usage, check_estimate
-    from tasks.prefect_tasks import open_store
+    from instructzero.flows.spend import estimate_for, format_estimate, one_line
+    from instructzero.tasks.evaluation.budget import Usage, check_estimate
+    from instructzero.tasks.prefect_tasks import open_store
 
     done: list[int] = []
     spent = Usage()
@@ -210,9 +210,9 @@ def _say_shortfall(splits: Any) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from flows.params import build_config
-    from tasks.data.splits import make_splits
-    from tasks.data.task_data import load_task
+    from instructzero.flows.params import build_config
+    from instructzero.tasks.data.splits import make_splits
+    from instructzero.tasks.data.task_data import load_task
 
     config = build_config(**_nested_overrides(args))
     data = load_task(config.data.task, config.data.data_dir)
@@ -226,8 +226,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.instructzero import same_name_run
-    from flows.params import build_config
+    from instructzero.flows.instruction_search import same_name_run
+    from instructzero.flows.params import build_config
 
     config = build_config(**_nested_overrides(args))
     _preflight(config)
@@ -245,9 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flows.params import DEFAULT_STORE_URL, config_from_record
-    from storage.errors import RunNotFoundError
-    from storage.repository import RunStore
+    from instructzero.flows.params import DEFAULT_STORE_URL, config_from_record
+    from instructzero.storage.errors import RunNotFoundError
+    from instructzero.storage.repository import RunStore
 
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
     try:
@@ -273,8 +273,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
-    from storage.repository import RunStore
-    from tasks.evaluation.pareto import pareto_front
+    from instructzero.storage.repository import RunStore
+    from instructzero.tasks.evaluation.pareto import pareto_front
 
     for flag, path in (("--csv", args.csv), ("--png", args.png)):
         _check_output_path(flag, path)  # before reading anything: a typo in a folder is one line, not a traceback
@@ -299,7 +299,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             writer.writerows((t, s, int(i in on), i) for i, s, t in points)
         print(f"wrote {args.csv}")
     if args.png:
-        from tasks.evaluation.pareto import plot_front
+        from instructzero.tasks.evaluation.pareto import plot_front
 
         plot_front(points, front, args.png, title=f"run {run.name} ({run.task})")
         print(f"wrote {args.png}")
@@ -309,7 +309,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def _check_output_path(flag: str, path: str | None) -> None:
     """Refuse (ConfigError) an output file that cannot be written: its folder missing or not a folder, or itself
     a folder. Nothing is created here."""
-    from tasks.errors import ConfigError
+    from instructzero.tasks.errors import ConfigError
 
     if not path:
         return
@@ -327,7 +327,7 @@ def _check_output_path(flag: str, path: str | None) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from tasks.data.task_data import list_tasks
+    from instructzero.tasks.data.task_data import list_tasks
 
     infos = list_tasks(Path(args.data_dir) if args.data_dir else None)
     width = max((len(i.name) for i in infos), default=4)
@@ -337,16 +337,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from storage.repository import RunStore
+    from instructzero.storage.repository import RunStore
 
     from datetime import UTC, datetime
 
-    from storage.repository import lease_timeout_s
+    from instructzero.storage.repository import lease_timeout_s
 
     now, timeout = datetime.now(UTC), lease_timeout_s()
     with RunStore(_store_url(args), read_only=True) as store:
         runs = store.list_runs()
-    from storage.redaction import printable
+    from instructzero.storage.redaction import printable
 
     for run in runs:
         status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
@@ -355,7 +355,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _store_url(args: argparse.Namespace) -> str:
-    from flows.params import DEFAULT_STORE_URL
+    from instructzero.flows.params import DEFAULT_STORE_URL
 
     return args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
 
@@ -366,7 +366,7 @@ def _print_warnings(warnings: Sequence[str]) -> None:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from storage.analytics import Analytics, format_table
+    from instructzero.storage.analytics import Analytics, format_table
 
     with Analytics(_store_url(args)) as analytics:
         _print_warnings(analytics.warnings)
@@ -385,7 +385,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from storage.analytics import Analytics
+    from instructzero.storage.analytics import Analytics
 
     with Analytics(_store_url(args)) as analytics:
         _print_warnings(analytics.warnings)
@@ -395,7 +395,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from storage.session import require_existing_store, store_revision, upgrade_store
+    from instructzero.storage.session import require_existing_store, store_revision, upgrade_store
 
     url = _store_url(args)
     if not args.create:  # a mistyped SQLite path is refused, not initialised as a new empty store
@@ -408,13 +408,13 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(argv: Sequence[str]) -> int:
-    from servers.openai_compatible import main as serve_main
+    from instructzero.servers.openai_compatible import main as serve_main
 
     return serve_main(list(argv), prog="instructzero serve") or 0
 
 
 def cmd_bench(argv: Sequence[str]) -> int:
-    from benchmarks.cli import main as bench_main
+    from instructzero.benchmarks.cli import main as bench_main
 
     return bench_main(list(argv)) or 0
 
@@ -428,7 +428,7 @@ STORE_HELP = "SQLAlchemy URL of the store (default: $INSTRUCTZERO_STORE_URL, els
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS
+    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS
 
     parser = argparse.ArgumentParser(prog="instructzero", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -583,13 +583,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in PASS_THROUGH:
         return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
-    from tasks.interrupts import RunInterrupted
+    from instructzero.tasks.interrupts import RunInterrupted
 
     try:
         with _stop_signals_for(args.command):
             return int(args.func(args) or 0)
     except RunInterrupted as exc:  # Ctrl-C or SIGTERM: stopped at a safe point, stored as 'interrupted'
-        from storage.redaction import redact_secrets
+        from instructzero.storage.redaction import redact_secrets
 
         print(redact_secrets(_interrupted_line(exc, args)), file=sys.stderr)
         if as_command:  # the user waits for the prompt: skip the interpreter's final sweep of torch/Prefect objects
@@ -598,14 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.freeze()  # (seconds on 2 loaded cores); atexit handlers still run: Prefect stops its server
         return exc.exit_code
     except (InstructZeroError, StoreError) as exc:
-        from storage.redaction import redact_secrets
+        from instructzero.storage.redaction import redact_secrets
 
         message = "; ".join([str(exc), *getattr(exc, "__notes__", ())])  # notes: e.g. the failed run's resume hint
         message = " ".join(message.splitlines())  # one line, whatever a library put in the message
         print(f"error: {redact_secrets(message)}", file=sys.stderr)  # any URL or conninfo in it, masked
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as exc:  # before the flow started (flows.stop_signals.StopSignal), or no handler yet
-        from storage.redaction import redact_secrets
+    except KeyboardInterrupt as exc:  # before the flow started (instructzero.flows.stop_signals.StopSignal), or no handler yet
+        from instructzero.storage.redaction import redact_secrets
 
         print(redact_secrets(_stopped_early_line(exc, args)), file=sys.stderr)
         if as_command:  # as above: exit without the final sweep
@@ -621,7 +621,7 @@ def _stop_signals_for(command: str) -> Any:
 
     if command not in ("run", "resume"):
         return contextlib.nullcontext()
-    from flows import stop_signals
+    from instructzero.flows import stop_signals
 
     return stop_signals.handled()
 

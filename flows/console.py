@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import re
 
-from storage.errors import StoreError
-from tasks.errors import InstructZeroError
+from instructzero.storage.errors import StoreError
+from instructzero.tasks.errors import InstructZeroError
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (InstructZeroError, StoreError)
-"""The errors the CLI reports itself, in one line (see `flows.cli.main`)."""
+"""The errors the CLI reports itself, in one line (see `instructzero.flows.cli.main`)."""
 
 # How Prefect's state messages name the exception: "Task run encountered an exception BlackBoxError: ...",
 # "Flow run encountered an exception: RunLeasedError: ..."

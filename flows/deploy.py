@@ -1,8 +1,8 @@
 """Serve the deployments of `deployments/prefect.yaml` from one long-running process, without work pools or workers.
 
-    python -m flows.deploy serve                  # every deployment (the nightly schedule included)
-    python -m flows.deploy serve run-task-cpu     # only some
-    python -m flows.deploy check                  # load every entrypoint and validate its parameters, then exit
+    python -m instructzero.flows.deploy serve                  # every deployment (the nightly schedule included)
+    python -m instructzero.flows.deploy serve run-task-cpu     # only some
+    python -m instructzero.flows.deploy check                  # load every entrypoint and validate its parameters, then exit
 
 `prefect.yaml` stays the single source of truth: entrypoints, parameters, schedules and descriptions are read from
 it; work pools and job variables are ignored (a served deployment runs in this process's environment, so set
@@ -73,7 +73,7 @@ def _complete(flow: Any, definition: dict[str, Any]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("serve", "check"):
-        print("usage: python -m flows.deploy {serve|check} [NAME ...]", file=sys.stderr)
+        print("usage: python -m instructzero.flows.deploy {serve|check} [NAME ...]", file=sys.stderr)
         return 2
     deployments = to_deployments(args[1:])
     if args[0] == "check":

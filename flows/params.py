@@ -20,19 +20,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from servers.local_endpoint import local_endpoint_id, resolve_kind
-from storage.redaction import redact_secrets
-from storage.session import display_url, normalize_url
-from tasks.data.splits import Splits
-from tasks.errors import ConfigError
-from tasks.evaluation.answer_length import answer_token_cap
-from tasks.evaluation.blackbox import BlackBoxSettings
-from tasks.evaluation.budget import Limits
-from tasks.evaluation.metrics import Scorer
-from tasks.evaluation.normalization import AUTO, Normalization, parse_normalization
-from tasks.evaluation.pricing import Prices, resolve_prices
-from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, default_cache_dir
-from tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
+from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind
+from instructzero.storage.redaction import redact_secrets
+from instructzero.storage.session import display_url, normalize_url
+from instructzero.tasks.data.splits import Splits
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.answer_length import answer_token_cap
+from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+from instructzero.tasks.evaluation.budget import Limits
+from instructzero.tasks.evaluation.metrics import Scorer
+from instructzero.tasks.evaluation.normalization import AUTO, Normalization, parse_normalization
+from instructzero.tasks.evaluation.pricing import Prices, resolve_prices
+from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, default_cache_dir
+from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
 
 # allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
 # without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
@@ -68,7 +68,7 @@ class GeneratorSettings(BaseModel):
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
     device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
-    # a preset name (tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default preset
+    # a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default preset
     template: str | None = None
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
@@ -78,7 +78,7 @@ class GeneratorSettings(BaseModel):
         """A bad meta prompt (`--meta-prompt ''`) is refused with the config, not after Prefect has started and the
         model has loaded (the generator module, torch with it, is imported only when a template is given)."""
         if template is not None:
-            from tasks.generation.generator import resolve_template
+            from instructzero.tasks.generation.generator import resolve_template
 
             try:
                 resolve_template(template)
@@ -179,7 +179,7 @@ class BlackBoxConfig(BaseModel):
         """The client's settings for a resolved endpoint (the embedded server's URL is only known at run time).
 
         `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
-        from them (`tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
+        from them (`instructzero.tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
         """
         fields = self.model_dump(exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok",
                                           "price_out_per_mtok"})
@@ -209,7 +209,7 @@ class ScoringSettings(BaseModel):
     # exact_match | contains | f1 | exact_set, or python:module:function (your (prediction, target) -> [0, 1])
     metric: str = "auto"
     # --normalize: the steps both sides go through first; a spec ("auto", "no-lowercase", "none,whitespace") or
-    # the switches of tasks.evaluation.normalization.Normalization; auto: today's steps
+    # the switches of instructzero.tasks.evaluation.normalization.Normalization; auto: today's steps
     normalize: Normalization = AUTO
 
     @field_validator("metric")
@@ -400,7 +400,7 @@ def _too_deep_env() -> list[str]:
 
 def _encodable(config: RunConfig) -> RunConfig:
     """Refuse text no request or store could carry (a lone surrogate, e.g. from JSON "\\ud800") before anything runs."""
-    from storage.lossless_text import unencodable
+    from instructzero.storage.lossless_text import unencodable
 
     def walk(value: Any, where: str) -> None:
         if isinstance(value, str) and (bad := unencodable(value)) is not None:

@@ -28,10 +28,10 @@ from prefect.artifacts import (
     create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
 )
 
-from storage.entities import CandidateRecord, RunRecord
-from storage.redaction import redact_secrets
-from tasks.evaluation.comparison import FOUND, ComparisonRow
-from tasks.search_view import Reference, best_so_far, candidate_rows, curve_markdown, queries_markdown
+from instructzero.storage.entities import CandidateRecord, RunRecord
+from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks.evaluation.comparison import FOUND, ComparisonRow
+from instructzero.tasks.search_view import Reference, best_so_far, candidate_rows, curve_markdown, queries_markdown
 
 T = TypeVar("T")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from flows.params import RunConfig
-from tasks.data.splits import Splits
-from tasks.evaluation.answer_length import answer_token_cap
-from tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
-from tasks.evaluation.comparison import baseline_labels
-from tasks.prompts import Prompt, ZeroShotFormat
+from instructzero.flows.params import RunConfig
+from instructzero.tasks.data.splits import Splits
+from instructzero.tasks.evaluation.answer_length import answer_token_cap
+from instructzero.tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
+from instructzero.tasks.evaluation.comparison import baseline_labels
+from instructzero.tasks.prompts import Prompt, ZeroShotFormat
 
 
 def answer_cap(config: RunConfig, splits: Splits) -> int:
@@ -69,7 +69,7 @@ def one_line(estimate: RunEstimate) -> str:
 def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int,
                 count: TokenCounter | None = None) -> Budget:
     """The run's running budget: spent = the store's llm_calls this run paid for; cached prompts cost 0."""
-    from tasks.evaluation.blackbox import BlackBoxClient, StoreResponseCache
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient, StoreResponseCache
 
     cache = StoreResponseCache(store)
     client = BlackBoxClient(settings)
@@ -86,14 +86,14 @@ def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int
 
 def prompts_for(instructions: Sequence[str], examples, template: str | ZeroShotFormat) -> list[Prompt]:
     """The zero-shot prompts a batch will send (one per instruction x example)."""
-    from tasks.prompts import render_zero_shot
+    from instructzero.tasks.prompts import render_zero_shot
 
     return [render_zero_shot(i, e.input, template) for i in dict.fromkeys(instructions) for e in examples]
 
 
 def usd_per_1k_calls(store, settings, instruction: str, examples, template: str | ZeroShotFormat, prices) -> float:
     """What 1,000 calls with `instruction` cost, from the recorded usage of its test calls (cached or not)."""
-    from tasks.evaluation.blackbox import BlackBoxClient
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient
 
     client = BlackBoxClient(settings)
     calls = [store.get_llm_call(client.request_hash(p)) for p in prompts_for([instruction], examples, template)]

@@ -3,7 +3,7 @@
 `handled()` (the CLI's run and resume) installs the handlers for the command and restores the previous ones after.
 Before `deferring()` is entered, right before the flow starts, nothing is running that a graceful stop could
 save, so the first signal raises KeyboardInterrupt at once. Inside it the first signal only requests a stop
-(`tasks.interrupts`): the flow checks between its steps, black-box requests in flight get a moment to land, and
+(`instructzero.tasks.interrupts`): the flow checks between its steps, black-box requests in flight get a moment to land, and
 the flow raises `RunInterrupted`, which stores the run as `interrupted`, ends the Prefect flow run Cancelled and
 makes the CLI print the resume hint and exit 128 + the signal (130, 143). A second signal exits at once with the
 same status, the run left as a killed one (resumable: its holder is dead).
@@ -24,7 +24,7 @@ import signal
 import threading
 from typing import Any, Iterator
 
-from tasks import interrupts
+from instructzero.tasks import interrupts
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")

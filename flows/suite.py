@@ -24,12 +24,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.instructzero import RunSummary, black_box_endpoint, instructzero_flow
-from flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record,
+from instructzero.flows.instruction_search import RunSummary, black_box_endpoint, instructzero_flow
+from instructzero.flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record,
                           resolve_store_url)
-from tasks.errors import ConfigError, InstructZeroError
-from tasks.optimisation.selection import best_candidate
-from tasks.prefect_tasks import open_store
+from instructzero.tasks.errors import ConfigError, InstructZeroError
+from instructzero.tasks.optimisation.selection import best_candidate
+from instructzero.tasks.prefect_tasks import open_store
 
 
 class SuiteError(InstructZeroError):

@@ -3,7 +3,7 @@ benchmarks' endpoint.
 
 Three kinds:
 
-* ``transformers``: our own `servers.openai_compatible` server with the transformers backend serving a packaged
+* ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a packaged
   model (default the chat-tuned SmolLM2-135M-Instruct on /v1/chat/completions with its own chat template). It
   always works offline and is what `make run` uses.
 * ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.errors import BlackBoxError, ConfigError
-from tasks.generation.model_assets import DEFAULT_BLACK_BOX, packaged_gguf
+from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, packaged_gguf
 
 EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
 ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
@@ -47,7 +47,7 @@ class LocalEndpoint:
     model: str  # model name to send (what `BlackBoxConfig.model` should be)
     api: Literal["chat", "completions"]
     description: str
-    _handle: Any = field(default=None, repr=False)  # servers.openai_compatible.ServerHandle
+    _handle: Any = field(default=None, repr=False)  # instructzero.servers.openai_compatible.ServerHandle
     _process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -59,7 +59,7 @@ class LocalEndpoint:
         if self._handle is not None:
             return self._handle.stats()
         if self.kind == "echo":  # our own server in a child process
-            from servers.openai_compatible import fetch_stats
+            from instructzero.servers.openai_compatible import fetch_stats
 
             return fetch_stats(self.base_url)
         return None
@@ -159,13 +159,13 @@ def served_model(kind: str, model: str = DEFAULT_BLACK_BOX) -> tuple[str, Litera
 def start_own_server(backend: Literal["transformers", "echo"], *, model: str = DEFAULT_BLACK_BOX,
                      api: Literal["chat", "completions"] = "chat", latency_s: float = 0.0,
                      max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
-    """Our `servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
+    """Our `instructzero.servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
 
     `in_process=False` (echo only) runs it as a child process instead, like a real endpoint: the client under
     measurement then shares neither the GIL nor the CPU time of the server's event loop with it.
     """
-    from servers.faults import FaultConfig
-    from servers.openai_compatible import start_server_in_thread
+    from instructzero.servers.faults import FaultConfig
+    from instructzero.servers.openai_compatible import start_server_in_thread
 
     faults = FaultConfig(latency_s=latency_s)
     if backend == "transformers":
@@ -173,23 +173,23 @@ def start_own_server(backend: Literal["transformers", "echo"], *, model: str = D
                                         max_batch=max_batch, startup_timeout_s=300)
         return LocalEndpoint(
             kind="transformers", base_url=handle.base_url, model=model, api=api,
-            description=f"servers.openai_compatible, transformers backend, packaged {model} "
+            description=f"instructzero.servers.openai_compatible, transformers backend, packaged {model} "
                         f"(float32, greedy, max_batch={max_batch}), /v1/{'chat/' if api == 'chat' else ''}completions",
             _handle=handle,
         )
     if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test
         port = _free_port()
-        cmd = [sys.executable, "-m", "servers.openai_compatible", "--backend", "rule", "--served-model-name",
+        cmd = [sys.executable, "-m", "instructzero.servers.openai_compatible", "--backend", "rule", "--served-model-name",
                ECHO_MODEL, "--port", str(port), "--latency", str(latency_s), "--max-batch", str(max_batch)]
         process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/health", "echo server", 60.0)
         return LocalEndpoint(
             kind="echo", base_url=f"http://127.0.0.1:{port}/v1", model=ECHO_MODEL, api="completions",
-            description=f"servers.openai_compatible, rule-based echo backend in its own process "
+            description=f"instructzero.servers.openai_compatible, rule-based echo backend in its own process "
                         f"(latency {latency_s:g} s)", _process=process)
     handle = start_server_in_thread("rule", model_name=ECHO_MODEL, faults=faults, max_batch=max_batch)
     return LocalEndpoint(
         kind="echo", base_url=handle.base_url, model=ECHO_MODEL, api="completions",
-        description=f"servers.openai_compatible, rule-based echo backend (latency {latency_s:g} s)",
+        description=f"instructzero.servers.openai_compatible, rule-based echo backend (latency {latency_s:g} s)",
         _handle=handle,
     )
 

@@ -13,9 +13,9 @@ GET /v1/models) plus GET /health and /admin endpoints (stats, reset, fault confi
   (``max_batch`` > 1, left padding), so concurrent requests are safe.
 
 Faults (latency, 429, 500, hangs, malformed bodies, empty choices; scripted 400, 401 and HTML pages) come from
-`servers.faults`.
+`instructzero.servers.faults`.
 
-Run: ``python -m servers.openai_compatible --backend transformers --port 8011 --latency 0.2 --fault-rate-429 0.1``.
+Run: ``python -m instructzero.servers.openai_compatible --backend transformers --port 8011 --latency 0.2 --fault-rate-429 0.1``.
 In Python: ``with serve(backend="rule") as base_url: ...`` or ``start_server_in_thread(...)``.
 """
 
@@ -43,8 +43,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from servers.faults import FaultConfig, FaultInjector, ServerStats
-from tasks.prompts import ANSWER_ONLY
+from instructzero.servers.faults import FaultConfig, FaultInjector, ServerStats
+from instructzero.tasks.prompts import ANSWER_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.generation.model_assets import DEFAULT_BLACK_BOX, resolve_model_path
+        from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, resolve_model_path
 
         model = model or DEFAULT_BLACK_BOX
         path = resolve_model_path(str(model))
@@ -682,8 +682,8 @@ BACKEND_HELP = (
 )
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m servers.openai_compatible") -> None:
-    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, PACKAGED_MODELS
+def main(argv: Sequence[str] | None = None, prog: str = "python -m instructzero.servers.openai_compatible") -> None:
+    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, PACKAGED_MODELS
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["rule", "echo", "transformers"], default="transformers",

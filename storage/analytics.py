@@ -34,9 +34,9 @@ from typing import Any
 import duckdb
 from sqlalchemy.engine import make_url
 
-from storage.errors import StoreError
-from storage.redaction import printable, redact_secrets
-from storage.session import display_url, head_revision, normalize_url, require_existing_store
+from instructzero.storage.errors import StoreError
+from instructzero.storage.redaction import printable, redact_secrets
+from instructzero.storage.session import display_url, head_revision, normalize_url, require_existing_store
 
 __all__ = ["Analytics", "VIEWS", "format_table", "extension_file"]
 

@@ -2,7 +2,7 @@
 
 Every public method is one transaction (`session_scope`). `record_iteration` writes all candidates, instructions,
 dev evaluations and example scores of an iteration or nothing, and is idempotent on exact replay. Inputs and
-outputs are the frozen dataclasses of `storage.entities`; ORM rows never escape.
+outputs are the frozen dataclasses of `instructzero.storage.entities`; ORM rows never escape.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from storage.entities import (
+from instructzero.storage.entities import (
     PHASES,
     RUN_STATUSES,
     CandidateIn,
@@ -34,8 +34,8 @@ from storage.entities import (
     MetricRecord,
     RunRecord,
 )
-from storage.errors import RunExistsError, RunLeasedError, RunNotFoundError, StoreError
-from storage.models import (
+from instructzero.storage.errors import RunExistsError, RunLeasedError, RunNotFoundError, StoreError
+from instructzero.storage.models import (
     SqlCandidate,
     SqlDataset,
     SqlEvaluation,
@@ -45,7 +45,7 @@ from storage.models import (
     SqlMetric,
     SqlRun,
 )
-from storage.session import display_url, one_line, open_engine, session_scope, upgrade_store
+from instructzero.storage.session import display_url, one_line, open_engine, session_scope, upgrade_store
 
 __all__ = ["RunStore", "instruction_hash", "upgrade_store"]
 

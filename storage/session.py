@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.errors import StoreError
-from storage.models import Base
-from storage.redaction import redact_secrets
+from instructzero.storage.errors import StoreError
+from instructzero.storage.models import Base
+from instructzero.storage.redaction import redact_secrets
 
 MIGRATIONS_DIR: Path = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000

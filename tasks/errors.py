@@ -37,7 +37,7 @@ class BlackBoxError(InstructZeroError):
     """
 
     def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
-        from storage.redaction import redact_secrets
+        from instructzero.storage.redaction import redact_secrets
 
         # stored as the run's error, logged by Prefect, printed: a URL in it (ours or one an SDK or server quoted)
         # never carries its credentials

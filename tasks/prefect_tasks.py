@@ -20,20 +20,20 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled
 
-from storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
-from storage.repository import RunStore
-from tasks.data.splits import Splits, make_splits
-from tasks.data.task_data import Example, TaskData, load_task
-from tasks.errors import BlackBoxError
-from tasks.interrupts import RunInterrupted
-from tasks.evaluation.blackbox import (
+from instructzero.storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.splits import Splits, make_splits
+from instructzero.tasks.data.task_data import Example, TaskData, load_task
+from instructzero.tasks.errors import BlackBoxError
+from instructzero.tasks.interrupts import RunInterrupted
+from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
 )
-from tasks.evaluation.metrics import MetricName, Scorer
-from tasks.prompts import ZeroShotFormat
-from tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
-from tasks.load_once import load_once
-from tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
+from instructzero.tasks.evaluation.metrics import MetricName, Scorer
+from instructzero.tasks.prompts import ZeroShotFormat
+from instructzero.tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from instructzero.tasks.load_once import load_once
+from instructzero.tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
 
 
 @lru_cache(maxsize=8)

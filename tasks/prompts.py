@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 ANSWER_ONLY = "Answer with the output only."
 """The template's one line about form. Chat models otherwise answer in sentences ("The sentiment of the sentence

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 from xml.sax.saxutils import escape
 
-from storage.session import display_url, normalize_url
+from instructzero.storage.session import display_url, normalize_url
 
 __all__ = [
     "CandidateLike", "CurvePoint", "Reference", "best_so_far", "candidate_rows", "curve_markdown", "curve_svg",
@@ -32,7 +32,7 @@ TOP_N = 10  # candidates in the table artifact
 
 
 class CandidateLike(Protocol):
-    """What the view reads of a stored candidate (`storage.entities.CandidateRecord`)."""
+    """What the view reads of a stored candidate (`instructzero.storage.entities.CandidateRecord`)."""
 
     iteration: int
     index: int

@@ -7,10 +7,10 @@ import pytest
 import torch
 from botorch.models import SingleTaskGP
 
-from tasks.errors import ConfigError
-from tasks.optimisation.acquisition import cmaes_maximize, propose_batch, sobol_design
-from tasks.optimisation.similarity import instruction_similarity
-from tasks.optimisation.surrogate import fit_surrogate
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.optimisation.acquisition import cmaes_maximize, propose_batch, sobol_design
+from instructzero.tasks.optimisation.similarity import instruction_similarity
+from instructzero.tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -85,7 +85,7 @@ def test_optimize_acqf_batch_is_valid_and_deterministic(models, X, kernel, acqui
 def test_logei_values_are_log_of_ei(models, X):
     kwargs = dict(best_f=_best(X), batch_size=2, dim=D, seed=0, **FAST)
     cands, log_values = propose_batch(models["matern"], acquisition="logei", **kwargs)
-    from tasks.optimisation.acquisition import _analytic_values
+    from instructzero.tasks.optimisation.acquisition import _analytic_values
 
     ei = _analytic_values(models["matern"], cands, _best(X), "ei")
     torch.testing.assert_close(log_values.exp(), ei, rtol=1e-6, atol=1e-12)
@@ -155,7 +155,7 @@ def test_a_failed_kriging_believer_still_fills_the_batch(models, X, monkeypatch)
     """When conditioning on a pick's fantasy fails (a NaN Schur complement, seen at n = 1000 with the coupled
     kernel, which crashed the proposal), the rest of the batch comes from the acquisition's best free Sobol
     points: b distinct valid points, the first the CMA-ES pick, and a warning instead of a crash."""
-    import tasks.optimisation.acquisition as acquisition
+    import instructzero.tasks.optimisation.acquisition as acquisition
     from botorch.exceptions.warnings import NumericsWarning
     from linear_operator.utils.errors import NanError
 

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import create_engine, text
 
-from storage.analytics import VIEWS, Analytics, check_read_only, format_table
-from storage.entities import LLMCall
-from storage.errors import StoreError
-from storage.repository import RunStore
-from storage.session import normalize_url
+from instructzero.storage.analytics import VIEWS, Analytics, check_read_only, format_table
+from instructzero.storage.entities import LLMCall
+from instructzero.storage.errors import StoreError
+from instructzero.storage.repository import RunStore
+from instructzero.storage.session import normalize_url
 from tests.plugins.store import make_evaluation, populate
 
 N_IT, N_CAND = 4, 3
@@ -233,7 +233,7 @@ def test_format_table() -> None:
 def _night(store: RunStore, name: str, task: str, dev: dict[str, float], test: float, *, model: str,
            status: str = "completed") -> str:
     """One member run of a nightly suite: one iteration of two candidates, the best one's test score, its status."""
-    from storage.entities import DatasetIn
+    from instructzero.storage.entities import DatasetIn
     from tests.plugins.store import make_candidate
 
     run = store.create_run(name=name, task=task, config={}, seed=0, versions={}, projection_hash=None,

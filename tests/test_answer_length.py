@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import build_config
-from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES
-from tasks.data.task_data import list_tasks, load_task
-from tasks.evaluation.answer_length import ANSWER_MARGIN_TOKENS, DEFAULT_ANSWER_TOKENS, answer_token_cap
+from instructzero.flows.params import build_config
+from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES
+from instructzero.tasks.data.task_data import list_tasks, load_task
+from instructzero.tasks.evaluation.answer_length import ANSWER_MARGIN_TOKENS, DEFAULT_ANSWER_TOKENS, answer_token_cap
 
 
 def test_cap_is_the_longest_answer_in_bytes_plus_a_margin() -> None:
@@ -31,7 +31,7 @@ def _longest_needed(model: str, names: list[str], data_dir: Path | None) -> dict
     """task -> (most tokens any accepted answer needs, +1 for a leading space; the derived cap)."""
     from transformers import AutoTokenizer
 
-    from tasks.generation.model_assets import resolve_model_path
+    from instructzero.tasks.generation.model_assets import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
     out = {}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from storage.errors import StoreError
-from storage.repository import RunStore
+from instructzero.flows.cli import main
+from instructzero.storage.errors import StoreError
+from instructzero.storage.repository import RunStore
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -100,7 +100,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be refused before Prefect starts: starting it fails the test."""
-    import flows.cli as cli
+    import instructzero.flows.cli as cli
 
     def refuse() -> None:
         raise AssertionError("Prefect was started")
@@ -164,7 +164,7 @@ def test_bad_environment_values_in_a_real_process(name, value, needle, cli_env, 
     import sys
 
     env = dict(cli_env, PYTHONPATH=str(REPO), **{name: value})
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--task", "sum", "--store",
+    result = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "run", "--task", "sum", "--store",
                              f"sqlite:///{tmp_path}/s.db"], env=env, cwd=tmp_path, text=True, capture_output=True,
                             timeout=300)
     assert result.returncode == 2, result.stderr
@@ -175,7 +175,7 @@ def test_bad_environment_values_in_a_real_process(name, value, needle, cli_env, 
 def test_an_unavailable_device_is_refused_before_anything_loads(no_prefect, capsys, monkeypatch, tmp_path) -> None:
     import torch
 
-    import tasks.generation.model_assets as assets
+    import instructzero.tasks.generation.model_assets as assets
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was resolved before the device was checked")
@@ -283,7 +283,7 @@ def test_a_failing_black_box_ends_the_run_in_one_error_line(
     faults, needle, resumable, prefect_harness, isolated_results, make_server, tiny_generator_dir, capsys,
     monkeypatch, tmp_path,
 ) -> None:
-    from servers.faults import FaultConfig
+    from instructzero.servers.faults import FaultConfig
 
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(**faults))
     monkeypatch.setenv("INSTRUCTZERO_BLACK_BOX__MAX_RETRIES", "1")
@@ -304,8 +304,8 @@ def test_a_lease_refused_inside_the_flow_is_one_line(prefect_harness, isolated_r
                                                      tiny_generator_dir, capsys, monkeypatch, tmp_path) -> None:
     """Another process claimed the run after this one's check (the race `_check_not_held` cannot close): the
     flow's claim refuses it, and that is one line too, not Prefect's ~80 lines of traceback first."""
-    import flows.cli as cli
-    from flows.params import build_config
+    import instructzero.flows.cli as cli
+    from instructzero.flows.params import build_config
     from tests.plugins.prefect import tiny_run_overrides
 
     url = f"sqlite:///{tmp_path / 's.db'}"

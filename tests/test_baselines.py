@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.baselines import run_fixed_candidates
-from storage.repository import RunStore
-from tasks.data.splits import make_splits
-from tasks.data.task_data import load_task
-from tasks.errors import ConfigError
-from tasks.evaluation.blackbox import BlackBoxSettings
+from instructzero.benchmarks.baselines import run_fixed_candidates
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
 
 
 def _settings(base_url: str) -> BlackBoxSettings:
@@ -53,7 +53,7 @@ def test_the_benchmark_s_baselines_are_scored_and_sent_the_run_s_way(
     """`instructzero bench` takes the run's scoring and zero-shot format from INSTRUCTZERO_SCORING__* and
     INSTRUCTZERO_BLACK_BOX__* as `run` does (its fixed candidates used the task's metric and the fixed template):
     the instruction goes in the system message, `contains` scores, both recorded with the run."""
-    from benchmarks.cli import main as bench_main
+    from instructzero.benchmarks.cli import main as bench_main
 
     monkeypatch.setenv("INSTRUCTZERO_BLACK_BOX__INSTRUCTION_ROLE", "system")
     monkeypatch.setenv("INSTRUCTZERO_SCORING__METRIC", "contains")

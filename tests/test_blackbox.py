@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from servers.faults import FaultConfig
-from servers.openai_compatible import RuleBackend, ServerHandle
-from tasks.evaluation.blackbox import (
+from instructzero.servers.faults import FaultConfig
+from instructzero.servers.openai_compatible import RuleBackend, ServerHandle
+from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
     Completion,
@@ -24,9 +24,9 @@ from tasks.evaluation.blackbox import (
     evaluate_instructions_async,
     request_hash,
 )
-from tasks.data.task_data import Example
-from tasks.errors import BlackBoxError, ConfigError
-from tasks.prompts import ZERO_SHOT_TEMPLATE, format_exemplars, render_zero_shot, validate_template
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks.prompts import ZERO_SHOT_TEMPLATE, format_exemplars, render_zero_shot, validate_template
 
 KEY_ENV = "INSTRUCTZERO_TEST_BLACKBOX_KEY"
 SUM_EXAMPLES = (
@@ -348,7 +348,7 @@ def test_api_key_never_stored(make_server: Callable[..., ServerHandle], monkeypa
 
 def test_store_caches_on_a_real_store(make_server: Callable[..., ServerHandle], sqlite_url: str) -> None:
     """The store-backed cache serves hits without HTTP and attributes new calls to the run."""
-    from storage.repository import RunStore
+    from instructzero.storage.repository import RunStore
 
     server = make_server()
     store = RunStore(sqlite_url)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import build_config
-from tasks.data.task_data import Example
-from tasks.errors import ConfigError
-from tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
-from tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
+from instructzero.flows.params import build_config
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
+from instructzero.tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
 
 
 def test_prices_come_from_config_then_the_table_and_local_endpoints_are_free() -> None:
@@ -71,7 +71,7 @@ def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -
     # a real tokenizer never counts more tokens than bytes + overhead
     from transformers import AutoTokenizer
 
-    from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
+    from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(PACKAGED_GEMMA, default_cache_dir())))
     for text in ["Instruction: Add the numbers.\n\nInput: 12 30\nOutput:", "Übersetze: naïve café ✓ 日本語"]:
@@ -125,7 +125,7 @@ def _tiny_cli(store: str, base_url: str, generator_dir, *extra: str) -> list[str
 ])
 def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(extra, needle, echo_server_url, tiny_generator_dir,
                                                              tmp_path, capsys, monkeypatch) -> None:
-    from flows.cli import main
+    from instructzero.flows.cli import main
 
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "store.db"
@@ -137,7 +137,7 @@ def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(extra, needle, echo
 
 def test_estimate_prints_the_worst_case_and_writes_nothing(echo_server_url, tiny_generator_dir, tmp_path,
                                                            capsys) -> None:
-    from flows.cli import main
+    from instructzero.flows.cli import main
 
     store = tmp_path / "store.db"
     args = _tiny_cli(f"sqlite:///{store}", echo_server_url, tiny_generator_dir, "--price-in", "2", "--price-out", "8")
@@ -151,7 +151,7 @@ def test_estimate_prints_the_worst_case_and_writes_nothing(echo_server_url, tiny
 def test_pareto_front_and_length_penalty() -> None:
     from dataclasses import dataclass
 
-    from tasks.evaluation.pareto import pareto_front, penalised
+    from instructzero.tasks.evaluation.pareto import pareto_front, penalised
 
     points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0),
               ("short ok", 0.6, 5)]
@@ -169,7 +169,7 @@ def test_pareto_front_and_length_penalty() -> None:
 
 
 def test_pareto_plot_is_a_png(tmp_path) -> None:
-    from tasks.evaluation.pareto import pareto_front, plot_front
+    from instructzero.tasks.evaluation.pareto import pareto_front, plot_front
 
     points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0)]
     path = tmp_path / "front.png"
@@ -181,7 +181,7 @@ def test_pareto_plot_keeps_the_accuracy_scale_and_names_the_run() -> None:
     """An all-zero run was drawn on an accuracy axis of -0.04..0.04 with no run name."""
     import matplotlib.pyplot as plt
 
-    from tasks.evaluation.pareto import front_figure, pareto_front
+    from instructzero.tasks.evaluation.pareto import front_figure, pareto_front
 
     points = [("Add them.", 0.0, 3), ("Write the sum of the two numbers.", 0.0, 8)]
     fig = front_figure(points, pareto_front(points), title="run nightly (sum)")

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import build_config, config_from_record
-from flows.spend import prompts_for
-from storage.repository import RunStore
-from tasks.data.splits import make_splits
-from tasks.data.task_data import load_task
-from tasks.evaluation.budget import byte_bound, worst_case
-from tasks.evaluation.pricing import Prices
-from tasks.prompts import ZERO_SHOT_TEMPLATE
+from instructzero.flows.params import build_config, config_from_record
+from instructzero.flows.spend import prompts_for
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.evaluation.budget import byte_bound, worst_case
+from instructzero.tasks.evaluation.pricing import Prices
+from instructzero.tasks.prompts import ZERO_SHOT_TEMPLATE
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 
 PRICED = dict(price_in_per_mtok=1000.0, price_out_per_mtok=1000.0)  # $0.001 per token: every call costs
@@ -44,7 +44,7 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
 ) -> None:
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from flows.instructzero import instructzero_flow
+    from instructzero.flows.instruction_search import instructzero_flow
 
     reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
     reference = instructzero_flow(build_config(**_overrides(reference_url, echo_server_url, tiny_generator_dir)))
@@ -96,7 +96,7 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     assert _paid(reference_url, again.run_id) == (0, 0.0) and again.spent.calls == 0
     assert again.test_score == reference.test_score
 
-    from storage.analytics import Analytics
+    from instructzero.storage.analytics import Analytics
 
     with Analytics(url) as analytics:
         _, rows = analytics.query("SELECT stage, iteration, calls, cache_hits, paid_calls, cost_usd "

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, WORDS, generate_builtin, number_to_words
+from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, WORDS, generate_builtin, number_to_words
 
 REQUIRED = {"sum", "diff", "first_word_letter", "letters_list", "num_to_verbal", "word_sorting"}
 

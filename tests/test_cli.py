@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
-from storage.repository import RunStore
+from instructzero.flows.cli import EXIT_USER_ERROR, main
+from instructzero.storage.repository import RunStore
 
 
 def test_tasks_lists_builtins_without_data_dir(capsys) -> None:
@@ -61,7 +61,7 @@ def test_runs_and_db_upgrade(populated_store: str, capsys) -> None:
 
 
 def test_a_read_only_store_is_refused_before_the_run_starts(tmp_path: Path, capsys) -> None:
-    from storage.repository import RunStore
+    from instructzero.storage.repository import RunStore
 
     RunStore(f"sqlite:///{tmp_path / 'ro.db'}").close()
     before = (tmp_path / "ro.db").read_bytes()
@@ -113,7 +113,7 @@ def test_bench_reports_bad_options_as_a_user_error(tmp_path: Path, capsys) -> No
 
 def test_every_flag_of_every_command_says_what_it_does() -> None:
     """`--seed`, `--soft-tokens`, `--intrinsic-dim`, `--concurrency`, `--max-tokens` and `--store` had no help."""
-    from flows.cli import build_parser
+    from instructzero.flows.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
     silent = {name: [a.option_strings[-1] for a in command._actions if a.option_strings and not a.help]

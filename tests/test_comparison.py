@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.evaluation.comparison import (
+from instructzero.tasks.evaluation.comparison import (
     ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table, format_comparison,
     scores_in_order,
 )
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 
 def scored(label: str, scores: list[float], text: str = "") -> ScoredInstruction:
@@ -94,8 +94,8 @@ def test_table_text_metrics_and_artifact_rows_agree() -> None:
 
 # ---------------------------------------------------------------- the constant-answer reference
 def test_constant_answer_is_the_majority_label_on_a_skewed_task() -> None:
-    from tasks.data.task_data import Example
-    from tasks.evaluation.constant_answer import best_constant_answer
+    from instructzero.tasks.data.task_data import Example
+    from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 
     examples = [Example(str(i), f"x{i}", (label,)) for i, label in enumerate(["yes"] * 7 + ["no"] * 3)]
     const = best_constant_answer(examples, "exact_match")
@@ -104,8 +104,8 @@ def test_constant_answer_is_the_majority_label_on_a_skewed_task() -> None:
 
 
 def test_constant_answer_counts_every_accepted_answer_and_the_metric() -> None:
-    from tasks.data.task_data import Example
-    from tasks.evaluation.constant_answer import best_constant_answer
+    from instructzero.tasks.data.task_data import Example
+    from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 
     # "cat" is never the canonical answer but is accepted on 3 of 4 examples: it is the best constant
     examples = [Example("0", "a", ("dog", "cat")), Example("1", "b", ("fox", "cat")), Example("2", "c", ("cow", "cat")),

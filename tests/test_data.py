@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.task_data import Example, list_tasks, load_task
-from tasks.errors import TaskDataError
+from instructzero.tasks.data.task_data import Example, list_tasks, load_task
+from instructzero.tasks.errors import TaskDataError
 
 II_TASKS = [
     "active_to_passive", "antonyms", "cause_and_effect", "common_concept", "diff", "first_word_letter",
@@ -67,7 +67,7 @@ def test_extra_answer_fields_follow_the_canonical_output(fixture_data_dir: Path,
 
 def test_word_in_context_follows_the_reference_metric(fixture_data_dir: Path) -> None:
     """The reference accepts only `output`: "no" for "not the same" scores 0, the exact phrase scores 1."""
-    from tasks.evaluation.metrics import score_prediction
+    from instructzero.tasks.evaluation.metrics import score_prediction
 
     task = load_task("word_in_context", fixture_data_dir)
     answers = task.examples[0].answers

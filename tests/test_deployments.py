@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from flows.deploy import load_definitions, to_deployments
-from storage.repository import RunStore
+from instructzero.flows.deploy import load_definitions, to_deployments
+from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_integrity_problems, tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +36,12 @@ def test_prefect_yaml_defines_the_documented_deployments() -> None:
     # Tasks on which the default generator/black-box pair finds instructions above the empty one (README).
     assert nightly["parameters"]["tasks"] == ["sentiment", "sum"]
     gpu = definitions["run-task-gpu"]
-    assert gpu["entrypoint"] == "flows/instructzero.py:instructzero_flow"
+    assert gpu["entrypoint"] == "flows/instruction_search.py:instructzero_flow"
     assert gpu["work_pool"]["name"] == "instructzero-gpu"
     assert gpu["work_pool"]["job_variables"]["env"]["INSTRUCTZERO_GENERATOR__DEVICE"] == "cuda"
     assert definitions["run-task-cpu"]["work_pool"]["name"] == "instructzero-cpu"
     assert definitions["resume"]["entrypoint"] == "flows/suite.py:resume_run"
-    # Every entrypoint loads and its parameters validate against the flow's signature (what `flows.deploy` serves).
+    # Every entrypoint loads and its parameters validate against the flow's signature (what `instructzero.flows.deploy` serves).
     served = {d.name: d for d in to_deployments()}
     assert set(served) == {f"{name}-served" for name in definitions}  # never a name `prefect deploy` registers
     assert served["benchmark-nightly-served"].schedules and served["resume-served"].parameters == {}
@@ -49,7 +49,7 @@ def test_prefect_yaml_defines_the_documented_deployments() -> None:
 
 def test_job_variables_route_generation_to_the_gpu(monkeypatch) -> None:
     """The GPU pool's env fills what a run's parameters leave out: here the generator's device."""
-    from flows.instructzero import instructzero_flow
+    from instructzero.flows.instruction_search import instructzero_flow
 
     for key, value in {d["name"]: d for d in load_definitions()}["run-task-gpu"]["work_pool"]["job_variables"][
             "env"].items():
@@ -264,7 +264,7 @@ def _poll(read: Callable[[], list[Any]], *, deadline_s: float, every_s: float = 
 
 @pytest.mark.slow
 def test_served_deployments_leave_the_deployed_ones_alone(deployed) -> None:
-    """`python -m flows.deploy serve` registers `<name>-served`; what `prefect deploy` made keeps its pool."""
+    """`python -m instructzero.flows.deploy serve` registers `<name>-served`; what `prefect deploy` made keeps its pool."""
     with _client(deployed.api) as client:
         before = client.read_deployment_by_name("instructzero-resume/resume")
         for deployment in to_deployments(["resume"]):

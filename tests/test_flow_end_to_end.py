@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import build_config
-from storage.repository import RunStore
+from instructzero.flows.params import build_config
+from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_rows
 from tests.plugins.store import SoftPromptVector
 
@@ -32,8 +32,8 @@ def _table(store: RunStore, run_id: str) -> list[tuple]:
 
 
 def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_box_url, tmp_path: Path) -> None:
-    from flows.instructzero import instructzero_flow
-    from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     human = HUMAN_INSTRUCTIONS["sentiment"][0]
@@ -84,9 +84,9 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_b
 
     # The worst-case estimate of this run (the served model's own tokenizer: its name is a packaged model's)
     # bounds what it spent; the real-run ratio is published in README ("Budgets").
-    from flows.spend import counter_for, estimate_for
-    from tasks.data.splits import make_splits
-    from tasks.data.task_data import load_task
+    from instructzero.flows.spend import counter_for, estimate_for
+    from instructzero.tasks.data.splits import make_splits
+    from instructzero.tasks.data.task_data import load_task
 
     splits = make_splits(load_task("sentiment", None), n_exemplars=3, n_dev=3, n_test=6, seed=config.seed)
     assert counter_for(config).per_generated_token == 2  # the tokenizer's count, not the byte bound's 8 per token

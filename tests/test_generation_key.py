@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks.prefect_tasks as pt
-from tasks.data.task_data import Example
+import instructzero.tasks.prefect_tasks as pt
+from instructzero.tasks.data.task_data import Example
 
 EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
 

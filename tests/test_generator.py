@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.data.task_data import Example
-from tasks.errors import ConfigError, GeneratorError
-from tasks.generation.generator import (
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import ConfigError, GeneratorError
+from instructzero.tasks.generation.generator import (
     DEFAULT_TEMPLATE,
     InstructionGenerator,
     clean_instruction,
@@ -177,10 +177,10 @@ def test_default_generator_writes_an_on_task_instruction() -> None:
     """The default generator is chat-tuned (ChatML), so the soft tokens open its user turn and its answer is
     pre-filled; on sentiment exemplars it writes an instruction about sentiment, for several soft prompts (the
     packaged Gemma base model writes text about the exemplars instead)."""
-    from tasks.data.splits import make_splits
-    from tasks.data.task_data import load_task
-    from tasks.generation.generator import CHAT_ANSWER_PREFIX
-    from tasks.generation.model_assets import DEFAULT_GENERATOR, default_cache_dir
+    from instructzero.tasks.data.splits import make_splits
+    from instructzero.tasks.data.task_data import load_task
+    from instructzero.tasks.generation.generator import CHAT_ANSWER_PREFIX
+    from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR, default_cache_dir
 
     g = InstructionGenerator(DEFAULT_GENERATOR, cache_dir=default_cache_dir(), n_soft_tokens=5, intrinsic_dim=10,
                              max_new_tokens=24, device="cpu")

@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from storage.repository import RunStore
-from tasks.data.task_data import Example
-from tasks.evaluation.blackbox import (
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
     StoreResponseCache,
     evaluate_instructions,
 )
-from tasks.errors import BlackBoxError
-from tasks.prompts import render_zero_shot
+from instructzero.tasks.errors import BlackBoxError
+from instructzero.tasks.prompts import render_zero_shot
 
 MODEL = "hostile"
 PROMPT = "Instruction: Add.\n\nInput: 2 3\nOutput:"
@@ -355,7 +355,7 @@ def test_a_body_beyond_the_byte_cap_is_not_read_whole(hostile: Callable[..., Hos
 
 
 def test_answer_and_byte_caps_are_validated() -> None:
-    from tasks.errors import ConfigError
+    from instructzero.tasks.errors import ConfigError
 
     for bad in (dict(max_answer_chars=0), dict(max_response_bytes=0)):
         with pytest.raises(ConfigError):

@@ -31,20 +31,20 @@ from pathlib import Path
 
 import pytest
 
-from servers.faults import FaultConfig
+from instructzero.servers.faults import FaultConfig
 from tests.plugins.prefect import store_integrity_problems, store_rows
 from tests.test_reliability import _cli_args
 from tests.test_run_lease import _alive, _descendants, _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-LATENCY_S = 1.0  # each black-box answer; below tasks.interrupts.STOP_GRACE_S, so what is in flight lands
+LATENCY_S = 1.0  # each black-box answer; below instructzero.tasks.interrupts.STOP_GRACE_S, so what is in flight lands
 EXIT_WITHIN_S = 15.0  # from the signal to the exit, on a loaded 2-core machine
 
 
 # ------------------------------------------------------------------------------------------------ fast
 @pytest.fixture
 def stop_cleared():
-    from tasks import interrupts
+    from instructzero.tasks import interrupts
 
     interrupts.clear()
     yield interrupts
@@ -54,7 +54,7 @@ def stop_cleared():
 def test_a_stop_sends_nothing_new_and_keeps_the_answers_in_flight(make_server, stop_cleared) -> None:
     """Concurrency 2, six prompts, 0.5 s per answer: a stop while two are in flight lets them land (stored), sends
     none of the other four, and raises RunInterrupted within the grace."""
-    from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, InMemoryResponseCache
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, InMemoryResponseCache
 
     interrupts = stop_cleared
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=0.5))
@@ -85,8 +85,8 @@ def test_a_stop_ends_a_generation_batch_without_returning_it(tiny_generator_dir,
     without a stop request its outputs are what they were."""
     import numpy as np
 
-    from tasks.generation.generator import InstructionGenerator
-    from tasks.generation.model_assets import default_cache_dir
+    from instructzero.tasks.generation.generator import InstructionGenerator
+    from instructzero.tasks.generation.model_assets import default_cache_dir
 
     interrupts = stop_cleared
     generator = InstructionGenerator(str(tiny_generator_dir), cache_dir=default_cache_dir(), max_new_tokens=8,
@@ -103,7 +103,7 @@ def test_a_stop_ends_a_generation_batch_without_returning_it(tiny_generator_dir,
 def test_first_signal_raises_before_the_flow_and_only_asks_while_it_runs(stop_cleared) -> None:
     """In-process, real signals: before the flow the first one stops at once (StopSignal, exit 128 + signal);
     while it runs it only requests a stop; the previous handlers come back after the command."""
-    from flows import stop_signals
+    from instructzero.flows import stop_signals
 
     interrupts = stop_cleared
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -154,7 +154,7 @@ class _Output:
 def _spawn(argv: list[str], env: dict[str, str], *, pty: bool = False) -> tuple[subprocess.Popen, _Output, int]:
     """A CLI process in its own session (so signals to its group reach it alone, like a terminal's job); with
     `pty`, the session's controlling terminal is a new pty, whose master fd is returned (else -1)."""
-    cmd = [sys.executable, "-m", "flows.cli", *argv]
+    cmd = [sys.executable, "-m", "instructzero.flows.cli", *argv]
     if not pty:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -337,7 +337,7 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
     # 5. resume to the end, fast
     t0 = time.perf_counter()
     server.set_faults(FaultConfig())
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *resume], env=api_env, cwd=REPO, text=True,
+    done = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", *resume], env=api_env, cwd=REPO, text=True,
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_id, status, flow_run_id = _run_row(url)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from gpytorch.kernels import Kernel, ScaleKernel
 
-from tasks.errors import ConfigError, NumericalWarning
-from tasks.optimisation.kernel import InstructionCoupledKernel, latent_matern_kernel, psd_root
-from tasks.optimisation.similarity import embedding_similarity, instruction_similarity
+from instructzero.tasks.errors import ConfigError, NumericalWarning
+from instructzero.tasks.optimisation.kernel import InstructionCoupledKernel, latent_matern_kernel, psd_root
+from instructzero.tasks.optimisation.similarity import embedding_similarity, instruction_similarity
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -252,7 +252,7 @@ def test_embedding_similarity_minilm():
 
 
 def test_coupled_plus_latent_is_the_weighted_sum_and_keeps_prior_variance_far_away():
-    from tasks.optimisation.kernel import CoupledPlusLatentKernel
+    from instructzero.tasks.optimisation.kernel import CoupledPlusLatentKernel
 
     coupled, Z, S = _make_kernel()
     kernel = CoupledPlusLatentKernel(coupled, weight=0.25)

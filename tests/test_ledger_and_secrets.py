@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from flows.params import build_config, resolve_store_url
-from storage.analytics import Analytics
-from storage.repository import RunStore
-from tasks.errors import ConfigError
+from instructzero.flows.params import build_config, resolve_store_url
+from instructzero.storage.analytics import Analytics
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.errors import ConfigError
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
 
 def _run(overrides: dict, **kwargs):
-    from flows.instructzero import instructzero_flow
+    from instructzero.flows.instruction_search import instructzero_flow
 
     return instructzero_flow(build_config(**overrides), **kwargs)
 
@@ -35,7 +35,7 @@ def _cost(url: str, ext_dir: Path) -> dict[str, dict]:
 
 
 def _forget_store(url: str) -> None:
-    from tasks.prefect_tasks import open_store
+    from instructzero.tasks.prefect_tasks import open_store
 
     open_store(url).close()
     open_store.cache_clear()
@@ -85,7 +85,7 @@ def test_cost_per_run_counts_only_what_was_sent(
 
 def test_retries_have_one_count(prefect_harness, isolated_results, make_server, tiny_generator_dir, tmp_path) -> None:
     """Every transient fault is retried and counted once, in llm_calls.retries, which `cost_per_run` reports."""
-    from servers.faults import FaultConfig
+    from instructzero.servers.faults import FaultConfig
 
     url = f"sqlite:///{tmp_path / 'retries.db'}"
     server = make_server("rule", model_name="rule-based",
@@ -104,13 +104,13 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     """Prefect retries a failed zero-shot-evaluate task; its first attempt had paid for one answer (after one
     retry) and its second takes that answer from the cache. The retry is in the ledger once, `cost_per_run` says
     so, and no other table keeps a second count (evaluations.retries said 0 here while llm_calls said 1)."""
-    from servers.faults import FaultConfig
+    from instructzero.servers.faults import FaultConfig
     from sqlalchemy import create_engine, inspect
 
-    from tasks.data.task_data import Example
-    from tasks.errors import BlackBoxError
-    from tasks.evaluation.blackbox import BlackBoxSettings
-    from tasks.prefect_tasks import to_evaluation_in, zero_shot_evaluate
+    from instructzero.tasks.data.task_data import Example
+    from instructzero.tasks.errors import BlackBoxError
+    from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+    from instructzero.tasks.prefect_tasks import to_evaluation_in, zero_shot_evaluate
     from tests.plugins.store import make_candidate
 
     url = f"sqlite:///{tmp_path / 'retried.db'}"
@@ -226,8 +226,8 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
 
 def test_credentials_in_the_black_box_url_never_show_in_its_errors(make_server) -> None:
     """A BlackBoxError (stored as the run's error, logged by Prefect, printed by the CLI) named the URL raw."""
-    from tasks.errors import BlackBoxError
-    from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
+    from instructzero.tasks.errors import BlackBoxError
+    from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 
     key = "bb-" + uuid.uuid4().hex[:16]
     server = make_server("rule", model_name="rule-based", strict_model=True)  # 404 for another model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.load_once import load_once
+from instructzero.tasks.load_once import load_once
 
 
 def test_threads_asking_together_share_one_load_per_key() -> None:
@@ -48,7 +48,7 @@ def test_a_failed_load_is_not_cached_and_the_oldest_result_is_evicted() -> None:
 
 
 def test_the_real_generator_loads_once_for_concurrent_callers(tiny_generator_dir: Path, tmp_path: Path) -> None:
-    from tasks.prefect_tasks import GeneratorSpec, load_generator
+    from instructzero.tasks.prefect_tasks import GeneratorSpec, load_generator
 
     load_generator.cache_clear()
     spec = GeneratorSpec(model=str(tiny_generator_dir), cache_dir=str(tmp_path), n_soft_tokens=2, intrinsic_dim=4,

@@ -9,13 +9,13 @@ import random
 import pytest
 from sqlalchemy import create_engine, text
 
-from flows.params import build_config
-from storage.entities import LLMCall
-from storage.lossless_text import ESCAPE, escape_text, unescape_text
-from storage.repository import RunStore
-from storage.session import normalize_url
-from tasks.data.task_data import load_task
-from tasks.errors import ConfigError, TaskDataError
+from instructzero.flows.params import build_config
+from instructzero.storage.entities import LLMCall
+from instructzero.storage.lossless_text import ESCAPE, escape_text, unescape_text
+from instructzero.storage.repository import RunStore
+from instructzero.storage.session import normalize_url
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.errors import ConfigError, TaskDataError
 from tests.plugins.store import make_evaluation
 
 HOSTILE = ("a\x00b", "\ud800 lone", "end \udfff", f"{ESCAPE}0 looks escaped", "\x00" * 3, "plain é 😀")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import ConfigError, TaskDataError
-from tasks.evaluation.metrics import metric_for_task, normalize_prediction, score_prediction
+from instructzero.tasks.errors import ConfigError, TaskDataError
+from instructzero.tasks.evaluation.metrics import metric_for_task, normalize_prediction, score_prediction
 
 
 @pytest.mark.parametrize(

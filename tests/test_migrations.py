@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-import storage.session as session_mod
-from storage.errors import StoreError
-from storage.models import Base
-from storage.repository import RunStore, upgrade_store
-from storage.session import downgrade_store, head_revision, normalize_url, store_revision
+import instructzero.storage.session as session_mod
+from instructzero.storage.errors import StoreError
+from instructzero.storage.models import Base
+from instructzero.storage.repository import RunStore, upgrade_store
+from instructzero.storage.session import downgrade_store, head_revision, normalize_url, store_revision
 from tests.plugins.store import populate
 from tests.test_repository import counts
 

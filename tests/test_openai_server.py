@@ -14,9 +14,9 @@ from typing import Any
 import openai
 import pytest
 
-from servers.faults import FaultConfig, FaultInjector
-from servers.openai_compatible import GenRequest, RuleBackend, ServerHandle, main, serve
-from tasks.prompts import render_zero_shot
+from instructzero.servers.faults import FaultConfig, FaultInjector
+from instructzero.servers.openai_compatible import GenRequest, RuleBackend, ServerHandle, main, serve
+from instructzero.tasks.prompts import render_zero_shot
 
 
 def post(url: str, payload: Any, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
@@ -209,7 +209,7 @@ def test_packaged_chat_model_follows_an_instruction_over_http(
     with the project's template ("the sentiment of the sentence is positive."), so only the label's presence is
     asserted for it.
     """
-    from tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
+    from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 
     client = openai.OpenAI(base_url=request.getfixturevalue(server_fixture), api_key="not-needed", max_retries=0,
                            timeout=120)
@@ -229,7 +229,7 @@ def test_packaged_chat_model_follows_an_instruction_over_http(
     # prompt it counted is longer than the user message alone.
     from transformers import AutoTokenizer
 
-    from tasks.generation.model_assets import resolve_model_path
+    from instructzero.tasks.generation.model_assets import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
     message = render_zero_shot("", "The movie was wonderful.")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from flows.params import build_config
-from servers.openai_compatible import ServerHandle
-from tasks.data.splits import make_splits
-from tasks.data.task_data import load_task
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, evaluate_instructions
+from instructzero.flows.cli import main
+from instructzero.flows.params import build_config
+from instructzero.servers.openai_compatible import ServerHandle
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import load_task
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, evaluate_instructions
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 
 UPPER = "Convert the input to upper case."
@@ -63,8 +63,8 @@ def test_a_task_too_small_for_the_test_size_says_so_in_one_line(upper_task: Path
 def test_a_run_scores_its_own_way_and_records_it(prefect_harness, isolated_results, tiny_generator_dir,
                                                  make_server: Callable[..., ServerHandle], upper_task: Path,
                                                  tmp_path: Path) -> None:
-    from flows.instructzero import instructzero_flow
-    from storage.repository import RunStore
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.storage.repository import RunStore
 
     server = make_server("rule", model_name="rule-based")
     url = f"sqlite:///{tmp_path / 'own.db'}"

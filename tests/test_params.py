@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.params import RunConfig, build_config, config_from_record, package_versions
-from tasks.errors import ConfigError
+from instructzero.flows.params import RunConfig, build_config, config_from_record, package_versions
+from instructzero.tasks.errors import ConfigError
 
 
 def test_defaults_are_small_and_recorded_without_secrets(monkeypatch) -> None:

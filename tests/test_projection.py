@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.errors import ConfigError
-from tasks.generation.projection import SoftPromptProjection, embedding_stats
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.generation.projection import SoftPromptProjection, embedding_stats
 
 D, N, H = 10, 5, 64
 

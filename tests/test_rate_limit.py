@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-import tasks.evaluation.rate_limit as rate_limit
-from flows.params import build_config
-from servers.faults import FaultConfig
-from servers.openai_compatible import ServerHandle
-from tasks.errors import ConfigError
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
-from tasks.evaluation.rate_limit import RateLimiter
-from tasks.prompts import render_zero_shot
+import instructzero.tasks.evaluation.rate_limit as rate_limit
+from instructzero.flows.params import build_config
+from instructzero.servers.faults import FaultConfig
+from instructzero.servers.openai_compatible import ServerHandle
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
+from instructzero.tasks.evaluation.rate_limit import RateLimiter
+from instructzero.tasks.prompts import render_zero_shot
 
 
 class Clock:
@@ -56,7 +56,7 @@ def test_rate_limits_are_config_fields_with_flags() -> None:
     assert (config.budget.requests_per_minute, config.budget.tokens_per_minute) == (60, 90_000)
     with pytest.raises(ConfigError, match="requests_per_minute"):
         build_config(budget={"requests_per_minute": 0})
-    from flows.cli import _nested_overrides, build_parser
+    from instructzero.flows.cli import _nested_overrides, build_parser
 
     args = build_parser().parse_args(["run", "--rpm", "30", "--tpm", "1000"])
     assert _nested_overrides(args)["budget"] == {"requests_per_minute": "30", "tokens_per_minute": "1000"}

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from storage.redaction import redact_secrets
-from storage.session import display_url
+from instructzero.storage.redaction import redact_secrets
+from instructzero.storage.session import display_url
 
 SECRET = "s3cr3tValue"
 
@@ -43,7 +43,7 @@ def test_display_url_masks_query_passwords_and_unparsable_urls() -> None:
 
 
 def test_stored_config_json_carries_no_black_box_credentials() -> None:
-    from flows.params import build_config
+    from instructzero.flows.params import build_config
 
     config = build_config(black_box={"base_url": f"http://user:{SECRET}@127.0.0.1:1/v1?api_key={SECRET}"},
                           store_url=f"postgresql://iz@db/x?password={SECRET}")
@@ -54,7 +54,7 @@ def test_stored_config_json_carries_no_black_box_credentials() -> None:
 
 
 def test_cli_errors_are_redacted(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    from flows.cli import EXIT_USER_ERROR, main
+    from instructzero.flows.cli import EXIT_USER_ERROR, main
 
     # a PostgreSQL store nobody listens on: the error names the store, never its password
     code = main(["sql", "SELECT 1", "--store", f"postgresql://iz:{SECRET}@127.0.0.1:9/db"])
@@ -67,8 +67,8 @@ def test_cli_errors_are_redacted(capsys: pytest.CaptureFixture[str], tmp_path) -
 
 def test_duckdb_connection_errors_are_redacted_at_the_source() -> None:
     """The analytics layer's own error (what a library user sees) already hides DuckDB's libpq string."""
-    from storage.analytics import Analytics
-    from storage.errors import StoreError
+    from instructzero.storage.analytics import Analytics
+    from instructzero.storage.errors import StoreError
 
     with pytest.raises(StoreError) as err:
         Analytics(f"postgresql://iz:{SECRET}@127.0.0.1:9/db")
@@ -80,15 +80,15 @@ HOSTILE = "a\x1b]0;pwned\x07b\x00c\u202edef"
 
 
 def test_printable_escapes_controls_and_bidi_overrides() -> None:
-    from storage.redaction import printable
+    from instructzero.storage.redaction import printable
 
     assert printable(HOSTILE) == "a\\x1b]0;pwned\\x07b\\x00c\\u202edef"
     assert printable("café 日本\tok") == "café 日本\tok"  # ordinary text and tabs untouched
 
 
 def test_runs_and_sql_tables_print_no_raw_control_characters(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    from flows.cli import main
-    from storage.repository import RunStore
+    from instructzero.flows.cli import main
+    from instructzero.storage.repository import RunStore
     from tests.test_repository import new_run
 
     url = f"sqlite:///{tmp_path / 's.db'}"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import build_config, config_from_record
-from servers.faults import FaultConfig
-from storage.repository import RunStore
+from instructzero.flows.params import build_config, config_from_record
+from instructzero.servers.faults import FaultConfig
+from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_overrides
 from tests.plugins.store import SoftPromptVector
 
@@ -55,7 +55,7 @@ def _subprocess_env(cli_env: dict[str, str], api_url: str, results_dir: Path) ->
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, text=True,
+    return subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -68,7 +68,7 @@ def _candidates(store_url: str, run_id: str) -> list[tuple]:
 
 
 def _in_process_run(overrides: dict, *, resume_run_id: str | None = None):
-    from flows.instructzero import instructzero_flow
+    from instructzero.flows.instruction_search import instructzero_flow
 
     return instructzero_flow(build_config(**overrides), resume_run_id=resume_run_id)
 
@@ -159,7 +159,7 @@ def test_random_faults_are_retried_bounded_and_counted(
 def test_dead_endpoint_fails_clearly_and_the_run_resumes_later(
     prefect_harness, isolated_results, make_server, tiny_generator_dir, sqlite_url
 ) -> None:
-    from tasks.errors import BlackBoxError
+    from instructzero.tasks.errors import BlackBoxError
 
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=0.3))
     port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
@@ -315,7 +315,7 @@ def test_kill_9_anywhere_in_an_iteration_then_resume_matches_an_uninterrupted_ru
 
         config = config_from_record(run.config, store_url=store_url)
         with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: results_dir}):  # what the victim persisted
-            from flows.instructzero import instructzero_flow
+            from instructzero.flows.instruction_search import instructzero_flow
 
             summary = instructzero_flow(config, resume_run_id=run.id)
         got = _candidates(store_url, run.id)
@@ -342,7 +342,7 @@ def _files(folder: Path) -> dict[str, str]:
 
 
 def _cli_error(capsys, argv: list[str]) -> str:
-    from flows.cli import main
+    from instructzero.flows.cli import main
 
     try:
         code = main(argv)
@@ -445,7 +445,7 @@ def test_hostile_sql_is_refused_and_the_store_is_unchanged(capsys, tmp_path) -> 
     sidecars = {k: v for k, v in after.items() if k not in before and k.endswith(("-shm", "-wal"))}
     assert all(v == hashlib.sha256(b"").hexdigest() for k, v in sidecars.items() if k.endswith("-wal")), sidecars
     assert {k: v for k, v in after.items() if k not in sidecars} == before  # nothing written, nothing created
-    from flows.cli import main
+    from instructzero.flows.cli import main
 
     capsys.readouterr()
     assert main(["sql", "SELECT count(*) AS n FROM store.runs", "--store", url, "--format", "csv"]) == 0

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from storage.entities import CandidateRecord, DatasetIn, LLMCall, RunRecord
-from storage.errors import RunNotFoundError, StoreError
-from storage.repository import RunStore, instruction_hash
-from storage.session import normalize_url
+from instructzero.storage.entities import CandidateRecord, DatasetIn, LLMCall, RunRecord
+from instructzero.storage.errors import RunNotFoundError, StoreError
+from instructzero.storage.repository import RunStore, instruction_hash
+from instructzero.storage.session import normalize_url
 from tests.plugins.store import make_candidate, make_evaluation, populate
 
 TABLES = ("runs", "datasets", "instructions", "candidates", "evaluations", "example_scores", "llm_calls", "metrics")

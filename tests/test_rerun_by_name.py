@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-import flows.cli as cli
-from flows.params import build_config
-from storage.repository import RunStore
-from tasks.data.splits import make_splits
-from tasks.data.task_data import load_task
+import instructzero.flows.cli as cli
+from instructzero.flows.params import build_config
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.splits import make_splits
+from instructzero.tasks.data.task_data import load_task
 
 
 def _stored_run(url: str, status: str) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from servers.faults import FaultConfig
-from storage.errors import RunExistsError, RunLeasedError
-from storage.repository import RunStore
+from instructzero.servers.faults import FaultConfig
+from instructzero.storage.errors import RunExistsError, RunLeasedError
+from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_rows
 from tests.test_reliability import _cli_args
 
@@ -124,7 +124,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         tmp_path / "results"), INSTRUCTZERO_BO__NUM_RESTARTS="2", INSTRUCTZERO_BO__RAW_SAMPLES="16")
     env.pop("PREFECT_API_URL", None)  # the first process starts its own ephemeral Prefect server
     args = _cli_args(url, "one-owner", server.base_url, tiny_generator_dir, iterations=3)
-    first = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, text=True,
+    first = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         def held() -> bool:
@@ -139,7 +139,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         _wait_for("the first process to hold the run", held)
         servers = _wait_for("the ephemeral Prefect server", lambda: {
             p for p in _descendants(first.pid) if "uvicorn" in Path(f"/proc/{p}/cmdline").read_text()})
-        second = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, text=True,
+        second = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
                                 capture_output=True, timeout=120)
         assert second.returncode == 2, second.stdout + second.stderr
         assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: "), second.stderr
@@ -153,7 +153,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
     _wait_for("the orphaned Prefect server to exit", lambda: not any(_alive(p) for p in servers), 30)
     assert len(store_rows(url, "SELECT id FROM runs")) == 1
 
-    from flows.cli import main
+    from instructzero.flows.cli import main
 
     def shown() -> str:
         out = io.StringIO()
@@ -168,12 +168,12 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         del os.environ["INSTRUCTZERO_LEASE_TIMEOUT_S"]
     run_id = listing.split()[0]
     resume_env = dict(env, PREFECT_API_URL=prefect_api_url)
-    resumed = subprocess.run([sys.executable, "-m", "flows.cli", "resume", run_id, "--store", url], env=resume_env,
+    resumed = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url], env=resume_env,
                              cwd=REPO, text=True, capture_output=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     finished = store_rows(url, "SELECT status, finished_at, lease_owner FROM runs")
     assert finished[0][0] == "completed" and finished[0][2] is None
-    again = subprocess.run([sys.executable, "-m", "flows.cli", "resume", run_id, "--store", url], env=resume_env,
+    again = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url], env=resume_env,
                            cwd=REPO, text=True, capture_output=True, timeout=120)
     assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr
     assert "Starting temporary server" not in again.stdout + again.stderr
@@ -185,7 +185,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> None:
     import socket
 
-    from flows.instructzero import holder_is_dead
+    from instructzero.flows.instruction_search import holder_is_dead
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -202,7 +202,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> No
 
 _START_API = """
 import sys, time
-from flows.prefect_server import start_ephemeral_api
+from instructzero.flows.prefect_server import start_ephemeral_api
 while time.time() < float(sys.argv[1]):
     time.sleep(0.001)
 print("started", start_ephemeral_api(), flush=True)
@@ -226,7 +226,7 @@ def test_first_runs_sharing_a_fresh_prefect_home_start_one_at_a_time(cli_env, tm
     process holds the start lock, a start waits for it."""
     import fcntl
 
-    from flows.prefect_server import LOCK_NAME
+    from instructzero.flows.prefect_server import LOCK_NAME
 
     starts = _start_apis(tmp_path / "home", 3, cli_env, delay_s=8.0)
     outputs = [p.communicate(timeout=400)[0] for p in starts]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
-from flows.params import build_config, config_from_record
-from tasks.errors import ConfigError
-from tasks.evaluation.custom_metric import load_metric_function
-from tasks.evaluation.metrics import Scorer, normalize_prediction, score_prediction
-from tasks.evaluation.normalization import AUTO, NONE, Normalization, normalize, parse_normalization
+from instructzero.flows.cli import EXIT_USER_ERROR, main
+from instructzero.flows.params import build_config, config_from_record
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.custom_metric import load_metric_function
+from instructzero.tasks.evaluation.metrics import Scorer, normalize_prediction, score_prediction
+from instructzero.tasks.evaluation.normalization import AUTO, NONE, Normalization, normalize, parse_normalization
 
 CUSTOM = "python:tests.custom_metric"
 

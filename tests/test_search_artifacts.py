@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.search_view import (
+from instructzero.tasks.search_view import (
     CurvePoint, Reference, best_so_far, candidate_rows, curve_markdown, curve_svg, queries_markdown, store_queries,
     unicode_bar,
 )
@@ -112,7 +112,7 @@ def test_store_queries_mask_the_password_and_name_the_run() -> None:
 def test_a_failing_prefect_api_logs_one_warning_and_the_run_goes_on(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    import flows.search_artifacts as sa
+    import instructzero.flows.search_artifacts as sa
 
     calls = []
 
@@ -151,7 +151,7 @@ def test_each_artifact_is_created_once_then_updated_every_iteration(monkeypatch)
     from types import SimpleNamespace
     from uuid import uuid4
 
-    import flows.search_artifacts as sa
+    import instructzero.flows.search_artifacts as sa
 
     created: dict[str, object] = {}
     updates: list[tuple[object, str, str]] = []
@@ -201,11 +201,11 @@ def test_flow_run_has_curve_table_and_query_artifacts_matching_the_store(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
     from prefect.client.schemas.sorting import ArtifactSort
 
-    from flows.instructzero import instructzero_flow
-    from flows.params import build_config
-    from flows.search_artifacts import artifact_keys
-    from storage.analytics import Analytics
-    from storage.repository import RunStore
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.flows.params import build_config
+    from instructzero.flows.search_artifacts import artifact_keys
+    from instructzero.storage.analytics import Analytics
+    from instructzero.storage.repository import RunStore
     from tests.plugins.prefect import tiny_run_overrides
 
     url = f"sqlite:///{tmp_path / 'artifacts.db'}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from instructzero.flows.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_serve_says_how_to_use_it_and_answers(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--backend", "rule", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", "serve", "--backend", "rule", "--port", str(port),
                                "--served-model-name", "rules"], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.splits import Splits, make_splits, normalize_input
-from tasks.data.task_data import TaskData, load_task
-from tasks.errors import SplitError
+from instructzero.tasks.data.splits import Splits, make_splits, normalize_input
+from instructzero.tasks.data.task_data import TaskData, load_task
+from instructzero.tasks.errors import SplitError
 
 MakeTask = Callable[..., TaskData]
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from storage.analytics import Analytics
-from storage.errors import StoreError
-from storage.repository import RunStore
-from storage.session import normalize_url
+from instructzero.storage.analytics import Analytics
+from instructzero.storage.errors import StoreError
+from instructzero.storage.repository import RunStore
+from instructzero.storage.session import normalize_url
 from tests.plugins.store import populate
 
 PASSWORD = "hunter2-" + uuid.uuid4().hex[:8]

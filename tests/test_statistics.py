@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tasks.evaluation.statistics import bootstrap_ci, holm, mcnemar_exact, paired_test, sign_flip_p
+from instructzero.tasks.evaluation.statistics import bootstrap_ci, holm, mcnemar_exact, paired_test, sign_flip_p
 
 
 def _normal_two_sided_p(z: float) -> float:

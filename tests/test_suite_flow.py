@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.suite import SuiteError, benchmark_suite, deep_merge, member_configs, resume_run
-from storage.repository import RunStore
-from tasks.errors import ConfigError
+from instructzero.flows.suite import SuiteError, benchmark_suite, deep_merge, member_configs, resume_run
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.errors import ConfigError
 from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_suite_runs_tasks_in_parallel_on_one_postgres_store(
 def test_failed_member_is_reported_and_resumable(
     prefect_harness, isolated_results, make_server, tiny_generator_dir, sqlite_url
 ) -> None:
-    from servers.faults import FaultConfig
+    from instructzero.servers.faults import FaultConfig
 
     good = make_server("rule", model_name="rule-based")
     bad = make_server("rule", model_name="rule-based", faults=FaultConfig(rate_500=1.0))
@@ -109,8 +109,8 @@ def test_evaluation_fans_out_over_dask_with_the_same_result(
 
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from flows.instructzero import instructzero_flow
-    from flows.params import build_config
+    from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.flows.params import build_config
 
     server = make_server("rule", model_name="rule-based")
     rows, served = {}, {}

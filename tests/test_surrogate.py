@@ -9,10 +9,10 @@ import torch
 from botorch.models import SingleTaskGP
 from scipy.stats import spearmanr
 
-from tasks.errors import ConfigError
-from tasks.optimisation.acquisition import sobol_design
-from tasks.optimisation.similarity import instruction_similarity
-from tasks.optimisation.surrogate import fit_surrogate
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.optimisation.acquisition import sobol_design
+from instructzero.tasks.optimisation.similarity import instruction_similarity
+from instructzero.tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

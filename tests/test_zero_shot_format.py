@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
-from flows.params import build_config, config_from_record
-from servers.openai_compatible import GenRequest, RuleBackend, ServerHandle
-from storage.repository import RunStore
-from tasks.data.task_data import Example
-from tasks.errors import ConfigError
-from tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, InMemoryResponseCache, evaluate_instructions
-from tasks.evaluation.budget import byte_bound
-from tasks.evaluation.metrics import Scorer
-from tasks.evaluation.normalization import parse_normalization
-from tasks.prompts import (
+from instructzero.flows.cli import EXIT_USER_ERROR, main
+from instructzero.flows.params import build_config, config_from_record
+from instructzero.servers.openai_compatible import GenRequest, RuleBackend, ServerHandle
+from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, InMemoryResponseCache, evaluate_instructions
+from instructzero.tasks.evaluation.budget import byte_bound
+from instructzero.tasks.evaluation.metrics import Scorer
+from instructzero.tasks.evaluation.normalization import parse_normalization
+from instructzero.tasks.prompts import (
     SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, SystemPrompt, ZeroShotFormat, render_zero_shot, validate_template,
 )
 
@@ -161,7 +161,7 @@ def test_an_old_run_resumes_with_the_defaults_not_the_environment(monkeypatch) -
 
 
 def test_an_old_run_is_found_again_by_its_name(sqlite_url: str) -> None:
-    from flows.instructzero import same_name_run
+    from instructzero.flows.instruction_search import same_name_run
 
     store = RunStore(sqlite_url)
     run = store.create_run(name="old", task="sentiment", config=_old_record(name="old", store_url=sqlite_url),

@@ -1,6 +1,6 @@
 """Alembic environment of the instructzero store.
 
-Configured programmatically by `storage.session.alembic_config` (no alembic.ini): either a live connection is
+Configured programmatically by `instructzero.storage.session.alembic_config` (no alembic.ini): either a live connection is
 passed in `config.attributes["connection"]` (the normal path, inside the caller's transaction and lock) or
 `sqlalchemy.url` is set.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from storage.models import Base
+from instructzero.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -176,7 +176,7 @@ HUMAN_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
 def generate_builtin(name: str) -> list[tuple[str, str]]:
     """The (input, output) pairs of built-in task `name`, identical on every call and machine.
 
-    Raises KeyError for an unknown name; `tasks.data.task_data.load_task` turns that into a TaskDataError with
+    Raises KeyError for an unknown name; `instructzero.tasks.data.task_data.load_task` turns that into a TaskDataError with
     suggestions.
     """
     make = _GENERATORS[name]

@@ -11,8 +11,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tasks.data.task_data import Example, TaskData
-from tasks.errors import SplitError
+from instructzero.tasks.data.task_data import Example, TaskData
+from instructzero.tasks.errors import SplitError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Four sources share one shape, `TaskData`:
   as BIG-bench does). Scored by exact match: the tasks' metrics are multiple_choice_grade and exact_str_match.
 - a user's file: `.jsonl` (objects with input and output) or `.csv` (columns input, output); output may be a
   string or a list of strings (in CSV a JSON list).
-- built-in tasks generated in `tasks.data.builtin_tasks`, available with no data directory.
+- built-in tasks generated in `instructzero.tasks.data.builtin_tasks`, available with no data directory.
 
 A data directory may be the shared data root or one collection: formats are discovered below it.
 """
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
-from storage.lossless_text import unencodable
-from tasks.errors import TaskDataError
-from tasks.evaluation.metrics import MetricName, metric_for_task
+from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
+from instructzero.storage.lossless_text import unencodable
+from instructzero.tasks.errors import TaskDataError
+from instructzero.tasks.evaluation.metrics import MetricName, metric_for_task
 
 __all__ = ["Example", "MetricName", "TaskData", "TaskInfo", "TaskSource", "list_tasks", "load_task"]
 

@@ -32,19 +32,19 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import httpx2  # the HTTP library of the pinned openai SDK: its errors surface while we read a streamed body
 import openai
 
-from storage.entities import ExampleScore, LLMCall
-from tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
-from tasks.evaluation.rate_limit import shared_limiter
-from storage.redaction import redact_secrets
-from tasks.errors import BlackBoxError, ConfigError
-from tasks import interrupts
-from tasks.prompts import (
+from instructzero.storage.entities import ExampleScore, LLMCall
+from instructzero.tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
+from instructzero.tasks.evaluation.rate_limit import shared_limiter
+from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks import interrupts
+from instructzero.tasks.prompts import (
     ZERO_SHOT_TEMPLATE, Prompt, SystemPrompt, ZeroShotFormat, prompt_messages, render_zero_shot, validate_template,
 )
 
 if TYPE_CHECKING:
-    from tasks.data.task_data import Example, MetricName
-    from tasks.evaluation.metrics import Scorer
+    from instructzero.tasks.data.task_data import Example, MetricName
+    from instructzero.tasks.evaluation.metrics import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -537,7 +537,7 @@ class BlackBoxClient:
 
 
 async def _gather_unless_stopped(tasks: Sequence[asyncio.Task[Completion]]) -> list[Completion]:
-    """`asyncio.gather(*tasks)`, watching for a stop request (`tasks.interrupts`, Ctrl-C in the CLI).
+    """`asyncio.gather(*tasks)`, watching for a stop request (`instructzero.tasks.interrupts`, Ctrl-C in the CLI).
 
     On a stop, requests not yet sent are not sent (`_complete_one` checks before each attempt) and those in flight
     get `STOP_GRACE_S` to land, each answer stored as it arrives; if every request has landed by then the batch is
@@ -689,7 +689,7 @@ async def evaluate_instructions_async(
     template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
 ) -> list[EvaluationResult]:
     """Async `evaluate_instructions` (for callers already inside an event loop)."""
-    from tasks.evaluation.metrics import score_prediction
+    from instructzero.tasks.evaluation.metrics import score_prediction
 
     if not isinstance(template, ZeroShotFormat):
         validate_template(template)
@@ -735,7 +735,7 @@ def evaluate_instructions(
 
     All (instruction x example) prompts go through one `complete_many`, so the concurrency bound spans
     instructions. Each prediction is scored with
-    `tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`; `template` is a text with
+    `instructzero.tasks.evaluation.metrics.score_prediction(prediction, answers, metric)`; `template` is a text with
     `{instruction}` and `{input}` or a `ZeroShotFormat` (which also says where the instruction goes).
     """
     return run_sync(evaluate_instructions_async(client, instructions, examples, metric, template))

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tasks.errors import ConfigError
-from tasks.evaluation.pricing import Prices
-from tasks.prompts import Prompt, ZeroShotFormat, prompt_messages, render_zero_shot
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.pricing import Prices
+from instructzero.tasks.prompts import Prompt, ZeroShotFormat, prompt_messages, render_zero_shot
 
 CHAT_OVERHEAD_TOKENS = 64
 """Tokens a chat request may add around the user message (role markers, a default system prompt)."""
@@ -140,12 +140,12 @@ def tokenizer_count(tokenizer: Any, api: str) -> TokenCounter:
 def token_counter(model: str, api: str, cache_dir: Path | None = None) -> TokenCounter:
     """The tokenizer of a packaged model (embedded, or served under its name by `instructzero serve`), else the
     byte bound (remote models: no tokenizer is known offline; tiktoken would need its BPE files from the internet)."""
-    from tasks.generation.model_assets import PACKAGED_MODELS
+    from instructzero.tasks.generation.model_assets import PACKAGED_MODELS
 
     if model in PACKAGED_MODELS:
         from transformers import AutoTokenizer
 
-        from tasks.generation.model_assets import resolve_model_path
+        from instructzero.tasks.generation.model_assets import resolve_model_path
 
         return tokenizer_count(AutoTokenizer.from_pretrained(str(resolve_model_path(model, cache_dir))), api)
     return byte_bound(api)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tasks.errors import ConfigError
-from tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
 
 FOUND = "found"
 EMPTY = "empty"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tasks.evaluation.metrics import MetricName, Scorer, score_prediction
+from instructzero.tasks.evaluation.metrics import MetricName, Scorer, score_prediction
 
 MAX_CANDIDATES = 500
 """The most frequent accepted answers tried as the constant (a task whose every answer differs, e.g. translation,

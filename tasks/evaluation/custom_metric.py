@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 PYTHON_PREFIX = "python:"
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from tasks.errors import ConfigError, TaskDataError
-from tasks.evaluation.custom_metric import call_metric, is_python_metric, load_metric_function
-from tasks.evaluation.normalization import AUTO, Normalization, normalize
+from instructzero.tasks.errors import ConfigError, TaskDataError
+from instructzero.tasks.evaluation.custom_metric import call_metric, is_python_metric, load_metric_function
+from instructzero.tasks.evaluation.normalization import AUTO, Normalization, normalize
 
 MetricName = Literal["exact_match", "contains", "f1", "exact_set"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
@@ -43,7 +43,7 @@ def normalize_prediction(text: str, lowercase: bool = True, *, keep_decimals: bo
     Steps: ' and ' -> ' ', drop 'Sentence 1:'/'Sentence 2:', strip, keep the first line, keep the text before the
     first '.', lowercase, '-' -> ' ', remove ASCII punctuation. The original also cut at a '.' inside a number;
     with `keep_decimals` (the default) a '.' between two digits survives, so "3.5" stays "3.5" (not "3").
-    Each step can be switched off per run: `tasks.evaluation.normalization`.
+    Each step can be switched off per run: `instructzero.tasks.evaluation.normalization`.
     """
     return normalize(text, replace(AUTO, lowercase=lowercase), keep_decimals=keep_decimals)
 
@@ -91,7 +91,7 @@ class Scorer:
     """One run's way of scoring an answer: a metric and the normalisation both sides go through first.
 
     Built once from the run's config (`RunConfig.scoring`) so dev, test, the baselines and the constant-answer line
-    are all scored alike. `metric` is a `MetricName` or `python:module:function` (`tasks.evaluation.custom_metric`).
+    are all scored alike. `metric` is a `MetricName` or `python:module:function` (`instructzero.tasks.evaluation.custom_metric`).
     """
 
     metric: str

@@ -12,7 +12,7 @@ import re
 import string
 from dataclasses import dataclass, fields, replace
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 # A '.' that ends a sentence, i.e. not one between two digits as in "3.5".

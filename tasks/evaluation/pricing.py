@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from storage.redaction import redact_secrets
-from tasks.errors import ConfigError
+from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks.errors import ConfigError
 
 PRICE_TABLE: dict[str, tuple[float, float]] = {
     # model: (USD per 1M input tokens, USD per 1M output tokens), OpenAI list prices (standard tier, 2025)

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 WINDOW_S = 60.0
 

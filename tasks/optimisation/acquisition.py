@@ -28,7 +28,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from tasks.errors import ConfigError
+from instructzero.tasks.errors import ConfigError
 
 __all__ = ["sobol_design", "propose_batch", "cmaes_maximize"]
 

@@ -13,9 +13,9 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from storage.entities import CandidateRecord
-from tasks.errors import ConfigError
-from tasks.optimisation.acquisition import propose_batch, sobol_design
+from instructzero.storage.entities import CandidateRecord
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.optimisation.acquisition import propose_batch, sobol_design
 
 Phase = Literal["init", "bo", "uniform"]
 
@@ -77,8 +77,8 @@ def gp_update(
 
     `latent_weight` is the share of prior variance the "coupled+matern" kernel keeps far from the data.
     """
-    from tasks.optimisation.similarity import embedding_similarity, instruction_similarity
-    from tasks.optimisation.surrogate import COUPLED_KERNELS, fit_surrogate
+    from instructzero.tasks.optimisation.similarity import embedding_similarity, instruction_similarity
+    from instructzero.tasks.optimisation.surrogate import COUPLED_KERNELS, fit_surrogate
 
     X, y, S = history_arrays(history, dev_ids)
     K_S = None

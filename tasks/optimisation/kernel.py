@@ -38,7 +38,7 @@ from gpytorch.priors import LogNormalPrior
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
-from tasks.errors import ConfigError, NumericalWarning
+from instructzero.tasks.errors import ConfigError, NumericalWarning
 
 __all__ = ["InstructionCoupledKernel", "CoupledPlusLatentKernel", "latent_matern_kernel", "psd_root"]
 

@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from tasks.errors import ConfigError
-from tasks.load_once import load_once
+from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.load_once import load_once
 
 __all__ = ["instruction_similarity", "embedding_similarity"]
 

@@ -16,8 +16,8 @@ from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from tasks.errors import ConfigError, NumericalWarning
-from tasks.optimisation.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
+from instructzero.tasks.errors import ConfigError, NumericalWarning
+from instructzero.tasks.optimisation.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
 
 __all__ = ["fit_surrogate", "KERNELS", "COUPLED_KERNELS", "BOX_LOWER", "BOX_UPPER"]
 

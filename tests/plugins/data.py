@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.task_data import Example, TaskData
+from instructzero.tasks.data.task_data import Example, TaskData
 
 FIXTURE_DATA_DIR = Path(__file__).parents[1] / "fixtures" / "data"
 

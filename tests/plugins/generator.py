@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.data.task_data import Example
-from tasks.generation.generator import InstructionGenerator
-from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.generation.generator import InstructionGenerator
+from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
 
 GENERATOR_TEST_MAX_NEW_TOKENS = 12
 """Short continuations keep CPU tests fast; generation also stops per sequence after the first line."""

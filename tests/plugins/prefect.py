@@ -83,7 +83,7 @@ def tiny_generator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
+    from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir, resolve_model_path
 
     source = resolve_model_path(PACKAGED_GEMMA, default_cache_dir())
     target = tmp_path_factory.mktemp("tiny-generator")

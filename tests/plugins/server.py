@@ -1,6 +1,6 @@
 """Fixtures for server tests (see conftest.py).
 
-* `echo_server` / `echo_server_url` (session): the rule-based test backend (see `servers.openai_compatible`),
+* `echo_server` / `echo_server_url` (session): the rule-based test backend (see `instructzero.servers.openai_compatible`),
   model id "rule-based", no faults. Tests that inject faults or count requests start their own with `make_server`.
 * `gemma_server` / `gemma_server_url` (session): the transformers backend serving the packaged Gemma-3 270M, model id
   "gemma3-270m"; the model is loaded once per session.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from servers.openai_compatible import ServerHandle, start_server_in_thread
+from instructzero.servers.openai_compatible import ServerHandle, start_server_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def echo_server_url(echo_server: ServerHandle) -> str:
 @pytest.fixture(scope="session")
 def gemma_server() -> Iterator[ServerHandle]:
     # one generation thread: CI boxes are small and shared, where oversubscribed OpenMP threads crawl
-    from tasks.generation.model_assets import PACKAGED_GEMMA
+    from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA
 
     handle = start_server_in_thread("transformers", model=PACKAGED_GEMMA, model_name="gemma3-270m", torch_threads=1,
                                     startup_timeout_s=300)
@@ -58,7 +58,7 @@ def _packaged_chat_server(model: str) -> Iterator[ServerHandle]:
 
 @pytest.fixture(scope="session")
 def smollm2_server() -> Iterator[ServerHandle]:
-    from tasks.generation.model_assets import PACKAGED_SMOLLM2
+    from instructzero.tasks.generation.model_assets import PACKAGED_SMOLLM2
 
     yield from _packaged_chat_server(PACKAGED_SMOLLM2)
 
@@ -71,7 +71,7 @@ def smollm2_server_url(smollm2_server: ServerHandle) -> str:
 @pytest.fixture(scope="session")
 def default_black_box_server() -> Iterator[ServerHandle]:
     """The embedded black box of `instructzero run` (packaged Qwen2.5-Coder-0.5B-Instruct) behind real HTTP."""
-    from tasks.generation.model_assets import DEFAULT_BLACK_BOX
+    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX
 
     yield from _packaged_chat_server(DEFAULT_BLACK_BOX)
 

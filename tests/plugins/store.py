@@ -155,7 +155,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def populated_store(tmp_path: Path) -> str:
     """URL of a SQLite store holding one populated run ("run-a", see `populate`)."""
-    from storage.repository import RunStore
+    from instructzero.storage.repository import RunStore
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = RunStore(url)
@@ -178,7 +178,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
 def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str = "fake-model",
                     prefix: str = "pred"):
     """An EvaluationIn whose mean is the mean of `scores` (example id -> score)."""
-    from storage.entities import EvaluationIn, ExampleScore
+    from instructzero.storage.entities import EvaluationIn, ExampleScore
 
     examples = tuple(ExampleScore(example_id=k, prediction=f"{prefix}-{k}", score=v) for k, v in scores.items())
     mean = sum(scores.values()) / len(scores) if scores else 0.0
@@ -191,7 +191,7 @@ def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str 
 def make_candidate(index: int, instruction: str, scores: dict[str, float], *, phase: str = "bo",
                    z: tuple[float, ...] | None = (0.1, -0.2, 1.0 / 3.0), acquisition_value: float | None = 0.5,
                    model: str = "fake-model"):
-    from storage.entities import CandidateIn
+    from instructzero.storage.entities import CandidateIn
 
     return CandidateIn(index=index, phase=phase, z=z, acquisition_value=acquisition_value,  # type: ignore[arg-type]
                        instruction=instruction, dev=make_evaluation(scores, model=model))
@@ -201,7 +201,7 @@ def populate(store, *, name: str = "run-a", task: str = "sum", n_iterations: int
              tag: str = "") -> str:
     """Create one run with `n_iterations` iterations of `n_candidates` candidates; returns the run id.
     Scores rise with the iteration so the best instruction is the last iteration's last candidate."""
-    from storage.entities import DatasetIn
+    from instructzero.storage.entities import DatasetIn
 
     run = store.create_run(name=name, task=task, config={"n_iterations": n_iterations}, seed=0,
                            versions={"instructzero": "test"}, projection_hash="p" * 64,

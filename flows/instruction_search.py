@@ -26,27 +26,27 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from tqdm.auto import tqdm
 
-from flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
-from flows import stop_signals
-from flows.search_artifacts import SearchArtifacts, publish_table
-from flows.spend import make_budget, prompts_for, usd_per_1k_calls
-from storage.entities import RunRecord
-from storage.errors import RunExistsError
-from storage.repository import RunStore, lease_timeout_s
-from tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
-from tasks.evaluation.budget import Budget, Usage
-from tasks.optimisation.bayes_opt import propose_distinct
-from tasks.evaluation.comparison import (
+from instructzero.flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
+from instructzero.flows import stop_signals
+from instructzero.flows.search_artifacts import SearchArtifacts, publish_table
+from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
+from instructzero.storage.entities import RunRecord
+from instructzero.storage.errors import RunExistsError
+from instructzero.storage.repository import RunStore, lease_timeout_s
+from instructzero.tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
+from instructzero.tasks.evaluation.budget import Budget, Usage
+from instructzero.tasks.optimisation.bayes_opt import propose_distinct
+from instructzero.tasks.evaluation.comparison import (
     CONSTANT, FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
     scores_in_order,
 )
-from tasks.evaluation.constant_answer import best_constant_answer
-from tasks.data.splits import Splits
-from tasks import interrupts
-from tasks.errors import BlackBoxError, ConfigError
-from tasks.interrupts import RunInterrupted
-from tasks.evaluation.metrics import Scorer
-from tasks.prefect_tasks import (
+from instructzero.tasks.evaluation.constant_answer import best_constant_answer
+from instructzero.tasks.data.splits import Splits
+from instructzero.tasks import interrupts
+from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks.interrupts import RunInterrupted
+from instructzero.tasks.evaluation.metrics import Scorer
+from instructzero.tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
     gp_update_task,
@@ -59,8 +59,8 @@ from tasks.prefect_tasks import (
     start_run,
     zero_shot_evaluate,
 )
-from tasks.evaluation.pareto import instruction_tokens, penalised
-from tasks.optimisation.selection import best_candidate
+from instructzero.tasks.evaluation.pareto import instruction_tokens, penalised
+from instructzero.tasks.optimisation.selection import best_candidate
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def black_box_endpoint(settings: BlackBoxConfig) -> Iterator[str]:
     if settings.base_url:
         yield settings.base_url
         return
-    from servers.local_endpoint import local_endpoint
+    from instructzero.servers.local_endpoint import local_endpoint
 
     # Micro-batching the concurrent evaluation requests is several times faster on a CPU than one at a time.
     with local_endpoint(settings.engine, model=settings.model, api=settings.api,
