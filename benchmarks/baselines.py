@@ -24,7 +24,11 @@ from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.data.task_data import Example, TaskData
 from instructzero.tasks.evaluation.blackbox import (
-    BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
+    BlackBoxClient,
+    BlackBoxSettings,
+    EvaluationResult,
+    StoreResponseCache,
+    evaluate_instructions,
 )
 from instructzero.tasks.generation.generator import InstructionGenerator, clean_instruction
 from instructzero.tasks.optimisation.selection import best_candidate
@@ -78,16 +82,24 @@ def sample_instructions(
         while len(texts) < n:
             k = min(batch_size, n - len(texts))
             config = GenerationConfig(
-                max_new_tokens=generator.max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
-                top_k=0, num_return_sequences=k, pad_token_id=pad_id, eos_token_id=tok.eos_token_id,
+                max_new_tokens=generator.max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                num_return_sequences=k,
+                pad_token_id=pad_id,
+                eos_token_id=tok.eos_token_id,
                 bos_token_id=tok.bos_token_id,
             )
             with torch.inference_mode():
                 out = model.generate(
-                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    generation_config=config,
                     stopping_criteria=StoppingCriteriaList([_FirstLineDone(tok, prompt_length=len(ids))]),
                 )
-            texts.extend(tok.batch_decode(out[:, len(ids):], skip_special_tokens=True))
+            texts.extend(tok.batch_decode(out[:, len(ids) :], skip_special_tokens=True))
     finally:
         torch.set_rng_state(torch_rng_state)
     return [clean_instruction(t) for t in texts[:n]]
@@ -148,31 +160,50 @@ def run_fixed_candidates(
     if run is None or run.status != "completed":
         manifest = splits.manifest()
         run = run or store.create_run(
-            name=name, task=data.name, config=config, seed=seed, versions=versions, projection_hash=None,
+            name=name,
+            task=data.name,
+            config=config,
+            seed=seed,
+            versions=versions,
+            projection_hash=None,
             splits=manifest,
-            datasets=[DatasetIn(task=data.name, split=s, content_hash=data.content_hash, example_ids=tuple(ids))
-                      for s, ids in manifest.items()],
+            datasets=[
+                DatasetIn(task=data.name, split=s, content_hash=data.content_hash, example_ids=tuple(ids))
+                for s, ids in manifest.items()
+            ],
         )
         store.set_run_status(run.id, "running")
         client = BlackBoxClient(settings, cache=StoreResponseCache(store, run_id=run.id))
         try:
             dev = evaluate_instructions(client, list(instructions), splits.dev, metric, template=template)  # type: ignore[arg-type]
-            store.record_iteration(run.id, 0, [
-                CandidateIn(index=i, phase="baseline", z=None, acquisition_value=None, instruction=text,
-                            dev=to_evaluation_in(ev, split="dev", model=model_name))
-                for i, (text, ev) in enumerate(zip(instructions, dev))
-            ])
+            store.record_iteration(
+                run.id,
+                0,
+                [
+                    CandidateIn(
+                        index=i,
+                        phase="baseline",
+                        z=None,
+                        acquisition_value=None,
+                        instruction=text,
+                        dev=to_evaluation_in(ev, split="dev", model=model_name),
+                    )
+                    for i, (text, ev) in enumerate(zip(instructions, dev))
+                ],
+            )
             best_i = max(range(len(dev)), key=lambda i: (dev[i].mean_score, -i))
             test: EvaluationResult = evaluate_instructions(
-                client, [instructions[best_i]], splits.test, metric, template=template)[0]  # type: ignore[arg-type]
-            store.record_test_evaluation(run.id, instructions[best_i],
-                                         to_evaluation_in(test, split="test", model=model_name))
+                client, [instructions[best_i]], splits.test, metric, template=template
+            )[0]  # type: ignore[arg-type]
+            store.record_test_evaluation(
+                run.id, instructions[best_i], to_evaluation_in(test, split="test", model=model_name)
+            )
         except BaseException as exc:
             store.set_run_status(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         store.set_run_status(run.id, "completed")
     candidates = store.load_candidates(run.id)
     best = best_candidate(candidates)
-    return BaselineResult(run.id, best.instruction, float(best.dev_score or 0.0), float(best.test_score or 0.0),
-                          len(candidates))
-
+    return BaselineResult(
+        run.id, best.instruction, float(best.dev_score or 0.0), float(best.test_score or 0.0), len(candidates)
+    )

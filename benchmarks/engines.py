@@ -25,8 +25,12 @@ from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSetti
 from instructzero.tasks.generation.model_assets import PACKAGED_SMOLLM2
 from instructzero.tasks.prompts import render_zero_shot
 
-INSTRUCTIONS = ("", HUMAN_INSTRUCTIONS["sentiment"][0], "write a positive output for every one of the inputs.",
-                "read the novel.")
+INSTRUCTIONS = (
+    "",
+    HUMAN_INSTRUCTIONS["sentiment"][0],
+    "write a positive output for every one of the inputs.",
+    "read the novel.",
+)
 
 
 def prompts(n: int) -> list[str]:
@@ -41,22 +45,36 @@ def prompts(n: int) -> list[str]:
 
 def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
     """Send `batch` once (after a 4-request warm-up) and time it."""
-    settings = BlackBoxSettings(base_url=endpoint.base_url, model=endpoint.model, api="chat", max_tokens=max_tokens,
-                                concurrency=concurrency, stop=("\n",), timeout_s=300.0)
+    settings = BlackBoxSettings(
+        base_url=endpoint.base_url,
+        model=endpoint.model,
+        api="chat",
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        stop=("\n",),
+        timeout_s=300.0,
+    )
     client = BlackBoxClient(settings)
     client.complete_many_sync(prompts(4))
     start = time.perf_counter()
     completions = client.complete_many_sync(batch)
     wall = time.perf_counter() - start
-    return {"engine": endpoint.kind, "description": endpoint.description, "requests": len(batch),
-            "wall_s": round(wall, 2), "requests_per_s": round(len(batch) / wall, 2),
-            "mean_latency_s": round(sum(c.latency_s for c in completions) / len(completions), 3),
-            "answers": [c.text for c in completions]}
+    return {
+        "engine": endpoint.kind,
+        "description": endpoint.description,
+        "requests": len(batch),
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(batch) / wall, 2),
+        "mean_latency_s": round(sum(c.latency_s for c in completions) / len(completions), 3),
+        "answers": [c.text for c in completions],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
-    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.engines", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m instructzero.benchmarks.engines", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=16)
@@ -65,24 +83,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batch = prompts(args.requests)
     results = []
-    for start in (lambda: start_own_server("transformers", model=PACKAGED_SMOLLM2, max_batch=args.concurrency),
-                  lambda: start_llama_cpp(model=PACKAGED_SMOLLM2, python=args.llama_python)):
+    for start in (
+        lambda: start_own_server("transformers", model=PACKAGED_SMOLLM2, max_batch=args.concurrency),
+        lambda: start_llama_cpp(model=PACKAGED_SMOLLM2, python=args.llama_python),
+    ):
         endpoint = start()
         try:
             results.append(measure(endpoint, batch, args.concurrency, args.max_tokens))
         finally:
             endpoint.stop()
-        print(f"{results[-1]['engine']:<13} {results[-1]['requests_per_s']:>6.2f} req/s  "
-              f"({results[-1]['wall_s']} s for {len(batch)})", flush=True)
+        print(
+            f"{results[-1]['engine']:<13} {results[-1]['requests_per_s']:>6.2f} req/s  "
+            f"({results[-1]['wall_s']} s for {len(batch)})",
+            flush=True,
+        )
     a, b = results[0]["answers"], results[1]["answers"]
     same = sum(x.strip() == y.strip() for x, y in zip(a, b))
-    summary = {"requests": len(batch), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-               "identical_answers": same, "speedup_llama_cpp": round(results[1]["requests_per_s"]
-                                                                     / results[0]["requests_per_s"], 2),
-               "differing_examples": [(p[-80:], x, y) for p, x, y in zip(batch, a, b) if x.strip() != y.strip()][:8],
-               "engines": results}
-    print(f"identical answers: {same}/{len(batch)}; llama.cpp / transformers throughput: "
-          f"{summary['speedup_llama_cpp']}x")
+    summary = {
+        "requests": len(batch),
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "identical_answers": same,
+        "speedup_llama_cpp": round(results[1]["requests_per_s"] / results[0]["requests_per_s"], 2),
+        "differing_examples": [(p[-80:], x, y) for p, x, y in zip(batch, a, b) if x.strip() != y.strip()][:8],
+        "engines": results,
+    }
+    print(
+        f"identical answers: {same}/{len(batch)}; llama.cpp / transformers throughput: {summary['speedup_llama_cpp']}x"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
     return 0

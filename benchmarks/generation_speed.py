@@ -55,9 +55,15 @@ def time_generation(gen: InstructionGenerator, n: int, repeats: int) -> dict:
     batched_s, batched = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=n), repeats)
     single_s, single = _time(lambda: gen.generate(z, EXEMPLARS, batch_size=1), repeats)
     return {
-        "n_prompts": n, "max_new_tokens": gen.max_new_tokens, "device": gen.device,
-        "threads": torch.get_num_threads(), "batched_s": batched_s, "one_at_a_time_s": single_s,
-        "speedup": single_s / batched_s, "identical_outputs": batched == single, "instructions": batched,
+        "n_prompts": n,
+        "max_new_tokens": gen.max_new_tokens,
+        "device": gen.device,
+        "threads": torch.get_num_threads(),
+        "batched_s": batched_s,
+        "one_at_a_time_s": single_s,
+        "speedup": single_s / batched_s,
+        "identical_outputs": batched == single,
+        "instructions": batched,
     }
 
 
@@ -76,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     gen = InstructionGenerator(
-        args.model, cache_dir=default_cache_dir(), max_new_tokens=args.max_new_tokens, device=args.device,
+        args.model,
+        cache_dir=default_cache_dir(),
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
         stop_at_first_line=not args.full_length,
     )
     load_s = time.perf_counter() - start

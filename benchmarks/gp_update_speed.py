@@ -16,7 +16,8 @@ import argparse
 import statistics
 import time
 import warnings
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -126,8 +127,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--ns", type=int, nargs="+", default=[150, 1000])
     parser.add_argument("--dim", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=25, help="default 25: the paper preset's batch")
-    parser.add_argument("--kernels", nargs="+", choices=["coupled", "coupled+matern", "matern"],
-                        default=["coupled", "coupled+matern", "matern"])
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=["coupled", "coupled+matern", "matern"],
+        default=["coupled", "coupled+matern", "matern"],
+    )
     parser.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"], default="cmaes")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per (n, kernel); the median is shown")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any
 
 
-def write_results(out: Path, name: str, rows: Sequence[dict[str, Any]], table: Sequence[Sequence[str]],
-                  header: Sequence[str], *, wall_s: float, footer: str) -> str:
+def write_results(
+    out: Path,
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    table: Sequence[Sequence[str]],
+    header: Sequence[str],
+    *,
+    wall_s: float,
+    footer: str,
+) -> str:
     """Write `<out>/<name>.json` (rows + wall time) and `<out>/<name>.md` (the table + footer); return the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"wall_s": round(wall_s, 1), "rows": list(rows)}, indent=1))

@@ -32,7 +32,13 @@ from typing import Any
 from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR
 
 METHODS: tuple[str, ...] = (
-    "instructzero", "instructzero-explore", "instructzero-matern", "uniform", "ape", "manual", "empty",
+    "instructzero",
+    "instructzero-explore",
+    "instructzero-matern",
+    "uniform",
+    "ape",
+    "manual",
+    "empty",
 )
 FLOW_METHODS: dict[str, dict[str, str]] = {
     "instructzero": {"strategy": "bo", "kernel": "coupled"},
@@ -75,8 +81,11 @@ class QualitySettings:
     def suite_label(self) -> str:
         if self.suite:
             return _slug(self.suite)
-        key = {k: v for k, v in asdict(self).items() if k not in ("tasks", "seeds", "methods", "store_url",
-                                                                  "base_url", "suite", "concurrency")}
+        key = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("tasks", "seeds", "methods", "store_url", "base_url", "suite", "concurrency")
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:6]
         return f"q{self.budget}-{digest}"
 
@@ -141,20 +150,35 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
 
     n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
     variant = FLOW_METHODS.get(method, {"strategy": "bo", "kernel": "coupled"})
-    generator: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "n_soft_tokens": s.n_soft_tokens,
-                                 "intrinsic_dim": s.intrinsic_dim}
+    generator: dict[str, Any] = {
+        "max_new_tokens": s.max_new_tokens,
+        "n_soft_tokens": s.n_soft_tokens,
+        "intrinsic_dim": s.intrinsic_dim,
+    }
     if s.generator:
         generator["model"] = s.generator
     return build_config(
-        name=name, seed=seed, store_url=s.store_url,
-        data={"task": task, "data_dir": s.data_dir, "n_exemplars": s.n_exemplars, "n_dev": s.n_dev,
-              "n_test": s.n_test},
+        name=name,
+        seed=seed,
+        store_url=s.store_url,
+        data={"task": task, "data_dir": s.data_dir, "n_exemplars": s.n_exemplars, "n_dev": s.n_dev, "n_test": s.n_test},
         generator=generator,
-        black_box={"base_url": s.base_url, "endpoint_id": s.endpoint_id, "model": s.black_box_model,
-                   "api": s.black_box_api,
-                   "max_tokens": s.max_tokens, "concurrency": s.concurrency},
-        bo={"n_init": n_init, "iterations": iterations, "batch_size": batch, "num_restarts": s.num_restarts,
-            "raw_samples": s.raw_samples, **variant},
+        black_box={
+            "base_url": s.base_url,
+            "endpoint_id": s.endpoint_id,
+            "model": s.black_box_model,
+            "api": s.black_box_api,
+            "max_tokens": s.max_tokens,
+            "concurrency": s.concurrency,
+        },
+        bo={
+            "n_init": n_init,
+            "iterations": iterations,
+            "batch_size": batch,
+            "num_restarts": s.num_restarts,
+            "raw_samples": s.raw_samples,
+            **variant,
+        },
     )
 
 
@@ -173,8 +197,9 @@ def _run_flow_method(config: Any) -> str:
     return instructzero_flow(config).run_id
 
 
-def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, template: Any,
-             model_name: str) -> dict[str, int]:
+def run_cost(
+    store: Any, run_id: str, examples: dict[str, Any], settings: Any, template: Any, model_name: str
+) -> dict[str, int]:
     """Calls and tokens of a run, read from the store.
 
     `calls`/`paid_calls` and `paid_tokens` come from the run's evaluations; `tokens` also counts calls served by
@@ -213,9 +238,21 @@ def run_cost(store: Any, run_id: str, examples: dict[str, Any], settings: Any, t
     return {"calls": calls, "paid_calls": calls - cached, "tokens": tokens, "paid_tokens": paid_tokens}
 
 
-def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_id: str, wall_s: float,
-              examples: dict[str, Any], settings: Any, template: Any, model_name: str,
-              reused: bool = False) -> MethodRun:
+def _read_run(
+    store: Any,
+    *,
+    task: str,
+    method: str,
+    seed: int,
+    name: str,
+    run_id: str,
+    wall_s: float,
+    examples: dict[str, Any],
+    settings: Any,
+    template: Any,
+    model_name: str,
+    reused: bool = False,
+) -> MethodRun:
     from instructzero.tasks.optimisation.selection import best_candidate
 
     candidates = store.load_candidates(run_id)
@@ -238,15 +275,33 @@ def _read_run(store: Any, *, task: str, method: str, seed: int, name: str, run_i
     if reused:  # a completed run read back from the store: report the wall time it took when it ran
         stored = store.load_metrics(run_id, "bench.wall_s")
         wall_s = stored[0].value if stored else wall_s
-    run = MethodRun(task=task, method=method, seed=seed, run_name=name, run_id=run_id, status="completed",
-                    best_instruction=best.instruction, dev_score=float(best.dev_score),
-                    test_score=None if test is None else float(test), n_candidates=len(scored),
-                    n_distinct=len(seen), wall_s=wall_s,
-                    curve=tuple(curve), curve_calls=tuple(curve_calls), test_examples=test_examples, **cost)
-    for key, value in (("bench.test_accuracy", run.test_score), ("bench.best_dev", run.dev_score),
-                       ("bench.calls", run.calls), ("bench.paid_calls", run.paid_calls),
-                       ("bench.tokens", run.tokens), ("bench.paid_tokens", run.paid_tokens),
-                       ("bench.wall_s", wall_s)):
+    run = MethodRun(
+        task=task,
+        method=method,
+        seed=seed,
+        run_name=name,
+        run_id=run_id,
+        status="completed",
+        best_instruction=best.instruction,
+        dev_score=float(best.dev_score),
+        test_score=None if test is None else float(test),
+        n_candidates=len(scored),
+        n_distinct=len(seen),
+        wall_s=wall_s,
+        curve=tuple(curve),
+        curve_calls=tuple(curve_calls),
+        test_examples=test_examples,
+        **cost,
+    )
+    for key, value in (
+        ("bench.test_accuracy", run.test_score),
+        ("bench.best_dev", run.dev_score),
+        ("bench.calls", run.calls),
+        ("bench.paid_calls", run.paid_calls),
+        ("bench.tokens", run.tokens),
+        ("bench.paid_tokens", run.paid_tokens),
+        ("bench.wall_s", wall_s),
+    ):
         if value is not None:
             store.record_metric(run_id, key, 0, float(value))
     for step, (value, spent) in enumerate(zip(curve, curve_calls), start=1):
@@ -270,15 +325,25 @@ def check_quality_settings(s: QualitySettings) -> dict[str, Any]:
     return {task: load_task(task, s.data_dir) for task in s.tasks}
 
 
-def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], None] = print,
-                report_only: bool = False, task_data: dict[str, Any] | None = None) -> QualityResult:
+def run_quality(
+    s: QualitySettings,
+    *,
+    endpoint: str = "",
+    log: Callable[[str], None] = print,
+    report_only: bool = False,
+    task_data: dict[str, Any] | None = None,
+) -> QualityResult:
     """Run every method on every task and seed; a failing method is reported, not fatal to the suite.
 
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
     `task_data`: what `check_quality_settings(s)` returned, when the caller checked first (checked here otherwise).
     """
     from instructzero.benchmarks.baselines import (
-        APE_TEMPERATURE, APE_TOP_P, existing_run, run_fixed_candidates, sample_instructions,
+        APE_TEMPERATURE,
+        APE_TOP_P,
+        existing_run,
+        run_fixed_candidates,
+        sample_instructions,
     )
     from instructzero.flows.params import package_versions
     from instructzero.tasks.data.splits import make_splits
@@ -299,18 +364,34 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                 settings = config.black_box.settings_for_splits(config.black_box.base_url, splits)
                 template = config.black_box.zero_shot  # the run's template and instruction role
                 if method == "manual" and not data.human_instructions:
-                    result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,
-                                                 run_id=None, status="skipped",
-                                                 note="no human-written instructions for this task"))
+                    result.runs.append(
+                        MethodRun(
+                            task=data.name,
+                            method=method,
+                            seed=seed,
+                            run_name=name,
+                            run_id=None,
+                            status="skipped",
+                            note="no human-written instructions for this task",
+                        )
+                    )
                     continue
                 log(f"[quality] {data.name} seed {seed}: {method} ({name})")
                 t0 = time.perf_counter()
                 before = store.find_run_by_name(name)
                 reused = before is not None and before.status == "completed"
                 if report_only and not reused:
-                    result.runs.append(MethodRun(task=data.name, method=method, seed=seed, run_name=name,
-                                                 run_id=before.id if before else None, status="skipped",
-                                                 note="not completed in the store (--report-only)"))
+                    result.runs.append(
+                        MethodRun(
+                            task=data.name,
+                            method=method,
+                            seed=seed,
+                            run_name=name,
+                            run_id=before.id if before else None,
+                            status="skipped",
+                            note="not completed in the store (--report-only)",
+                        )
+                    )
                     continue
                 recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
                 if method == "ape":
@@ -322,40 +403,72 @@ def run_quality(s: QualitySettings, *, endpoint: str = "", log: Callable[[str], 
                         run_id = existing_run(store, name, recorded).id  # type: ignore[union-attr]
                     else:
                         gen = load_generator(
-                            config.generator.model, str(config.cache_dir), config.generator.n_soft_tokens,
-                            config.generator.intrinsic_dim, seed, config.generator.max_new_tokens,
-                            config.generator.device, config.generator.template,
+                            config.generator.model,
+                            str(config.cache_dir),
+                            config.generator.n_soft_tokens,
+                            config.generator.intrinsic_dim,
+                            seed,
+                            config.generator.max_new_tokens,
+                            config.generator.device,
+                            config.generator.template,
                         )
                         if method == "ape":
-                            instructions = sample_instructions(gen, splits.exemplars, s.budget, seed=seed,
-                                                               batch_size=config.generator.batch_size)
+                            instructions = sample_instructions(
+                                gen, splits.exemplars, s.budget, seed=seed, batch_size=config.generator.batch_size
+                            )
                         elif method == "manual":
                             instructions = list(data.human_instructions)
                         else:
                             instructions = [""]
                         run_id = run_fixed_candidates(
-                            store, name=name, data=data, splits=splits, instructions=instructions,
-                            settings=settings, model_name=config.black_box.model,
+                            store,
+                            name=name,
+                            data=data,
+                            splits=splits,
+                            instructions=instructions,
+                            settings=settings,
+                            model_name=config.black_box.model,
                             metric=config.scoring.scorer(data.metric),  # INSTRUCTZERO_SCORING__* as in `run`
-                            template=template, config=recorded,
-                            versions={**package_versions(), "generator_revision": gen.model_revision}, seed=seed,
+                            template=template,
+                            config=recorded,
+                            versions={**package_versions(), "generator_revision": gen.model_revision},
+                            seed=seed,
                         ).run_id
                     wall = time.perf_counter() - t0
-                    run = _read_run(store, task=data.name, method=method, seed=seed, name=name, run_id=run_id,
-                                    wall_s=wall, examples=examples, settings=settings, template=template,
-                                    model_name=config.black_box.model, reused=reused)
-                    log(f"[quality]   dev {run.dev_score:.3f} test {run.test_score} calls {run.calls} "
-                        f"({wall:.1f}s) best {run.best_instruction!r}")
+                    run = _read_run(
+                        store,
+                        task=data.name,
+                        method=method,
+                        seed=seed,
+                        name=name,
+                        run_id=run_id,
+                        wall_s=wall,
+                        examples=examples,
+                        settings=settings,
+                        template=template,
+                        model_name=config.black_box.model,
+                        reused=reused,
+                    )
+                    log(
+                        f"[quality]   dev {run.dev_score:.3f} test {run.test_score} calls {run.calls} "
+                        f"({wall:.1f}s) best {run.best_instruction!r}"
+                    )
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one broken method must not hide the others
                     log(f"[quality]   FAILED: {type(exc).__name__}: {exc}")
                     log(traceback.format_exc(limit=3))
                     existing = store.find_run_by_name(name)
-                    run = MethodRun(task=data.name, method=method, seed=seed, run_name=name,
-                                    run_id=existing.id if existing else None, status="failed",
-                                    note=f"{type(exc).__name__}: {str(exc)[:300]}",
-                                    wall_s=time.perf_counter() - t0)
+                    run = MethodRun(
+                        task=data.name,
+                        method=method,
+                        seed=seed,
+                        run_name=name,
+                        run_id=existing.id if existing else None,
+                        status="failed",
+                        note=f"{type(exc).__name__}: {str(exc)[:300]}",
+                        wall_s=time.perf_counter() - t0,
+                    )
                 result.runs.append(run)
     result.wall_s = time.perf_counter() - start_all
     if report_only:  # what the runs took when they ran, not the read-back

@@ -55,29 +55,47 @@ def quality_tables(q: QualityResult) -> str:
                 text += f" ({cell['failed']} failed)"
             cells.append(text)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines.append("| **mean over tasks** | " + " | ".join(
-        f"**{_fmt(summary['overall'][m]['test_mean'])}**" + (
-            f" ({summary['overall'][m]['n_tasks']}/{len(tasks)} tasks)"
-            if summary["overall"][m]["n_tasks"] not in (0, len(tasks)) else "")
-        for m in methods) + " |")
+    lines.append(
+        "| **mean over tasks** | "
+        + " | ".join(
+            f"**{_fmt(summary['overall'][m]['test_mean'])}**"
+            + (
+                f" ({summary['overall'][m]['n_tasks']}/{len(tasks)} tasks)"
+                if summary["overall"][m]["n_tasks"] not in (0, len(tasks))
+                else ""
+            )
+            for m in methods
+        )
+        + " |"
+    )
     out = ["Test accuracy, mean ± std over seeds (n/a: see notes).", "", *lines, ""]
 
-    cost = ["| task | method | dev instructions (distinct) | calls (paid) | tokens (paid) | best dev |",
-            "|---|---|---:|---:|---:|---:|"]
+    cost = [
+        "| task | method | dev instructions (distinct) | calls (paid) | tokens (paid) | best dev |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for task in tasks:
         for m in methods:
             rows = [r for r in q.runs if r.task == task and r.method == m and r.status == "completed"]
             if not rows:
                 continue
-            mean = lambda key: statistics.fmean(getattr(r, key) for r in rows)  # noqa: E731
-            cost.append(f"| {task} | {m} | {mean('n_candidates'):.0f} ({mean('n_distinct'):.1f}) | {mean('calls'):.0f} "
-                        f"({mean('paid_calls'):.0f}) | {mean('tokens'):.0f} ({mean('paid_tokens'):.0f}) | "
-                        f"{mean('dev_score'):.3f} |")
-    out += ["Black-box cost per run (mean over seeds, from the store). *calls/tokens*: everything the method needed "
-            "(dev + test); *paid*: not served by the store's shared response cache.", "", *cost, ""]
+            mean = lambda key, rows=rows: statistics.fmean(getattr(r, key) for r in rows)  # noqa: E731
+            cost.append(
+                f"| {task} | {m} | {mean('n_candidates'):.0f} ({mean('n_distinct'):.1f}) | {mean('calls'):.0f} "
+                f"({mean('paid_calls'):.0f}) | {mean('tokens'):.0f} ({mean('paid_tokens'):.0f}) | "
+                f"{mean('dev_score'):.3f} |"
+            )
+    out += [
+        "Black-box cost per run (mean over seeds, from the store). *calls/tokens*: everything the method needed "
+        "(dev + test); *paid*: not served by the store's shared response cache.",
+        "",
+        *cost,
+        "",
+    ]
 
-    notes = sorted({f"- {r.task} / {r.method} (seed {r.seed}): {r.status}: {r.note}"
-                    for r in q.runs if r.status != "completed"})
+    notes = sorted(
+        {f"- {r.task} / {r.method} (seed {r.seed}): {r.status}: {r.note}" for r in q.runs if r.status != "completed"}
+    )
     if notes:
         out += ["Notes:", "", *notes, ""]
     best = ["| run | dev | test | best dev instruction |", "|---|---:|---:|---|"]
@@ -133,11 +151,18 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
             a, b = [ref[k] for k in keys], [theirs[k] for k in keys]
             test = paired_test(a, b, n_boot=n_boot)
             by_seed = {r.seed: r.test_score for r in other_runs if r.test_score is not None}
-            seeds = [(r.test_score, by_seed[r.seed]) for r in ref_runs if r.seed in by_seed and r.test_score is not None]
+            seeds = [
+                (r.test_score, by_seed[r.seed]) for r in ref_runs if r.seed in by_seed and r.test_score is not None
+            ]
             paired[task][other] = {
-                "diff": test.diff, "low": test.low, "high": test.high, "p": test.p_value, "test": test.test,
+                "diff": test.diff,
+                "low": test.low,
+                "high": test.high,
+                "p": test.p_value,
+                "test": test.test,
                 "n": len(keys),
-                "seed_wins": sum(x > y for x, y in seeds), "seed_ties": sum(x == y for x, y in seeds),
+                "seed_wins": sum(x > y for x, y in seeds),
+                "seed_ties": sum(x == y for x, y in seeds),
                 "seed_losses": sum(x < y for x, y in seeds),
             }
     cells = [c for t in tasks for c in paired[t].values()]
@@ -148,8 +173,10 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
         cells = [paired[t][other] for t in tasks if other in paired[t]]
         if cells:
             overall[other] = {
-                "tasks": len(cells), "wins": sum(c["diff"] > 0 for c in cells),
-                "ties": sum(c["diff"] == 0 for c in cells), "losses": sum(c["diff"] < 0 for c in cells),
+                "tasks": len(cells),
+                "wins": sum(c["diff"] > 0 for c in cells),
+                "ties": sum(c["diff"] == 0 for c in cells),
+                "losses": sum(c["diff"] < 0 for c in cells),
                 "significant_wins": sum(c["diff"] > 0 and c["p_holm"] < ALPHA for c in cells),
                 "significant_losses": sum(c["diff"] < 0 and c["p_holm"] < ALPHA for c in cells),
                 "raw_significant_wins": sum(c["diff"] > 0 and c["p"] < ALPHA for c in cells),
@@ -160,50 +187,91 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
     for m in methods:
         rows = [r for r in q.runs if r.method == m and r.status == "completed"]
         if rows:
-            cost[m] = {"runs": len(rows), "wall_s": statistics.fmean(r.wall_s for r in rows),
-                       "calls": statistics.fmean(r.calls for r in rows),
-                       "paid_calls": statistics.fmean(r.paid_calls for r in rows),
-                       "dev_evaluations": statistics.fmean(r.n_candidates for r in rows)}
-    return {"reference": REFERENCE, "alpha": ALPHA, "n_boot": n_boot, "accuracy": accuracy, "paired": paired,
-            "paired_overall": overall, "cost": cost}
+            cost[m] = {
+                "runs": len(rows),
+                "wall_s": statistics.fmean(r.wall_s for r in rows),
+                "calls": statistics.fmean(r.calls for r in rows),
+                "paid_calls": statistics.fmean(r.paid_calls for r in rows),
+                "dev_evaluations": statistics.fmean(r.n_candidates for r in rows),
+            }
+    return {
+        "reference": REFERENCE,
+        "alpha": ALPHA,
+        "n_boot": n_boot,
+        "accuracy": accuracy,
+        "paired": paired,
+        "paired_overall": overall,
+        "cost": cost,
+    }
 
 
 def statistics_tables(stats: dict[str, Any], methods: list[str]) -> str:
     acc = stats["accuracy"]
     tasks = list(acc)
-    out = ["Test accuracy over the pooled test examples of all seeds, with a 95% BCa bootstrap interval "
-           f"({stats['n_boot']} resamples; `tasks/evaluation/statistics.py`).", "",
-           "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    out = [
+        "Test accuracy over the pooled test examples of all seeds, with a 95% BCa bootstrap interval "
+        f"({stats['n_boot']} resamples; `tasks/evaluation/statistics.py`).",
+        "",
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
     for task in tasks:
-        out.append(f"| {task} | " + " | ".join(
-            f"{acc[task][m]['mean']:.3f} [{acc[task][m]['low']:.3f}, {acc[task][m]['high']:.3f}]"
-            if m in acc[task] else "n/a" for m in methods) + " |")
+        out.append(
+            f"| {task} | "
+            + " | ".join(
+                f"{acc[task][m]['mean']:.3f} [{acc[task][m]['low']:.3f}, {acc[task][m]['high']:.3f}]"
+                if m in acc[task]
+                else "n/a"
+                for m in methods
+            )
+            + " |"
+        )
     ref = stats["reference"]
-    out += ["", f"Paired differences {ref} − baseline over the test examples both scored (same seed and example), "
-            "pooled over seeds: mean difference [95% paired BCa bootstrap interval], two-sided p of a valid paired "
-            "test (exact McNemar for 0/1 scores, sign-flip permutation otherwise), that p Holm-adjusted over every "
-            "comparison in this table, and per-seed win/tie/loss of the test accuracies.", "",
-            "| task | vs | diff [95% CI] | p | p (Holm) | test | seeds W/T/L |", "|---|---|---:|---:|---:|---|---:|"]
+    out += [
+        "",
+        f"Paired differences {ref} − baseline over the test examples both scored (same seed and example), "
+        "pooled over seeds: mean difference [95% paired BCa bootstrap interval], two-sided p of a valid paired "
+        "test (exact McNemar for 0/1 scores, sign-flip permutation otherwise), that p Holm-adjusted over every "
+        "comparison in this table, and per-seed win/tie/loss of the test accuracies.",
+        "",
+        "| task | vs | diff [95% CI] | p | p (Holm) | test | seeds W/T/L |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
     for task in tasks:
         for other, c in stats["paired"][task].items():
-            out.append(f"| {task} | {other} | {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
-                       f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['test']} | "
-                       f"{c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |")
+            out.append(
+                f"| {task} | {other} | {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
+                f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['test']} | "
+                f"{c['seed_wins']}/{c['seed_ties']}/{c['seed_losses']} |"
+            )
     if stats["paired_overall"]:
-        out += ["", f"Over tasks ({ref} vs each other method; significant: Holm-adjusted p < {stats['alpha']}; "
-                "unadjusted in the next column):", "",
-                "| vs | tasks | W/T/L | significant W/L (Holm) | unadjusted p < 0.05 W/L | mean diff |",
-                "|---|---:|---:|---:|---:|---:|"]
+        out += [
+            "",
+            f"Over tasks ({ref} vs each other method; significant: Holm-adjusted p < {stats['alpha']}; "
+            "unadjusted in the next column):",
+            "",
+            "| vs | tasks | W/T/L | significant W/L (Holm) | unadjusted p < 0.05 W/L | mean diff |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for other, c in stats["paired_overall"].items():
-            out.append(f"| {other} | {c['tasks']} | {c['wins']}/{c['ties']}/{c['losses']} | "
-                       f"{c['significant_wins']}/{c['significant_losses']} | "
-                       f"{c['raw_significant_wins']}/{c['raw_significant_losses']} | {c['mean_diff']:+.3f} |")
-    out += ["", "Wall time and black-box calls per method-run (mean over tasks and seeds; *paid*: not answered by "
-            "the store's shared response cache; a run reused from the store reports the wall time it took then).",
-            "", "| method | runs | dev evaluations | calls | paid calls | wall s |", "|---|---:|---:|---:|---:|---:|"]
+            out.append(
+                f"| {other} | {c['tasks']} | {c['wins']}/{c['ties']}/{c['losses']} | "
+                f"{c['significant_wins']}/{c['significant_losses']} | "
+                f"{c['raw_significant_wins']}/{c['raw_significant_losses']} | {c['mean_diff']:+.3f} |"
+            )
+    out += [
+        "",
+        "Wall time and black-box calls per method-run (mean over tasks and seeds; *paid*: not answered by "
+        "the store's shared response cache; a run reused from the store reports the wall time it took then).",
+        "",
+        "| method | runs | dev evaluations | calls | paid calls | wall s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for m, c in stats["cost"].items():
-        out.append(f"| {m} | {c['runs']} | {c['dev_evaluations']:.0f} | {c['calls']:.0f} | {c['paid_calls']:.0f} | "
-                   f"{c['wall_s']:.1f} |")
+        out.append(
+            f"| {m} | {c['runs']} | {c['dev_evaluations']:.0f} | {c['calls']:.0f} | {c['paid_calls']:.0f} | "
+            f"{c['wall_s']:.1f} |"
+        )
     return "\n".join(out + [""])
 
 
@@ -246,8 +314,13 @@ def plot_curves(q: QualityResult, out_dir: Path) -> list[Path]:
             if m in ("manual", "empty"):  # fixed candidates: their best dev score as a level
                 level = statistics.fmean(r.curve[-1] for r in runs)
                 for a in (ax, ax_calls):
-                    a.axhline(level, linestyle="--", linewidth=1, label=f"{m} (best of {len(runs[0].curve)})",
-                              color="grey" if m == "empty" else "black")
+                    a.axhline(
+                        level,
+                        linestyle="--",
+                        linewidth=1,
+                        label=f"{m} (best of {len(runs[0].curve)})",
+                        color="grey" if m == "empty" else "black",
+                    )
                 continue
             length = min(len(r.curve) for r in runs)
             _band(ax, np.arange(1, length + 1), [r.curve[:length] for r in runs], m)
@@ -284,23 +357,27 @@ SPEED_ROWS: dict[str, tuple[str, str, str]] = {
         "black-box throughput, {n_requests} calls, {latency_s:g} s injected latency",
         "1 at a time {serial_s:.2f} s, concurrency {concurrency} {concurrent_s:.2f} s: **{speedup:.2f}x** "
         "(ideal {ideal_speedup:.2f}x, {fraction_of_ideal:.0%} of ideal)",
-        "target within 10% of ideal: {within_10pct_of_ideal}"),
+        "target within 10% of ideal: {within_10pct_of_ideal}",
+    ),
     "generation": (
         "instruction generation, {n_prompts} soft prompts, {max_new_tokens} new tokens, {device} ({threads} threads)",
         "one at a time {one_at_a_time_s:.2f} s, batched {batched_s:.2f} s: **{speedup:.2f}x**",
-        "identical outputs: {identical_outputs}"),
+        "identical outputs: {identical_outputs}",
+    ),
     "overhead": (
         "orchestration overhead, {candidates} candidates in {iterations} iterations, {n_dev} dev examples, "
         "{max_new_tokens} new tokens, black box latency {latency_s:g} s",
         "plain functions {plain_s:.2f} s, Prefect flow {flow_s:.2f} s: **{overhead_pct_of_flow_wall:.0f}%** of the "
         "flow's wall time ({overhead_s_per_iteration:.2f} s per iteration)",
-        "target < 10%; same result: {same_result}; Prefect API already up"),
+        "target < 10%; same result: {same_result}; Prefect API already up",
+    ),
     "resume": (
         "resume after kill -9 (at request {killed_at_request} of {reference_requests})",
         "{total_requests_with_resume} requests vs {reference_requests} uninterrupted: {repeated_requests} repeated "
         "({repeated_fraction:.1%}); {lost_in_flight} were in flight at the kill (answered to a dead client, never "
         "stored); **{persisted_answers_repeated} stored answers paid twice**",
-        "target 0; same best instruction: {same_best_instruction}"),
+        "target 0; same best instruction: {same_best_instruction}",
+    ),
 }
 
 
@@ -310,8 +387,11 @@ def speed_tables(s: SpeedResult) -> str:
     for name, section in sec.items():
         if (row := SPEED_ROWS.get(name.split("@")[0])) is None:
             continue
-        what, result, note = ((name, f"error: {section['error']}", "") if "error" in section
-                              else (template.format(**section) for template in row))
+        what, result, note = (
+            (name, f"error: {section['error']}", "")
+            if "error" in section
+            else (template.format(**section) for template in row)
+        )
         rows.append(f"| {what} | {result} | {note} |")
     out = [*rows, ""]
     if gp := sec.get("gp"):
@@ -320,11 +400,14 @@ def speed_tables(s: SpeedResult) -> str:
         else:
             series = gp_series(gp)
             ns = sorted({n for pts in series.values() for n, _ in pts})
-            out += ["GP update time (s) by number of evaluated points:", "",
-                    "| points | " + " | ".join(series) + " |", "|---:|" + "---:|" * len(series)]
+            out += [
+                "GP update time (s) by number of evaluated points:",
+                "",
+                "| points | " + " | ".join(series) + " |",
+                "|---:|" + "---:|" * len(series),
+            ]
             for n in ns:
-                out.append(f"| {n} | " + " | ".join(
-                    _fmt(dict(pts).get(n), 3) for pts in series.values()) + " |")
+                out.append(f"| {n} | " + " | ".join(_fmt(dict(pts).get(n), 3) for pts in series.values()) + " |")
             out.append("")
     return "\n".join(out)
 
@@ -361,22 +444,30 @@ def reproduce_section(suite: str, store_url: str) -> list[str]:
     like = f"bench-{suite}-%"
     store = display_url(store_url)
     queries = [
-        ("Each run's reported instruction, its dev and test accuracy (the tables above average these)",
-         f"SELECT run_name, dev_score, test_score, instruction FROM best_instructions "
-         f"WHERE run_name LIKE '{like}' ORDER BY run_name"),
-        ("The per-example test scores the paired tests use (one row per run and test example)",
-         f"SELECT c.run_name, x.example_id, x.score FROM best_instructions c "
-         f"JOIN store.evaluations e ON e.run_id = c.run_id AND e.split = 'test' "
-         f"JOIN store.instructions i ON i.id = e.instruction_id AND i.text = c.instruction "
-         f"JOIN store.example_scores x ON x.evaluation_id = e.id "
-         f"WHERE c.run_name LIKE '{like}' ORDER BY c.run_name, x.example_id"),
-        ("Calls used, cache hits and paid calls per run (the ledger)",
-         f"SELECT run_name, calls, cached_calls, paid_calls, tokens_in, tokens_out FROM cost_per_run "
-         f"WHERE run_name LIKE '{like}' ORDER BY run_name"),
-        ("Best dev score after each evaluated instruction (the curves) and each run's wall time",
-         f"SELECT r.name, m.key, m.step, m.value FROM store.metrics m JOIN store.runs r ON r.id = m.run_id "
-         f"WHERE r.name LIKE '{like}' AND m.key IN ('bench.best_dev_so_far', 'bench.dev_calls_so_far', "
-         f"'bench.wall_s') ORDER BY r.name, m.key, m.step"),
+        (
+            "Each run's reported instruction, its dev and test accuracy (the tables above average these)",
+            f"SELECT run_name, dev_score, test_score, instruction FROM best_instructions "
+            f"WHERE run_name LIKE '{like}' ORDER BY run_name",
+        ),
+        (
+            "The per-example test scores the paired tests use (one row per run and test example)",
+            f"SELECT c.run_name, x.example_id, x.score FROM best_instructions c "
+            f"JOIN store.evaluations e ON e.run_id = c.run_id AND e.split = 'test' "
+            f"JOIN store.instructions i ON i.id = e.instruction_id AND i.text = c.instruction "
+            f"JOIN store.example_scores x ON x.evaluation_id = e.id "
+            f"WHERE c.run_name LIKE '{like}' ORDER BY c.run_name, x.example_id",
+        ),
+        (
+            "Calls used, cache hits and paid calls per run (the ledger)",
+            f"SELECT run_name, calls, cached_calls, paid_calls, tokens_in, tokens_out FROM cost_per_run "
+            f"WHERE run_name LIKE '{like}' ORDER BY run_name",
+        ),
+        (
+            "Best dev score after each evaluated instruction (the curves) and each run's wall time",
+            f"SELECT r.name, m.key, m.step, m.value FROM store.metrics m JOIN store.runs r ON r.id = m.run_id "
+            f"WHERE r.name LIKE '{like}' AND m.key IN ('bench.best_dev_so_far', 'bench.dev_calls_so_far', "
+            f"'bench.wall_s') ORDER BY r.name, m.key, m.step",
+        ),
     ]
     out = ["### Reproduce from the store", ""]
     for what, sql in queries:
@@ -384,8 +475,9 @@ def reproduce_section(suite: str, store_url: str) -> list[str]:
     return out
 
 
-def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResult | None,
-                 speed: SpeedResult | None) -> Path:
+def write_report(
+    out_dir: Path, *, header: dict[str, Any], quality: QualityResult | None, speed: SpeedResult | None
+) -> Path:
     """report.md + PNGs + results.json in `out_dir`; returns the report's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# instructzero benchmark", ""]
@@ -394,14 +486,18 @@ def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResul
     results: dict[str, Any] = {"header": header}
     if quality is not None:
         s = quality.settings
-        md += ["## Quality", "",
-               f"Suite `{quality.suite}`: tasks {', '.join(map(str, s['tasks']))}; seeds "
-               f"{', '.join(map(str, s['seeds']))}; budget {s['budget']} dev evaluations per method; "
-               f"{s['n_exemplars']} exemplars, {s['n_dev']} dev, {s['n_test']} test examples; generator "
-               f"{s['generator'] or 'packaged Gemma-3 270M'} ({s['max_new_tokens']} new tokens); black box "
-               f"`{s['black_box_model']}` ({quality.endpoint}); store `{display_url(s['store_url'])}`; "
-               f"wall time {quality.wall_s / 60:.1f} min.", "",
-               quality_tables(quality)]
+        md += [
+            "## Quality",
+            "",
+            f"Suite `{quality.suite}`: tasks {', '.join(map(str, s['tasks']))}; seeds "
+            f"{', '.join(map(str, s['seeds']))}; budget {s['budget']} dev evaluations per method; "
+            f"{s['n_exemplars']} exemplars, {s['n_dev']} dev, {s['n_test']} test examples; generator "
+            f"{s['generator'] or 'packaged Gemma-3 270M'} ({s['max_new_tokens']} new tokens); black box "
+            f"`{s['black_box_model']}` ({quality.endpoint}); store `{display_url(s['store_url'])}`; "
+            f"wall time {quality.wall_s / 60:.1f} min.",
+            "",
+            quality_tables(quality),
+        ]
         stats = quality_statistics(quality)
         md += ["### Statistics", "", statistics_tables(stats, list(s["methods"]))]
         for path in plot_curves(quality, out_dir):
@@ -410,8 +506,12 @@ def write_report(out_dir: Path, *, header: dict[str, Any], quality: QualityResul
         methods = list(s["methods"])
         tasks = list(dict.fromkeys(r.task for r in quality.runs))
         results["quality"] = {
-            "settings": s, "suite": quality.suite, "endpoint": quality.endpoint, "wall_s": quality.wall_s,
-            "summary": summarize(quality.runs, methods, tasks), "statistics": stats,
+            "settings": s,
+            "suite": quality.suite,
+            "endpoint": quality.endpoint,
+            "wall_s": quality.wall_s,
+            "summary": summarize(quality.runs, methods, tasks),
+            "statistics": stats,
             "runs": [asdict(r) for r in quality.runs],
         }
     if speed is not None:

@@ -21,15 +21,22 @@ def load_quality(results: dict) -> QualityResult:
     q = results["quality"]
     runs = []
     for r in q["runs"]:
-        r = {**r, "curve": tuple(r["curve"]), "curve_calls": tuple(r["curve_calls"]),
-             "test_examples": tuple((str(i), float(s)) for i, s in r["test_examples"])}
+        r = {
+            **r,
+            "curve": tuple(r["curve"]),
+            "curve_calls": tuple(r["curve_calls"]),
+            "test_examples": tuple((str(i), float(s)) for i, s in r["test_examples"]),
+        }
         runs.append(MethodRun(**r))
-    return QualityResult(settings=q["settings"], suite=q["suite"], endpoint=q["endpoint"], runs=runs,
-                         wall_s=q["wall_s"])
+    return QualityResult(
+        settings=q["settings"], suite=q["suite"], endpoint=q["endpoint"], runs=runs, wall_s=q["wall_s"]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m instructzero.benchmarks.restat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m instructzero.benchmarks.restat", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("folders", nargs="+", type=Path, help="report folders holding results.json")
     args = parser.parse_args(argv)
     for folder in args.folders:

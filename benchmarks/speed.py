@@ -61,9 +61,13 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     try:
+
         def timed(c: int, tag: str) -> float:
-            client = BlackBoxClient(BlackBoxSettings(base_url=endpoint.base_url, model=endpoint.model,
-                                                     api="completions", concurrency=c, max_tokens=8))
+            client = BlackBoxClient(
+                BlackBoxSettings(
+                    base_url=endpoint.base_url, model=endpoint.model, api="completions", concurrency=c, max_tokens=8
+                )
+            )
             prompts = [f"Instruction: add\n\nInput: {tag} {i} {i + 1}\nOutput:" for i in range(n_requests)]
             t0 = time.perf_counter()
             client.complete_many_sync(prompts)
@@ -78,9 +82,15 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
     ideal = n_requests / math.ceil(n_requests / concurrency)
     speedup = serial / parallel
     return {
-        "n_requests": n_requests, "concurrency": concurrency, "latency_s": latency_s,
-        "serial_s": serial, "concurrent_s": parallel, "speedup": speedup, "ideal_speedup": ideal,
-        "fraction_of_ideal": speedup / ideal, "within_10pct_of_ideal": speedup >= 0.9 * ideal,
+        "n_requests": n_requests,
+        "concurrency": concurrency,
+        "latency_s": latency_s,
+        "serial_s": serial,
+        "concurrent_s": parallel,
+        "speedup": speedup,
+        "ideal_speedup": ideal,
+        "fraction_of_ideal": speedup / ideal,
+        "within_10pct_of_ideal": speedup >= 0.9 * ideal,
         "server_max_in_flight": stats.get("max_in_flight"),
     }
 
@@ -99,8 +109,16 @@ def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | N
 
 
 # ------------------------------------------------------------------------------------------- 3. overhead
-def _tiny_config(store_url: str, base_url: str, model: str, iterations: int, seed: int, name: str,
-                 generator: str | None, realistic: bool = False) -> Any:
+def _tiny_config(
+    store_url: str,
+    base_url: str,
+    model: str,
+    iterations: int,
+    seed: int,
+    name: str,
+    generator: str | None,
+    realistic: bool = False,
+) -> Any:
     """A small run on the built-in sum task; `realistic`: the default run's shape per iteration (10 dev examples,
     5 exemplars, 32 new tokens, 2 soft prompts per BO iteration, the default acquisition optimisation)."""
     from instructzero.flows.params import build_config
@@ -108,13 +126,24 @@ def _tiny_config(store_url: str, base_url: str, model: str, iterations: int, see
     gen: dict[str, Any] = {"max_new_tokens": 32 if realistic else 8}
     if generator:
         gen["model"] = generator
-    data = {"task": "sum", "n_exemplars": 5, "n_dev": 10, "n_test": 10} if realistic else {
-        "task": "sum", "n_exemplars": 3, "n_dev": 4, "n_test": 4}
-    bo = {"n_init": 2, "iterations": iterations, "batch_size": 2} if realistic else {
-        "n_init": 2, "iterations": iterations, "batch_size": 1, "num_restarts": 2, "raw_samples": 32}
+    data = (
+        {"task": "sum", "n_exemplars": 5, "n_dev": 10, "n_test": 10}
+        if realistic
+        else {"task": "sum", "n_exemplars": 3, "n_dev": 4, "n_test": 4}
+    )
+    bo = (
+        {"n_init": 2, "iterations": iterations, "batch_size": 2}
+        if realistic
+        else {"n_init": 2, "iterations": iterations, "batch_size": 1, "num_restarts": 2, "raw_samples": 32}
+    )
     return build_config(
-        name=name, seed=seed, store_url=store_url, data=data, generator=gen,
-        black_box={"base_url": base_url, "model": model, "api": "completions", "max_tokens": 8}, bo=bo,
+        name=name,
+        seed=seed,
+        store_url=store_url,
+        data=data,
+        generator=gen,
+        black_box={"base_url": base_url, "model": model, "api": "completions", "max_tokens": 8},
+        bo=bo,
     )
 
 
@@ -125,19 +154,37 @@ def plain_loop(config: Any) -> float:
     from instructzero.tasks.optimisation.selection import best_candidate
 
     data, splits = pt.load_task_data.fn(
-        config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
-        n_test=config.data.n_test, seed=config.seed)
+        config.data.task,
+        config.data.data_dir,
+        n_exemplars=config.data.n_exemplars,
+        n_dev=config.data.n_dev,
+        n_test=config.data.n_test,
+        seed=config.seed,
+    )
     spec = pt.GeneratorSpec(
-        model=config.generator.model, cache_dir=str(config.cache_dir), n_soft_tokens=config.generator.n_soft_tokens,
-        intrinsic_dim=config.generator.intrinsic_dim, projection_seed=config.seed,
-        max_new_tokens=config.generator.max_new_tokens, device=config.generator.device,
-        template=config.generator.template, batch_size=config.generator.batch_size)
+        model=config.generator.model,
+        cache_dir=str(config.cache_dir),
+        n_soft_tokens=config.generator.n_soft_tokens,
+        intrinsic_dim=config.generator.intrinsic_dim,
+        projection_seed=config.seed,
+        max_new_tokens=config.generator.max_new_tokens,
+        device=config.generator.device,
+        template=config.generator.template,
+        batch_size=config.generator.batch_size,
+    )
     generator = spec.load()
     store = pt.open_store(config.store_url)
     run = pt.start_run.fn(
-        config.store_url, name=config.name, task_name=data.name, config=config.recorded(), seed=config.seed,
+        config.store_url,
+        name=config.name,
+        task_name=data.name,
+        config=config.recorded(),
+        seed=config.seed,
         versions={**package_versions(), "generator_revision": generator.model_revision},
-        projection_hash=generator.projection.fingerprint(), data=data, splits=splits)
+        projection_hash=generator.projection.fingerprint(),
+        data=data,
+        splits=splits,
+    )
     store.set_run_status(run.id, "running")
     bb, bo = config.black_box, config.bo
     settings = bb.client_settings(bb.base_url)
@@ -146,23 +193,38 @@ def plain_loop(config: Any) -> float:
     with ThreadPoolExecutor(max_workers=8) as pool:  # the flow's ThreadPoolTaskRunner(max_workers=8)
         for iteration in range(bo.iterations + 1):
             proposal = pt.propose_prompt.fn(
-                state, iteration=iteration, n_init=bo.n_init, batch_size=bo.batch_size,
-                dim=config.generator.intrinsic_dim, seed=config.seed, acquisition=bo.acquisition,
-                optimizer=bo.optimizer, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples,
-                strategy=bo.strategy)
+                state,
+                iteration=iteration,
+                n_init=bo.n_init,
+                batch_size=bo.batch_size,
+                dim=config.generator.intrinsic_dim,
+                seed=config.seed,
+                acquisition=bo.acquisition,
+                optimizer=bo.optimizer,
+                num_restarts=bo.num_restarts,
+                raw_samples=bo.raw_samples,
+                strategy=bo.strategy,
+            )
             instructions = pt.generate_instruction.fn(proposal.z, splits.exemplars, spec)
             unique = list(dict.fromkeys(instructions))
-            results = list(pool.map(lambda text: pt.zero_shot_evaluate.fn(
-                text, splits.dev, data.metric, bb.template, settings, config.store_url), unique))
+            results = list(
+                pool.map(
+                    lambda text: pt.zero_shot_evaluate.fn(
+                        text, splits.dev, data.metric, bb.template, settings, config.store_url
+                    ),
+                    unique,
+                )
+            )
             by_text = dict(zip(unique, results))
-            history = pt.record_iteration.fn(config.store_url, run.id, proposal, instructions,
-                                             [by_text[t] for t in instructions], bb.model)
+            history = pt.record_iteration.fn(
+                config.store_url, run.id, proposal, instructions, [by_text[t] for t in instructions], bb.model
+            )
             if iteration < bo.iterations:
-                state = pt.gp_update_task.fn(history, dev_ids, kernel=bo.kernel, similarity=bo.similarity,
-                                             seed=config.seed)
+                state = pt.gp_update_task.fn(
+                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed
+                )
     best = best_candidate(history)
-    test = pt.zero_shot_evaluate.fn(best.instruction, splits.test, data.metric, bb.template, settings,
-                                    config.store_url)
+    test = pt.zero_shot_evaluate.fn(best.instruction, splits.test, data.metric, bb.template, settings, config.store_url)
     pt.record_test_evaluation.fn(config.store_url, run.id, best.instruction, test, bb.model)
     store.set_run_status(run.id, "completed")
     return test.mean_score
@@ -174,12 +236,19 @@ def _refresh_prefect_cache():  # noqa: ANN202 - context manager
     return temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True})
 
 
-def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: str | None = None, *,
-                     realistic: bool = True, latency_s: float = 0.3) -> dict[str, Any]:
+def measure_overhead(
+    iterations: int,
+    repeats: int,
+    workdir: Path,
+    generator: str | None = None,
+    *,
+    realistic: bool = True,
+    latency_s: float = 0.3,
+) -> dict[str, Any]:
     """Wall time of the Prefect flow vs `plain_loop` on the same config (echo backend in its own process with
     `latency_s` per request, fresh stores)."""
-    from instructzero.servers.local_endpoint import start_own_server
     from instructzero.flows.instruction_search import instructzero_flow
+    from instructzero.servers.local_endpoint import start_own_server
 
     endpoint = start_own_server("echo", latency_s=latency_s, in_process=False)
     flow_times, plain_times, same = [], [], True
@@ -187,17 +256,31 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
         with _refresh_prefect_cache():
             # Warm-up with the same shape (GP fit and acquisition code paths included): starts the Prefect API and
             # loads the generator, neither of which is part of the comparison.
-            warm = _tiny_config(f"sqlite:///{workdir / 'overhead-warm.db'}", endpoint.base_url, endpoint.model,
-                                iterations, 0, "overhead-warm", generator, realistic)
+            warm = _tiny_config(
+                f"sqlite:///{workdir / 'overhead-warm.db'}",
+                endpoint.base_url,
+                endpoint.model,
+                iterations,
+                0,
+                "overhead-warm",
+                generator,
+                realistic,
+            )
             instructzero_flow(warm)
             for r in range(max(1, repeats)):
                 args = (endpoint.base_url, endpoint.model, iterations, 0)
-                plain_cfg = _tiny_config(f"sqlite:///{workdir / f'overhead-plain-{r}.db'}", *args,
-                                         f"overhead-plain-{r}", generator, realistic)
-                flow_cfg = _tiny_config(f"sqlite:///{workdir / f'overhead-flow-{r}.db'}", *args,
-                                        f"overhead-flow-{r}", generator, realistic)
+                plain_cfg = _tiny_config(
+                    f"sqlite:///{workdir / f'overhead-plain-{r}.db'}",
+                    *args,
+                    f"overhead-plain-{r}",
+                    generator,
+                    realistic,
+                )
+                flow_cfg = _tiny_config(
+                    f"sqlite:///{workdir / f'overhead-flow-{r}.db'}", *args, f"overhead-flow-{r}", generator, realistic
+                )
                 flow_first = r % 2 == 1  # alternate the order so drift on a shared machine cancels out
-                for which in (("flow", "plain") if flow_first else ("plain", "flow")):
+                for which in ("flow", "plain") if flow_first else ("plain", "flow"):
                     t0 = time.perf_counter()
                     if which == "plain":
                         plain_score = plain_loop(plain_cfg)
@@ -211,22 +294,29 @@ def measure_overhead(iterations: int, repeats: int, workdir: Path, generator: st
     flow_s, plain_s = min(flow_times), min(plain_times)
     shape = flow_cfg.data
     return {
-        "iterations": iterations + 1, "candidates": flow_cfg.total_candidates, "n_dev": shape.n_dev,
-        "max_new_tokens": flow_cfg.generator.max_new_tokens, "latency_s": latency_s,
-        "flow_s": flow_s, "plain_s": plain_s, "overhead_s_per_iteration": (flow_s - plain_s) / (iterations + 1),
-        "overhead_s": flow_s - plain_s, "overhead_pct_of_flow_wall": 100.0 * (flow_s - plain_s) / flow_s,
-        "same_result": same, "repeats": len(flow_times),
+        "iterations": iterations + 1,
+        "candidates": flow_cfg.total_candidates,
+        "n_dev": shape.n_dev,
+        "max_new_tokens": flow_cfg.generator.max_new_tokens,
+        "latency_s": latency_s,
+        "flow_s": flow_s,
+        "plain_s": plain_s,
+        "overhead_s_per_iteration": (flow_s - plain_s) / (iterations + 1),
+        "overhead_s": flow_s - plain_s,
+        "overhead_pct_of_flow_wall": 100.0 * (flow_s - plain_s) / flow_s,
+        "same_result": same,
+        "repeats": len(flow_times),
     }
 
 
 # ----------------------------------------------------------------------------------------------- 4. GP update
-def measure_gp(sizes: Sequence[int], *, batch_size: int = 2, num_restarts: int = 5,
-               raw_samples: int = 128) -> dict[str, Any]:
+def measure_gp(
+    sizes: Sequence[int], *, batch_size: int = 2, num_restarts: int = 5, raw_samples: int = 128
+) -> dict[str, Any]:
     """GP update (fit) and proposal time per number of evaluated points, both kernels."""
     from instructzero.benchmarks.gp_update_speed import measure
 
-    return {"points": measure(list(sizes), batch_size=batch_size, num_restarts=num_restarts,
-                              raw_samples=raw_samples)}
+    return {"points": measure(list(sizes), batch_size=batch_size, num_restarts=num_restarts, raw_samples=raw_samples)}
 
 
 # ---------------------------------------------------------------------------------------------------- 5. resume
@@ -239,19 +329,47 @@ def _cli_run_args(config: Any) -> tuple[list[str], dict[str, str]]:
     """`instructzero run` arguments and environment that rebuild `config` (a `_tiny_config`) in a subprocess."""
     d, g, bb, bo = config.data, config.generator, config.black_box, config.bo
     args = [
-        "run", "--task", d.task, "--name", config.name, "--store", config.store_url, "--seed", str(config.seed),
-        "--n-exemplars", str(d.n_exemplars), "--n-dev", str(d.n_dev), "--n-test", str(d.n_test),
-        "--generator", g.model, "--max-new-tokens", str(g.max_new_tokens),
-        "--black-box-url", bb.base_url, "--black-box-model", bb.model, "--black-box-api", bb.api,
-        "--max-tokens", str(bb.max_tokens), "--init", str(bo.n_init), "--iterations", str(bo.iterations),
-        "--batch", str(bo.batch_size),
+        "run",
+        "--task",
+        d.task,
+        "--name",
+        config.name,
+        "--store",
+        config.store_url,
+        "--seed",
+        str(config.seed),
+        "--n-exemplars",
+        str(d.n_exemplars),
+        "--n-dev",
+        str(d.n_dev),
+        "--n-test",
+        str(d.n_test),
+        "--generator",
+        g.model,
+        "--max-new-tokens",
+        str(g.max_new_tokens),
+        "--black-box-url",
+        bb.base_url,
+        "--black-box-model",
+        bb.model,
+        "--black-box-api",
+        bb.api,
+        "--max-tokens",
+        str(bb.max_tokens),
+        "--init",
+        str(bo.n_init),
+        "--iterations",
+        str(bo.iterations),
+        "--batch",
+        str(bo.batch_size),
     ]
     env = {"INSTRUCTZERO_BO__NUM_RESTARTS": str(bo.num_restarts), "INSTRUCTZERO_BO__RAW_SAMPLES": str(bo.raw_samples)}
     return args, env
 
 
-def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
-                   startup_timeout_s: float = 300.0) -> dict[str, Any]:
+def measure_resume(
+    iterations: int, workdir: Path, generator: str | None = None, startup_timeout_s: float = 300.0
+) -> dict[str, Any]:
     """Black-box requests of kill -9 + resume vs an uninterrupted run (fresh store and echo server each).
 
     The interrupted run is `instructzero run` in a subprocess, killed with SIGKILL once the server has received half
@@ -271,8 +389,15 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
     with _refresh_prefect_cache():
         ref_ep = start_own_server("echo", latency_s=0.02)
         try:
-            ref_cfg = _tiny_config(f"sqlite:///{workdir / 'resume-ref.db'}", ref_ep.base_url, ref_ep.model,
-                                   iterations, 1, "resume-ref", generator)
+            ref_cfg = _tiny_config(
+                f"sqlite:///{workdir / 'resume-ref.db'}",
+                ref_ep.base_url,
+                ref_ep.model,
+                iterations,
+                1,
+                "resume-ref",
+                generator,
+            )
             ref_summary = instructzero_flow(ref_cfg)
             reference = _completion_requests(ref_ep)
         finally:
@@ -287,8 +412,13 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
             stop_after = max(1, reference // 2)
             child_log = workdir / "resume-child.log"
             log = open(child_log, "wb")  # noqa: SIM115 - closed below
-            child = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+            child = subprocess.Popen(
+                [sys.executable, "-m", "instructzero.flows.cli", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             killed = False
             deadline = time.monotonic() + startup_timeout_s
             try:
@@ -298,8 +428,10 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
                         killed = True
                         break
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"the run to kill sent fewer than {stop_after} requests in "
-                                           f"{startup_timeout_s:.0f} s (see {child_log})")
+                        raise TimeoutError(
+                            f"the run to kill sent fewer than {stop_after} requests in "
+                            f"{startup_timeout_s:.0f} s (see {child_log})"
+                        )
                     time.sleep(0.002)
             finally:
                 if child.poll() is None and not killed:
@@ -322,10 +454,15 @@ def measure_resume(iterations: int, workdir: Path, generator: str | None = None,
     repeated = total - reference
     lost_in_flight = before - answers_persisted  # answered by the server after the client died: never stored
     return {
-        "reference_requests": reference, "killed_at_request": before, "killed": killed,
-        "status_after_kill": status_before, "iterations_recorded_before_resume": recorded_before,
-        "answers_persisted_at_kill": answers_persisted, "lost_in_flight": lost_in_flight,
-        "total_requests_with_resume": total, "repeated_requests": repeated,
+        "reference_requests": reference,
+        "killed_at_request": before,
+        "killed": killed,
+        "status_after_kill": status_before,
+        "iterations_recorded_before_resume": recorded_before,
+        "answers_persisted_at_kill": answers_persisted,
+        "lost_in_flight": lost_in_flight,
+        "total_requests_with_resume": total,
+        "repeated_requests": repeated,
         "repeated_fraction": repeated / reference if reference else 0.0,
         "persisted_answers_repeated": repeated - lost_in_flight,
         "same_best_instruction": summary.best_instruction == ref_summary.best_instruction,
@@ -343,13 +480,28 @@ def run_speed(s: SpeedSettings, *, workdir: Path | None = None, log: Callable[[s
         workdir = Path(own_tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        *((f"throughput@{lat:g}s", lambda lat=lat: measure_throughput(s.n_requests, s.concurrency, lat))
-          for lat in s.latencies_s),
+        *(
+            (f"throughput@{lat:g}s", lambda lat=lat: measure_throughput(s.n_requests, s.concurrency, lat))
+            for lat in s.latencies_s
+        ),
         ("generation", lambda: measure_generation(s.gen_prompts, s.gen_max_new_tokens, s.gen_repeats, s.generator)),
-        ("overhead", lambda: measure_overhead(s.overhead_iterations, s.overhead_repeats, workdir, s.generator,
-                                              realistic=s.overhead_realistic, latency_s=s.overhead_latency_s)),
-        ("gp", lambda: measure_gp(s.gp_sizes, batch_size=s.gp_batch_size, num_restarts=s.gp_num_restarts,
-                                  raw_samples=s.gp_raw_samples)),
+        (
+            "overhead",
+            lambda: measure_overhead(
+                s.overhead_iterations,
+                s.overhead_repeats,
+                workdir,
+                s.generator,
+                realistic=s.overhead_realistic,
+                latency_s=s.overhead_latency_s,
+            ),
+        ),
+        (
+            "gp",
+            lambda: measure_gp(
+                s.gp_sizes, batch_size=s.gp_batch_size, num_restarts=s.gp_num_restarts, raw_samples=s.gp_raw_samples
+            ),
+        ),
         ("resume", lambda: measure_resume(s.resume_iterations, workdir, s.generator)),
     ]
     try:

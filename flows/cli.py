@@ -12,8 +12,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from instructzero.storage.errors import StoreError
 from instructzero.tasks.errors import InstructZeroError
@@ -44,28 +45,51 @@ def offline_defaults() -> None:
 def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Map CLI flags onto the nested `RunConfig` fields (only flags the user gave)."""
     mapping = {
-        "name": ("name",), "seed": ("seed",), "store": ("store_url",),
-        "task": ("data", "task"), "data_dir": ("data", "data_dir"), "n_exemplars": ("data", "n_exemplars"),
-        "n_dev": ("data", "n_dev"), "n_test": ("data", "n_test"),
-        "generator": ("generator", "model"), "soft_tokens": ("generator", "n_soft_tokens"),
-        "intrinsic_dim": ("generator", "intrinsic_dim"), "max_new_tokens": ("generator", "max_new_tokens"),
-        "generator_batch": ("generator", "batch_size"), "device": ("generator", "device"),
-        "black_box_url": ("black_box", "base_url"), "black_box_model": ("black_box", "model"),
-        "black_box_api": ("black_box", "api"), "api_key_env": ("black_box", "api_key_env"),
-        "concurrency": ("black_box", "concurrency"), "max_tokens": ("black_box", "max_tokens"),
-        "iterations": ("bo", "iterations"), "batch": ("bo", "batch_size"), "init": ("bo", "n_init"),
-        "kernel": ("bo", "kernel"), "similarity": ("bo", "similarity"), "acquisition": ("bo", "acquisition"),
+        "name": ("name",),
+        "seed": ("seed",),
+        "store": ("store_url",),
+        "task": ("data", "task"),
+        "data_dir": ("data", "data_dir"),
+        "n_exemplars": ("data", "n_exemplars"),
+        "n_dev": ("data", "n_dev"),
+        "n_test": ("data", "n_test"),
+        "generator": ("generator", "model"),
+        "soft_tokens": ("generator", "n_soft_tokens"),
+        "intrinsic_dim": ("generator", "intrinsic_dim"),
+        "max_new_tokens": ("generator", "max_new_tokens"),
+        "generator_batch": ("generator", "batch_size"),
+        "device": ("generator", "device"),
+        "black_box_url": ("black_box", "base_url"),
+        "black_box_model": ("black_box", "model"),
+        "black_box_api": ("black_box", "api"),
+        "api_key_env": ("black_box", "api_key_env"),
+        "concurrency": ("black_box", "concurrency"),
+        "max_tokens": ("black_box", "max_tokens"),
+        "iterations": ("bo", "iterations"),
+        "batch": ("bo", "batch_size"),
+        "init": ("bo", "n_init"),
+        "kernel": ("bo", "kernel"),
+        "similarity": ("bo", "similarity"),
+        "acquisition": ("bo", "acquisition"),
         "optimizer": ("bo", "optimizer"),
-        "engine": ("black_box", "engine"), "soft_scale": ("generator", "soft_scale"),
-        "meta_prompt": ("generator", "template"), "baseline_instruction": ("report", "baselines"),
+        "engine": ("black_box", "engine"),
+        "soft_scale": ("generator", "soft_scale"),
+        "meta_prompt": ("generator", "template"),
+        "baseline_instruction": ("report", "baselines"),
         "empty_baseline": ("report", "empty_baseline"),
-        "price_in": ("black_box", "price_in_per_mtok"), "price_out": ("black_box", "price_out_per_mtok"),
-        "max_cost": ("budget", "max_cost_usd"), "max_total_tokens": ("budget", "max_total_tokens"),
-        "max_calls": ("budget", "max_calls"), "stop_at_limit": ("budget", "stop_at_limit"),
-        "rpm": ("budget", "requests_per_minute"), "tpm": ("budget", "tokens_per_minute"),
+        "price_in": ("black_box", "price_in_per_mtok"),
+        "price_out": ("black_box", "price_out_per_mtok"),
+        "max_cost": ("budget", "max_cost_usd"),
+        "max_total_tokens": ("budget", "max_total_tokens"),
+        "max_calls": ("budget", "max_calls"),
+        "stop_at_limit": ("budget", "stop_at_limit"),
+        "rpm": ("budget", "requests_per_minute"),
+        "tpm": ("budget", "tokens_per_minute"),
         "length_penalty": ("bo", "length_penalty"),
-        "metric": ("scoring", "metric"), "normalize": ("scoring", "normalize"),
-        "template": ("black_box", "template"), "instruction_role": ("black_box", "instruction_role"),
+        "metric": ("scoring", "metric"),
+        "normalize": ("scoring", "normalize"),
+        "template": ("black_box", "template"),
+        "instruction_role": ("black_box", "instruction_role"),
     }
     nested: dict[str, Any] = {}
     for flag, path in mapping.items():
@@ -83,8 +107,10 @@ def _print_summary(summary: Any, wall_s: float) -> None:
     from instructzero.tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
 
     print()
-    print(f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
-          f"black box {summary.black_box}")
+    print(
+        f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
+        f"black box {summary.black_box}"
+    )
     for iteration, index, instruction, score in summary.top:
         print(f"  dev {score:.3f}  it {iteration:>3} #{index:<2} {instruction!r}")
     print(f"best instruction: {summary.best_instruction!r}")
@@ -101,38 +127,45 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             p_text = f"p = {format_p(row.p_value)}" + (f", Holm {format_p(row.p_holm)}" if several else "")
             print(f"  vs {row.label}: gain {row.gain:+.3f}, {p_text} ({row.test}; {verdict} at 0.05)")
             if row.label == CONSTANT and not p < 0.05:
-                print(f"  note: {row.instruction} scores {row.accuracy:.3f} on these examples; a found instruction not "
-                      f"clearly above that taught the black box the answer format, not the task")
+                print(
+                    f"  note: {row.instruction} scores {row.accuracy:.3f} on these examples; a found instruction not "
+                    f"clearly above that taught the black box the answer format, not the task"
+                )
     from instructzero.flows.spend import format_value
 
     for line in format_value(summary):
         print(line)
     print()
-    print(f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
-          f"(the rest from the store's cache); {summary.spent.total_tokens} tokens, ${summary.spent.cost_usd:.4f}"
-          f"{'; budget ' + summary.limits if summary.limits else ''}; {wall_s:.0f} s")
+    print(
+        f"cost: {summary.paid_calls} black-box calls paid by this run, {summary.answered_calls} answers used "
+        f"(the rest from the store's cache); {summary.spent.total_tokens} tokens, ${summary.spent.cost_usd:.4f}"
+        f"{'; budget ' + summary.limits if summary.limits else ''}; {wall_s:.0f} s"
+    )
     if summary.stopped:
         print(f"stopped: {summary.stopped}")
         if summary.test_note:
             print(f"test: {summary.test_note}")
-        print(f"status: budget exhausted (stored as 'interrupted'); continue with "
-              f"`instructzero resume {summary.run_id} --max-cost USD` (or --max-total-tokens/--max-calls)")
+        print(
+            f"status: budget exhausted (stored as 'interrupted'); continue with "
+            f"`instructzero resume {summary.run_id} --max-cost USD` (or --max-total-tokens/--max-calls)"
+        )
 
 
 def _preflight(config: Any, *, resume_run_id: str | None = None) -> None:
     """Check task data, budget, store and endpoint before anything is written or Prefect starts."""
+    from instructzero.storage.repository import lease_timeout_s
     from instructzero.tasks.data.splits import make_splits
     from instructzero.tasks.data.task_data import load_task
     from instructzero.tasks.evaluation.blackbox import BlackBoxClient
-    from instructzero.storage.repository import lease_timeout_s
     from instructzero.tasks.generation.generator import resolve_device
     from instructzero.tasks.prefect_tasks import open_store
 
     lease_timeout_s()  # INSTRUCTZERO_LEASE_TIMEOUT_S=nan: one line now, not a traceback from inside the flow
     resolve_device(config.generator.device)  # --device cuda without CUDA: refused before any model is loaded
     data = load_task(config.data.task, config.data.data_dir)
-    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
-                         n_test=config.data.n_test, seed=config.seed)
+    splits = make_splits(
+        data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed
+    )
     _say_shortfall(splits)
     _check_budget(config, splits, resume_run_id)
     from instructzero.tasks.generation.model_assets import PACKAGED_MODELS, resolve_model_path
@@ -157,7 +190,8 @@ def _check_not_held(config: Any, run: Any) -> None:
         age = (datetime.now(UTC) - run.heartbeat_at).total_seconds()
         raise RunLeasedError(
             f"run {run.name!r} ({run.id}) is being run by another process ({run.lease_owner}, last heartbeat "
-            f"{age:.0f}s ago); wait for it to finish, or resume it once it has been silent for {timeout:.0f}s")
+            f"{age:.0f}s ago); wait for it to finish, or resume it once it has been silent for {timeout:.0f}s"
+        )
 
 
 def _start_prefect() -> None:
@@ -199,8 +233,11 @@ def _check_budget(config: Any, splits: Any, resume_run_id: str | None, *, show: 
         print(format_estimate(config, estimate))
     check_estimate(estimate, config.budget.limits(), stop_at_limit=config.budget.stop_at_limit)
     if not show and config.budget.limits().any:
-        print(f"budget: {one_line(estimate)}; within the limits" if not config.budget.stop_at_limit
-              else f"budget: {one_line(estimate)}; stopping at the limit if it is reached")
+        print(
+            f"budget: {one_line(estimate)}; within the limits"
+            if not config.budget.stop_at_limit
+            else f"budget: {one_line(estimate)}; stopping at the limit if it is reached"
+        )
 
 
 def _say_shortfall(splits: Any) -> None:
@@ -216,8 +253,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     config = build_config(**_nested_overrides(args))
     data = load_task(config.data.task, config.data.data_dir)
-    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
-                         n_test=config.data.n_test, seed=config.seed)
+    splits = make_splits(
+        data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed
+    )
     _say_shortfall(splits)
     _check_budget(config, splits, None, show=True)
     if config.budget.limits().any:
@@ -233,9 +271,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight(config)
     existing = same_name_run(config)  # a clash of settings is refused here, before Prefect starts
     if existing is not None and existing.status == "completed":
-        print(f"run {existing.name!r} ({existing.id}) is already complete (finished "
-              f"{existing.finished_at:%Y-%m-%d %H:%M:%S} UTC): nothing re-run, nothing paid; "
-              f"its candidates: instructzero sql \"SELECT * FROM store.candidates WHERE run_id = '{existing.id}'\"")
+        print(
+            f"run {existing.name!r} ({existing.id}) is already complete (finished "
+            f"{existing.finished_at:%Y-%m-%d %H:%M:%S} UTC): nothing re-run, nothing paid; "
+            f"its candidates: instructzero sql \"SELECT * FROM store.candidates WHERE run_id = '{existing.id}'\""
+        )
         return 0
     _check_not_held(config, existing)
     start = time.perf_counter()
@@ -258,8 +298,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise StoreError(f"cannot resume run {args.run_id!r}: {exc}") from None
     if run.status == "completed":
-        print(f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
-              "nothing to resume")
+        print(
+            f"run {run.name!r} ({run.id}) is already complete (finished {run.finished_at:%Y-%m-%d %H:%M:%S} UTC): "
+            "nothing to resume"
+        )
         return 0
     budget = {**run.config.get("budget", {}), **_nested_overrides(args).get("budget", {})}
     config = config_from_record(run.config, store_url=store_url, budget=budget)
@@ -281,10 +323,16 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     with RunStore(_store_url(args), read_only=True) as store:  # a mistyped store path is refused, never created
         run = store.get_run(args.run_id)
         candidates = store.load_candidates(args.run_id)
-        lengths = {(m.step, int(m.key.rsplit(".", 1)[1])): int(m.value) for m in store.load_metrics(args.run_id)
-                   if m.key.startswith("instruction_tokens.")}
-    points = [(c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
-              for c in candidates if (c.iteration, c.index) in lengths]
+        lengths = {
+            (m.step, int(m.key.rsplit(".", 1)[1])): int(m.value)
+            for m in store.load_metrics(args.run_id)
+            if m.key.startswith("instruction_tokens.")
+        }
+    points = [
+        (c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
+        for c in candidates
+        if (c.iteration, c.index) in lengths
+    ]
     front = pareto_front(points)
     print(f"Pareto front of run {args.run_id}: {len(front)} of {len(points)} candidates (dev accuracy vs tokens)")
     for text, score, tokens in front:
@@ -337,11 +385,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from instructzero.storage.repository import RunStore
-
     from datetime import UTC, datetime
 
-    from instructzero.storage.repository import lease_timeout_s
+    from instructzero.storage.repository import RunStore, lease_timeout_s
 
     now, timeout = datetime.now(UTC), lease_timeout_s()
     with RunStore(_store_url(args), read_only=True) as store:
@@ -402,8 +448,11 @@ def cmd_db(args: argparse.Namespace) -> int:
         require_existing_store(url, hint="`instructzero db upgrade --create` initialises a new store there")
     before = store_revision(url)
     reached = upgrade_store(url)
-    print(f"store upgraded from {before or 'an empty database'} to {reached}" if before != reached
-          else f"store is already at the latest schema ({reached})")
+    print(
+        f"store upgraded from {before or 'an empty database'} to {reached}"
+        if before != reached
+        else f"store is already at the latest schema ({reached})"
+    )
     return 0
 
 
@@ -437,68 +486,119 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", help="task name (see `instructzero tasks`) or a .jsonl/.csv file")
     run.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/")
     run.add_argument("--name", help="run name; re-running with the same name resumes it")
-    run.add_argument("--seed", type=int, help="seeds the splits, the projection, the Sobol design and the "
-                     "acquisition optimisation (default 0)")
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="seeds the splits, the projection, the Sobol design and the acquisition optimisation (default 0)",
+    )
     run.add_argument("--store", help="SQLAlchemy URL of the store (default sqlite:///instructzero.db)")
-    run.add_argument("--generator", help=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local "
-                                         f"folder, or an HF id in the local cache (default {DEFAULT_GENERATOR})")
-    run.add_argument("--soft-tokens", type=int, help="soft-token embeddings prepended to the generator's prompt "
-                     "(default 5)")
-    run.add_argument("--intrinsic-dim", type=int, help="dimension d of the searched soft prompt z in [-1, 1]^d, "
-                     "projected to the soft tokens by a fixed random matrix (default 10)")
-    run.add_argument("--max-new-tokens", type=int, help="length cap of a generated instruction, in generator "
-                     "tokens (default 32)")
+    run.add_argument(
+        "--generator",
+        help=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local "
+        f"folder, or an HF id in the local cache (default {DEFAULT_GENERATOR})",
+    )
+    run.add_argument(
+        "--soft-tokens", type=int, help="soft-token embeddings prepended to the generator's prompt (default 5)"
+    )
+    run.add_argument(
+        "--intrinsic-dim",
+        type=int,
+        help="dimension d of the searched soft prompt z in [-1, 1]^d, "
+        "projected to the soft tokens by a fixed random matrix (default 10)",
+    )
+    run.add_argument(
+        "--max-new-tokens", type=int, help="length cap of a generated instruction, in generator tokens (default 32)"
+    )
     run.add_argument("--generator-batch", type=int, help="soft prompts generated in one padded batch (default 8)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     run.add_argument("--black-box-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    run.add_argument("--black-box-model", help=f"model name sent to the black-box API; with no --black-box-url, the "
-                                               f"packaged model to serve (default {DEFAULT_BLACK_BOX})")
-    run.add_argument("--black-box-api", choices=["chat", "completions"],
-                     help="chat for chat models (their own template, default), completions for base models")
+    run.add_argument(
+        "--black-box-model",
+        help=f"model name sent to the black-box API; with no --black-box-url, the "
+        f"packaged model to serve (default {DEFAULT_BLACK_BOX})",
+    )
+    run.add_argument(
+        "--black-box-api",
+        choices=["chat", "completions"],
+        help="chat for chat models (their own template, default), completions for base models",
+    )
     run.add_argument("--api-key-env", help="env var holding the API key (default OPENAI_API_KEY)")
     run.add_argument("--concurrency", type=int, help="black-box requests in flight at once (default 8)")
-    run.add_argument("--max-tokens", type=int, help="answer cap per black-box call (default: from the task's "
-                     "longest accepted answer, so none is cut); not a spend limit, see --max-total-tokens")
+    run.add_argument(
+        "--max-tokens",
+        type=int,
+        help="answer cap per black-box call (default: from the task's "
+        "longest accepted answer, so none is cut); not a spend limit, see --max-total-tokens",
+    )
     run.add_argument("--iterations", type=int, help="BO iterations after the initial design (default 3)")
     run.add_argument("--batch", type=int, help="soft prompts per BO iteration")
     run.add_argument("--init", type=int, help="Sobol soft prompts of the initial design")
     run.add_argument("--n-exemplars", type=int, help="input/output pairs shown to the generator (default 5)")
     run.add_argument("--n-dev", type=int, help="examples every candidate is scored on: the BO objective (default 10)")
     run.add_argument("--n-test", type=int, help="examples of the final paired report only (default 30)")
-    run.add_argument("--kernel", choices=["coupled", "coupled+matern", "matern"],
-                     help="GP kernel: the paper's instruction-coupled one (default), it plus a latent Matern, or Matern")
-    run.add_argument("--similarity", choices=["scores", "embedding"],
-                     help="instruction similarity of the coupled kernel: dev score vectors (default) or MiniLM")
+    run.add_argument(
+        "--kernel",
+        choices=["coupled", "coupled+matern", "matern"],
+        help="GP kernel: the paper's instruction-coupled one (default), it plus a latent Matern, or Matern",
+    )
+    run.add_argument(
+        "--similarity",
+        choices=["scores", "embedding"],
+        help="instruction similarity of the coupled kernel: dev score vectors (default) or MiniLM",
+    )
     run.add_argument("--acquisition", choices=["logei", "ei"], help="acquisition function (default logei)")
-    run.add_argument("--optimizer", choices=["optimize_acqf", "cmaes"],
-                     help="how the acquisition is maximised (default cmaes)")
-    run.add_argument("--engine", choices=["auto", "transformers", "llama.cpp"],
-                     help="what serves the embedded black box when no --black-box-url is given")
+    run.add_argument(
+        "--optimizer", choices=["optimize_acqf", "cmaes"], help="how the acquisition is maximised (default cmaes)"
+    )
+    run.add_argument(
+        "--engine",
+        choices=["auto", "transformers", "llama.cpp"],
+        help="what serves the embedded black box when no --black-box-url is given",
+    )
     run.add_argument("--soft-scale", type=float, help="strength of the soft tokens (1 = spread of real embeddings)")
     run.add_argument("--meta-prompt", help="generator prompt: a preset name or text with {demos}")
-    run.add_argument("--baseline-instruction", action="append", metavar="TEXT",
-                     help="your current instruction, scored on the same test examples (repeatable)")
-    run.add_argument("--no-empty-baseline", dest="empty_baseline", action="store_false", default=None,
-                     help="do not score the empty instruction as a baseline")
+    run.add_argument(
+        "--baseline-instruction",
+        action="append",
+        metavar="TEXT",
+        help="your current instruction, scored on the same test examples (repeatable)",
+    )
+    run.add_argument(
+        "--no-empty-baseline",
+        dest="empty_baseline",
+        action="store_false",
+        default=None,
+        help="do not score the empty instruction as a baseline",
+    )
     run.add_argument("--price-in", metavar="USD", help="black-box input price per million tokens (default: table)")
     run.add_argument("--price-out", metavar="USD", help="black-box output price per million tokens (default: table)")
     _budget_flags(run)
-    run.add_argument("--length-penalty", metavar="P",
-                     help="optimize dev accuracy - P x instruction tokens (default 0)")
-    run.add_argument("--metric", metavar="NAME",
-                     help="how an answer is scored: auto (the task's own, default), exact_match, contains, f1, "
-                          "exact_set, or python:module:function (your (prediction, target) -> score in [0, 1])")
-    run.add_argument("--normalize", metavar="SPEC",
-                     help="what prediction and answer go through first: auto (default: lower-case, drop "
-                          "punctuation, first line, cut at the first '.'), none, or comma-separated steps on/off "
-                          "from auto, e.g. no-lowercase or none,whitespace (steps: fillers, first-line, "
-                          "first-period, lowercase, punctuation, whitespace)")
-    run.add_argument("--template", metavar="TEXT",
-                     help="zero-shot prompt with {instruction} and {input} (only {input} with --instruction-role "
-                          "system); literal braces as {{ }}")
-    run.add_argument("--instruction-role", choices=["user", "system"],
-                     help="where the instruction goes: in the user message (default) or as the system message "
-                          "(chat API only)")
+    run.add_argument("--length-penalty", metavar="P", help="optimize dev accuracy - P x instruction tokens (default 0)")
+    run.add_argument(
+        "--metric",
+        metavar="NAME",
+        help="how an answer is scored: auto (the task's own, default), exact_match, contains, f1, "
+        "exact_set, or python:module:function (your (prediction, target) -> score in [0, 1])",
+    )
+    run.add_argument(
+        "--normalize",
+        metavar="SPEC",
+        help="what prediction and answer go through first: auto (default: lower-case, drop "
+        "punctuation, first line, cut at the first '.'), none, or comma-separated steps on/off "
+        "from auto, e.g. no-lowercase or none,whitespace (steps: fillers, first-line, "
+        "first-period, lowercase, punctuation, whitespace)",
+    )
+    run.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="zero-shot prompt with {instruction} and {input} (only {input} with --instruction-role "
+        "system); literal braces as {{ }}",
+    )
+    run.add_argument(
+        "--instruction-role",
+        choices=["user", "system"],
+        help="where the instruction goes: in the user message (default) or as the system message (chat API only)",
+    )
     run.set_defaults(func=cmd_run)
 
     estimate = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a run (same flags as run)")
@@ -520,8 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.set_defaults(func=cmd_pareto)
 
     tasks_cmd = sub.add_parser("tasks", help="list available tasks")
-    tasks_cmd.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ "
-                           "(default: the built-in tasks only)")
+    tasks_cmd.add_argument(
+        "--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ (default: the built-in tasks only)"
+    )
     tasks_cmd.set_defaults(func=cmd_tasks)
 
     runs = sub.add_parser("runs", help="list runs in the store")
@@ -529,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     sql = sub.add_parser(
-        "sql", help="read-only SQL over the store through DuckDB",
+        "sql",
+        help="read-only SQL over the store through DuckDB",
         description="Tables (as `runs` or `store.runs`, here and in `export`): runs, candidates, instructions, "
         "evaluations, example_scores, llm_calls, metrics, datasets. Views: best_instructions, score_by_iteration, "
         "cost_per_run, cost_by_iteration, candidates_flat, nightly_results.",
@@ -545,19 +647,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--store", help=STORE_HELP)
     export.set_defaults(func=cmd_export)
 
-    db = sub.add_parser("db", help="store maintenance",
-                        description="upgrade: migrate an existing store to the current schema. A SQLite file that "
-                        "does not exist is refused (a typo must not become a new empty store) unless --create is "
-                        "given; `instructzero run` creates its store itself.")
+    db = sub.add_parser(
+        "db",
+        help="store maintenance",
+        description="upgrade: migrate an existing store to the current schema. A SQLite file that "
+        "does not exist is refused (a typo must not become a new empty store) unless --create is "
+        "given; `instructzero run` creates its store itself.",
+    )
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--store", help=STORE_HELP)
-    db.add_argument("--create", action="store_true",
-                    help="initialise a new store at --store when its SQLite file does not exist yet")
+    db.add_argument(
+        "--create",
+        action="store_true",
+        help="initialise a new store at --store when its SQLite file does not exist yet",
+    )
     db.set_defaults(func=cmd_db)
 
     # Listed for --help only: main() hands everything after these names to their own parsers (PASS_THROUGH).
-    sub.add_parser("serve", help="serve a local OpenAI-compatible black box (see --help of the server)",
-                   add_help=False)
+    sub.add_parser("serve", help="serve a local OpenAI-compatible black box (see --help of the server)", add_help=False)
     sub.add_parser("bench", help="benchmarks: quality against baselines, and pipeline speed", add_help=False)
     return parser
 
@@ -568,12 +675,20 @@ def _budget_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cost", metavar="USD", help="most USD the run may spend on the black box")
     parser.add_argument("--max-total-tokens", metavar="N", help="most input + output tokens of paid calls")
     parser.add_argument("--max-calls", metavar="N", help="most paid black-box calls")
-    parser.add_argument("--stop-at-limit", action="store_true", default=None,
-                        help="start although the worst case crosses a limit; stop at an iteration boundary")
-    parser.add_argument("--rpm", metavar="N", help="the black-box API's requests-per-minute limit, kept by the "
-                        "client (429 Retry-After is honoured too)")
-    parser.add_argument("--tpm", metavar="N", help="its tokens-per-minute limit (prompt estimate + max_tokens per "
-                        "request)")
+    parser.add_argument(
+        "--stop-at-limit",
+        action="store_true",
+        default=None,
+        help="start although the worst case crosses a limit; stop at an iteration boundary",
+    )
+    parser.add_argument(
+        "--rpm",
+        metavar="N",
+        help="the black-box API's requests-per-minute limit, kept by the client (429 Retry-After is honoured too)",
+    )
+    parser.add_argument(
+        "--tpm", metavar="N", help="its tokens-per-minute limit (prompt estimate + max_tokens per request)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -604,7 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(message.splitlines())  # one line, whatever a library put in the message
         print(f"error: {redact_secrets(message)}", file=sys.stderr)  # any URL or conninfo in it, masked
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as exc:  # before the flow started (instructzero.flows.stop_signals.StopSignal), or no handler yet
+    except (
+        KeyboardInterrupt
+    ) as exc:  # before the flow started (instructzero.flows.stop_signals.StopSignal), or no handler yet
         from instructzero.storage.redaction import redact_secrets
 
         print(redact_secrets(_stopped_early_line(exc, args)), file=sys.stderr)
@@ -631,8 +748,10 @@ def _stopped_early_line(exc: KeyboardInterrupt, args: argparse.Namespace) -> str
     name = str(exc.args[0]) if exc.args else "SIGINT"  # StopSignal("SIGTERM"), or Python's own KeyboardInterrupt
     if args.command == "resume":
         store = f" --store {args.store}" if getattr(args, "store", None) else ""
-        return (f"interrupted: resume with `instructzero resume {args.run_id}{store}` ({name} before the run "
-                f"resumed; nothing changed)")
+        return (
+            f"interrupted: resume with `instructzero resume {args.run_id}{store}` ({name} before the run "
+            f"resumed; nothing changed)"
+        )
     if args.command == "run":
         return f"interrupted: nothing was recorded yet ({name} before the run started); run the same command again"
     return "interrupted: resume with `instructzero resume RUN_ID` (see `instructzero runs`)"

@@ -57,10 +57,12 @@ def quiet_known_errors() -> None:
     which configures its logging."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-                                       if name.startswith("prefect")]
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("prefect")
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler) and not any(
-                    isinstance(f, KnownErrorFilter) for f in handler.filters):
+                isinstance(f, KnownErrorFilter) for f in handler.filters
+            ):
                 handler.addFilter(KnownErrorFilter())

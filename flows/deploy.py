@@ -1,8 +1,8 @@
 """Serve the deployments of `deployments/prefect.yaml` from one long-running process, without work pools or workers.
 
-    python -m instructzero.flows.deploy serve                  # every deployment (the nightly schedule included)
-    python -m instructzero.flows.deploy serve run-task-cpu     # only some
-    python -m instructzero.flows.deploy check                  # load every entrypoint and validate its parameters, then exit
+    python -m instructzero.flows.deploy serve               # every deployment (the nightly schedule included)
+    python -m instructzero.flows.deploy serve run-task-cpu  # only some
+    python -m instructzero.flows.deploy check               # load every entrypoint, validate its parameters, exit
 
 `prefect.yaml` stays the single source of truth: entrypoints, parameters, schedules and descriptions are read from
 it; work pools and job variables are ignored (a served deployment runs in this process's environment, so set
@@ -15,8 +15,9 @@ serve's temporary folder. With workers, use `prefect deploy` (see the README, "O
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -57,8 +58,11 @@ def to_deployments(names: Sequence[str] = ()) -> list[Any]:
         crons = [s["cron"] for s in d.get("schedules") or [] if s.get("active", True)]
         deployments.append(
             flow.to_deployment(
-                name=d["name"] + SERVED_SUFFIX, parameters=d.get("parameters") or {},
-                description=d.get("description"), tags=d.get("tags"), cron=crons[0] if crons else None,
+                name=d["name"] + SERVED_SUFFIX,
+                parameters=d.get("parameters") or {},
+                description=d.get("description"),
+                tags=d.get("tags"),
+                cron=crons[0] if crons else None,
             )
         )
     return deployments

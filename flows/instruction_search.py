@@ -17,50 +17,56 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
+from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from instructzero.flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
 from instructzero.flows import stop_signals
+from instructzero.flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
 from instructzero.flows.search_artifacts import SearchArtifacts, publish_table
 from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from instructzero.storage.entities import RunRecord
 from instructzero.storage.errors import RunExistsError
 from instructzero.storage.repository import RunStore, lease_timeout_s
+from instructzero.tasks import interrupts
+from instructzero.tasks.data.splits import Splits
+from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
 from instructzero.tasks.evaluation.budget import Budget, Usage
-from instructzero.tasks.optimisation.bayes_opt import propose_distinct
 from instructzero.tasks.evaluation.comparison import (
-    CONSTANT, FOUND, ComparisonRow, ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table,
+    CONSTANT,
+    FOUND,
+    ComparisonRow,
+    ScoredInstruction,
+    baseline_labels,
+    compare,
+    comparison_metrics,
+    comparison_table,
     scores_in_order,
 )
 from instructzero.tasks.evaluation.constant_answer import best_constant_answer
-from instructzero.tasks.data.splits import Splits
-from instructzero.tasks import interrupts
-from instructzero.tasks.errors import BlackBoxError, ConfigError
-from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.evaluation.metrics import Scorer
+from instructzero.tasks.evaluation.pareto import instruction_tokens, penalised
+from instructzero.tasks.interrupts import RunInterrupted
+from instructzero.tasks.optimisation.bayes_opt import propose_distinct
+from instructzero.tasks.optimisation.selection import best_candidate
 from instructzero.tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
-    gp_update_task,
     generate_instruction,
+    gp_update_task,
     load_task_data,
     open_store,
     propose_prompt,
     record_iteration,
     record_test_evaluation,
     start_run,
-    zero_shot_evaluate,
 )
-from instructzero.tasks.evaluation.pareto import instruction_tokens, penalised
-from instructzero.tasks.optimisation.selection import best_candidate
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,9 @@ def black_box_endpoint(settings: BlackBoxConfig) -> Iterator[str]:
     from instructzero.servers.local_endpoint import local_endpoint
 
     # Micro-batching the concurrent evaluation requests is several times faster on a CPU than one at a time.
-    with local_endpoint(settings.engine, model=settings.model, api=settings.api,
-                        max_batch=settings.concurrency) as endpoint:
+    with local_endpoint(
+        settings.engine, model=settings.model, api=settings.api, max_batch=settings.concurrency
+    ) as endpoint:
         yield endpoint.base_url
 
 
@@ -163,30 +170,45 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     if existing is not None:  # fail fast, before loading anything, while another process holds it
         existing = lease.claim(existing.id)
     data, splits = load_task_data(
-        config.data.task, config.data.data_dir, n_exemplars=config.data.n_exemplars,
-        n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed,
+        config.data.task,
+        config.data.data_dir,
+        n_exemplars=config.data.n_exemplars,
+        n_dev=config.data.n_dev,
+        n_test=config.data.n_test,
+        seed=config.seed,
     )
     store = open_store(config.store_url)
     spec = GeneratorSpec(
-        model=config.generator.model, cache_dir=str(config.cache_dir), n_soft_tokens=config.generator.n_soft_tokens,
-        intrinsic_dim=config.generator.intrinsic_dim, projection_seed=config.seed,
-        max_new_tokens=config.generator.max_new_tokens, device=config.generator.device,
-        template=config.generator.template, batch_size=config.generator.batch_size,
+        model=config.generator.model,
+        cache_dir=str(config.cache_dir),
+        n_soft_tokens=config.generator.n_soft_tokens,
+        intrinsic_dim=config.generator.intrinsic_dim,
+        projection_seed=config.seed,
+        max_new_tokens=config.generator.max_new_tokens,
+        device=config.generator.device,
+        template=config.generator.template,
+        batch_size=config.generator.batch_size,
         soft_scale=config.generator.soft_scale,
     )
     generator = spec.load()
     # a safe point: nothing new written yet (a resumed run keeps its stored status)
-    interrupts.check("before the search started", run_id=existing and existing.id,
-                     run_name=existing and existing.name)
+    interrupts.check("before the search started", run_id=existing and existing.id, run_name=existing and existing.name)
     if existing is None:
         try:
-            run = lease.created(start_run(
-                config.store_url, name=config.name or f"{data.name}-seed{config.seed}-{int(time.time())}",
-                task_name=data.name, config=config.recorded(), seed=config.seed,
-                versions={**package_versions(), "generator_revision": generator.model_revision},
-                projection_hash=generator.projection.fingerprint(), data=data, splits=splits,
-                lease_owner=lease.owner,
-            ))
+            run = lease.created(
+                start_run(
+                    config.store_url,
+                    name=config.name or f"{data.name}-seed{config.seed}-{int(time.time())}",
+                    task_name=data.name,
+                    config=config.recorded(),
+                    seed=config.seed,
+                    versions={**package_versions(), "generator_revision": generator.model_revision},
+                    projection_hash=generator.projection.fingerprint(),
+                    data=data,
+                    splits=splits,
+                    lease_owner=lease.owner,
+                )
+            )
         except RunExistsError:  # another process created it a moment ago: it holds it, or it went stale
             found = _resolve_run(config, None)
             if found is None:
@@ -216,8 +238,9 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         logger.warning("run %s stopped: %s; %s", run.id, summary.stopped, summary.test_note)
         return summary
     store.set_run_status(run.id, "completed")
-    logger.info("best instruction %r: dev %.3f, test %.3f", summary.best_instruction, summary.dev_score,
-                summary.test_score)
+    logger.info(
+        "best instruction %r: dev %.3f, test %.3f", summary.best_instruction, summary.dev_score, summary.test_score
+    )
     return summary
 
 
@@ -311,22 +334,32 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
 
     n_steps = bo.iterations + 2  # initial design, BO iterations, test evaluation
     # the Prefect UI's view of the search: progress, best-so-far curve, candidate table, store queries
-    artifacts = SearchArtifacts(run, config.store_url, last_iteration=bo.iterations, n_steps=n_steps,
-                                recorded=len(done))
+    artifacts = SearchArtifacts(
+        run, config.store_url, last_iteration=bo.iterations, n_steps=n_steps, recorded=len(done)
+    )
     artifacts.search(history)  # a resumed run: what is recorded so far
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
     with _closed_on_error(bar), black_box_endpoint(config.black_box) as base_url:
         settings = config.black_box.settings_for_splits(
-            base_url, splits, requests_per_minute=config.budget.requests_per_minute,
-            tokens_per_minute=config.budget.tokens_per_minute)
+            base_url,
+            splits,
+            requests_per_minute=config.budget.requests_per_minute,
+            tokens_per_minute=config.budget.tokens_per_minute,
+        )
         budget = make_budget(config, store, run.id, settings, settings.max_tokens)
         stopped: str | None = None
         if budget.limits.any:
             bar.set_postfix_str(budget.describe())
         state = None
         if history and bo.strategy == "bo":
-            state = gp_update_task(objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity,
-                                   seed=config.seed, latent_weight=bo.latent_weight)
+            state = gp_update_task(
+                objective(history),
+                dev_ids,
+                kernel=bo.kernel,
+                similarity=bo.similarity,
+                seed=config.seed,
+                latent_weight=bo.latent_weight,
+            )
         for iteration in range(bo.iterations + 1):
             if iteration in done:
                 continue
@@ -336,23 +369,40 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
             # Slots whose soft prompt decodes to an already scored instruction are proposed again (up to
             # bo.propose_attempts rounds), so a batch of b soft prompts yields b new instructions where possible.
             distinct = propose_distinct(
-                lambda n, attempt, known, pending, tried: interrupts.check(f"in iteration {iteration}")
-                or propose_prompt(
-                    state, iteration=iteration, n_init=bo.n_init, batch_size=n,
-                    dim=config.generator.intrinsic_dim, seed=config.seed, acquisition=bo.acquisition,
-                    optimizer=bo.optimizer, num_restarts=bo.num_restarts, raw_samples=bo.raw_samples,
-                    strategy=bo.strategy, attempt=attempt, known=known, pending=pending, exclude=tried,
+                lambda n, attempt, known, pending, tried: (
+                    interrupts.check(f"in iteration {iteration}")  # noqa: B023 (called within this iteration)
+                    or propose_prompt(
+                        state,  # noqa: B023
+                        iteration=iteration,  # noqa: B023
+                        n_init=bo.n_init,
+                        batch_size=n,
+                        dim=config.generator.intrinsic_dim,
+                        seed=config.seed,
+                        acquisition=bo.acquisition,
+                        optimizer=bo.optimizer,
+                        num_restarts=bo.num_restarts,
+                        raw_samples=bo.raw_samples,
+                        strategy=bo.strategy,
+                        attempt=attempt,
+                        known=known,
+                        pending=pending,
+                        exclude=tried,
+                    )
                 ),
-                lambda z: interrupts.check(f"in iteration {iteration}")
-                or generate_instruction(z, splits.exemplars, spec),
+                lambda z: (
+                    interrupts.check(f"in iteration {iteration}") or generate_instruction(z, splits.exemplars, spec)  # noqa: B023
+                ),
                 {c.instruction: float(c.dev_score or 0.0) for c in objective(history)},
-                batch_size=bo.batch_size if iteration else bo.n_init, max_attempts=bo.propose_attempts,
+                batch_size=bo.batch_size if iteration else bo.n_init,
+                max_attempts=bo.propose_attempts,
             )
             proposal, instructions = distinct.proposal, distinct.instructions
             spent, need, crossed = budget.check(prompts_for(instructions, splits.dev, config.black_box.zero_shot))
             if crossed:  # stop at the iteration boundary: nothing of this iteration is sent or recorded
-                stopped = (f"budget exhausted before iteration {iteration}: spent {spent.describe()}; "
-                           f"its worst case {need.describe()} could cross {crossed}")
+                stopped = (
+                    f"budget exhausted before iteration {iteration}: spent {spent.describe()}; "
+                    f"its worst case {need.describe()} could cross {crossed}"
+                )
                 store.record_metric(run.id, "budget.stopped_before_iteration", 0, float(iteration))
                 break
             interrupts.check(f"in iteration {iteration}")
@@ -362,18 +412,26 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
             history = record_iteration(
                 config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
             )
-            store.record_metrics(run.id, {  # the iteration's metrics, in one transaction
-                "bo.unique_instructions": float(distinct.unique_new),
-                "bo.rejected_proposals": float(distinct.rejected),
-                **{f"instruction_tokens.{i}": float(tokens(text)) for i, text in enumerate(instructions)},
-                **_spend_metrics(budget.spent()),
-            }, step=iteration)
+            store.record_metrics(
+                run.id,
+                {  # the iteration's metrics, in one transaction
+                    "bo.unique_instructions": float(distinct.unique_new),
+                    "bo.rejected_proposals": float(distinct.rejected),
+                    **{f"instruction_tokens.{i}": float(tokens(text)) for i, text in enumerate(instructions)},
+                    **_spend_metrics(budget.spent()),
+                },
+                step=iteration,
+            )
             if interrupts.stop_requested():  # the iteration is recorded: show it, then stop before the GP update
                 bar.update(1)
                 interrupts.check(f"after iteration {iteration} was recorded")
             if iteration < bo.iterations and bo.strategy == "bo":
                 state = gp_update_task(
-                    objective(history), dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed,
+                    objective(history),
+                    dev_ids,
+                    kernel=bo.kernel,
+                    similarity=bo.similarity,
+                    seed=config.seed,
                     latent_weight=bo.latent_weight,
                 )
             bar.update(1)
@@ -385,8 +443,9 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
         pick = best_candidate(objective(history))  # by the objective; reported with its plain dev accuracy
         best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
         interrupts.check("before the test report")
-        rows, test, test_note = _budgeted_test_report(config, run, best.instruction, metric, splits, settings,
-                                                      budget, stopped is not None)
+        rows, test, test_note = _budgeted_test_report(
+            config, run, best.instruction, metric, splits, settings, budget, stopped is not None
+        )
         store.record_metrics(run.id, _spend_metrics(budget.spent()), step=-1)
     if stopped is None and test_note:  # the search finished, the full test report did not fit
         stopped = "budget exhausted before the full test report"
@@ -395,14 +454,21 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
     artifacts.finished(history, rows, test_note)  # the curve gets the report's test scores as reference lines
     ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
     return RunSummary(
-        run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
-        dev_score=float(best.dev_score or 0.0), test_score=float("nan") if test is None else test.mean_score,
+        run_id=run.id,
+        name=run.name,
+        task=run.task,
+        best_instruction=best.instruction,
+        dev_score=float(best.dev_score or 0.0),
+        test_score=float("nan") if test is None else test.mean_score,
         n_candidates=len(history),
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
-        comparison=tuple(rows), confidence=config.report.confidence,
+        comparison=tuple(rows),
+        confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {config.black_box.base_url or 'embedded ' + settings.endpoint_id}",
         answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
-        stopped=stopped, test_note=test_note, spent=budget.spent(),
+        stopped=stopped,
+        test_note=test_note,
+        spent=budget.spent(),
         limits=budget.describe() if budget.limits.any else "",
         usd_per_1k_calls=tuple(_per_1k(config, run.id, rows)),
     )
@@ -417,12 +483,16 @@ def stored_summary(config: RunConfig, run: RunRecord) -> RunSummary:
     best = best_candidate(tested or history)
     ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
     return RunSummary(
-        run_id=run.id, name=run.name, task=run.task, best_instruction=best.instruction,
+        run_id=run.id,
+        name=run.name,
+        task=run.task,
+        best_instruction=best.instruction,
         dev_score=float(best.dev_score or 0.0),
         test_score=float("nan") if best.test_score is None else float(best.test_score),
         n_candidates=len(history),
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
-        confidence=config.report.confidence, black_box=config.black_box.model,
+        confidence=config.report.confidence,
+        black_box=config.black_box.model,
         test_note="already complete: read back from the store, nothing re-run",
     )
 
@@ -444,13 +514,23 @@ def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
 
 def _spend_metrics(spent: Usage) -> dict[str, float]:
     """The run's cumulative spend as metrics (step = iteration, -1 after the test report), for `cost_by_iteration`."""
-    return {"spend.calls": float(spent.calls), "spend.prompt_tokens": float(spent.prompt_tokens),
-            "spend.completion_tokens": float(spent.completion_tokens), "spend.cost_usd": spent.cost_usd}
+    return {
+        "spend.calls": float(spent.calls),
+        "spend.prompt_tokens": float(spent.prompt_tokens),
+        "spend.completion_tokens": float(spent.completion_tokens),
+        "spend.cost_usd": spent.cost_usd,
+    }
 
 
 def _budgeted_test_report(
-    config: RunConfig, run: RunRecord, found: str, metric: Scorer, splits: Splits, settings: BlackBoxSettings,
-    budget: Budget, stopped: bool,
+    config: RunConfig,
+    run: RunRecord,
+    found: str,
+    metric: Scorer,
+    splits: Splits,
+    settings: BlackBoxSettings,
+    budget: Budget,
+    stopped: bool,
 ) -> tuple[list[ComparisonRow], EvaluationResult | None, str]:
     """The test report if the remaining budget allows it; else the found instruction alone; else nothing.
 
@@ -465,15 +545,30 @@ def _budgeted_test_report(
     alone_spent, alone, alone_crossed = budget.check(prompts_for([found], splits.test, template))
     if baselines and not alone_crossed:
         rows, test = _test_report(config, run, found, metric, splits, settings, with_baselines=False)
-        return rows, test, (f"best-so-far instruction scored on test without baselines: the full report's worst case "
-                            f"{need.describe()} could cross {crossed}")
-    return [], None, (f"test report skipped: its worst case {need.describe()} could cross {crossed} "
-                      f"(spent {spent.describe()})")
+        return (
+            rows,
+            test,
+            (
+                f"best-so-far instruction scored on test without baselines: the full report's worst case "
+                f"{need.describe()} could cross {crossed}"
+            ),
+        )
+    return (
+        [],
+        None,
+        (f"test report skipped: its worst case {need.describe()} could cross {crossed} (spent {spent.describe()})"),
+    )
 
 
 def _test_report(
-    config: RunConfig, run: RunRecord, found: str, metric: Scorer, splits: Splits, settings: BlackBoxSettings,
-    *, with_baselines: bool = True,
+    config: RunConfig,
+    run: RunRecord,
+    found: str,
+    metric: Scorer,
+    splits: Splits,
+    settings: BlackBoxSettings,
+    *,
+    with_baselines: bool = True,
 ) -> tuple[list[ComparisonRow], EvaluationResult]:
     """Score the found instruction and the baselines on the same test examples; store and show the paired table.
 
@@ -481,8 +576,7 @@ def _test_report(
     """
     baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline) if with_baselines else {}
     texts = [found, *baselines.values()]
-    results = evaluate_batch(texts, splits.test, metric, config.black_box.zero_shot, settings, config.store_url,
-                             run.id)
+    results = evaluate_batch(texts, splits.test, metric, config.black_box.zero_shot, settings, config.store_url, run.id)
     for text, result in dict(zip(texts, results)).items():
         record_test_evaluation(config.store_url, run.id, text, result, config.black_box.model)
     test_ids = [e.id for e in splits.test]
@@ -493,18 +587,27 @@ def _test_report(
     if with_baselines:  # the reference line: what always giving one answer scores (no black-box call)
         constant = best_constant_answer(splits.test, metric)
         scored.append(ScoredInstruction(CONSTANT, constant.label, constant.scores))
-    rows = compare(scored[0], scored[1:], n_bootstrap=config.report.n_bootstrap,
-                   confidence=config.report.confidence, seed=config.seed)
+    rows = compare(
+        scored[0],
+        scored[1:],
+        n_bootstrap=config.report.n_bootstrap,
+        confidence=config.report.confidence,
+        seed=config.seed,
+    )
     prices, store = config.black_box.prices(), open_store(config.store_url)
-    per_1k = {f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(store, settings, text, splits.test,
-                                                                     config.black_box.zero_shot, prices)
-              for label, text in zip([FOUND, *baselines], texts)}
+    per_1k = {
+        f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(
+            store, settings, text, splits.test, config.black_box.zero_shot, prices
+        )
+        for label, text in zip([FOUND, *baselines], texts)
+    }
     store.record_metrics(run.id, {**comparison_metrics(rows), **per_1k})
     publish_table(
-        key=f"test-report-{run.id[:12]}", table=comparison_table(rows),
+        key=f"test-report-{run.id[:12]}",
+        table=comparison_table(rows),
         description=f"Run {run.name}: found instruction vs baselines on the same {len(test_ids)} test examples "
-                    f"({config.report.confidence:.0%} BCa bootstrap intervals; exact paired tests, Holm-adjusted; "
-                    f"`constant`: the best single fixed answer)",
+        f"({config.report.confidence:.0%} BCa bootstrap intervals; exact paired tests, Holm-adjusted; "
+        f"`constant`: the best single fixed answer)",
     )
     return rows, results[0]
 

@@ -3,7 +3,8 @@
 Defaults are chosen so that `instructzero run` finishes offline on a 2-core CPU in a few minutes and shows what
 the method is for: the packaged instruction-tuned Qwen2.5-Coder-0.5B-Instruct writes instructions and, when no
 black-box URL is given, the same packaged model is served on 127.0.0.1 as the OpenAI-compatible chat black box
-(the paper's open-model generator + chat black box, at laptop size; README's model table lists the others). Environment variables `INSTRUCTZERO_<FIELD>`
+(the paper's open-model generator + chat black box, at laptop size; README's model table lists the others). Environment
+variables `INSTRUCTZERO_<FIELD>`
 (nested with `__`, e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
 """
 
@@ -42,8 +43,17 @@ DEFAULT_STORE_URL = "sqlite:///instructzero.db"
 """A SQLite file in the working directory; any SQLAlchemy URL (PostgreSQL for teams) works."""
 
 RECORDED_PACKAGES = (
-    "instructzero", "torch", "transformers", "botorch", "gpytorch", "prefect", "openai", "sqlalchemy", "duckdb",
-    "numpy", "sentence-transformers",
+    "instructzero",
+    "torch",
+    "transformers",
+    "botorch",
+    "gpytorch",
+    "prefect",
+    "openai",
+    "sqlalchemy",
+    "duckdb",
+    "numpy",
+    "sentence-transformers",
 )
 
 
@@ -68,7 +78,8 @@ class GeneratorSettings(BaseModel):
     max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
     batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
     device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
-    # a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default preset
+    # a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default
+    # preset
     template: str | None = None
     soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
 
@@ -135,8 +146,9 @@ class BlackBoxConfig(BaseModel):
         except ValueError as exc:
             raise ValueError(f"black-box URL {redact_secrets(url)!r} cannot be parsed: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"black-box URL {redact_secrets(url)!r} must start with http:// or https:// and name "
-                             "a host")
+            raise ValueError(
+                f"black-box URL {redact_secrets(url)!r} must start with http:// or https:// and name a host"
+            )
         return url
 
     @model_validator(mode="before")
@@ -152,9 +164,11 @@ class BlackBoxConfig(BaseModel):
     def _check_prompt(self) -> BlackBoxConfig:
         """A bad template or role fails here, in one line (ConfigError), before anything is sent."""
         if self.instruction_role == "system" and self.api == "completions":
-            raise ConfigError("instruction role 'system' needs the chat API: the completions API sends one text, "
-                              "with no system message; use --black-box-api chat, or put the instruction in the "
-                              "template with --instruction-role user")
+            raise ConfigError(
+                "instruction role 'system' needs the chat API: the completions API sends one text, "
+                "with no system message; use --black-box-api chat, or put the instruction in the "
+                "template with --instruction-role user"
+            )
         validate_template(self.template, self.instruction_role)
         return self
 
@@ -181,8 +195,9 @@ class BlackBoxConfig(BaseModel):
         `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
         from them (`instructzero.tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
         """
-        fields = self.model_dump(exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok",
-                                          "price_out_per_mtok"})
+        fields = self.model_dump(
+            exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok", "price_out_per_mtok"}
+        )
         prices = self.prices()
         fields["price_in_per_mtok"], fields["price_out_per_mtok"] = prices.in_per_mtok, prices.out_per_mtok
         if fields["max_tokens"] is None:
@@ -353,8 +368,10 @@ def resolve_store_url(url: str) -> str:
     env = os.environ.get(STORE_URL_ENV, "")
     if env and display_url(normalize_url(env)) == display_url(normalize_url(url)):
         return env
-    raise ConfigError(f"store URL {url!r} has its password redacted: set {STORE_URL_ENV} to the full URL of "
-                      "this store in the environment of the process running the flow")
+    raise ConfigError(
+        f"store URL {url!r} has its password redacted: set {STORE_URL_ENV} to the full URL of "
+        "this store in the environment of the process running the flow"
+    )
 
 
 def build_config(**overrides: Any) -> RunConfig:

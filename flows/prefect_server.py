@@ -22,8 +22,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 LOCK_NAME = ".instructzero-server-start.lock"

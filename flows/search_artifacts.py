@@ -25,7 +25,10 @@ from typing import TypeVar
 from uuid import UUID
 
 from prefect.artifacts import (
-    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
 )
 
 from instructzero.storage.entities import CandidateRecord, RunRecord
@@ -39,8 +42,12 @@ T = TypeVar("T")
 def artifact_keys(run_id: str) -> dict[str, str]:
     """The run's artifact keys (lowercase letters, digits and dashes, as Prefect requires)."""
     short = run_id[:12].lower()
-    return {"progress": f"progress-{short}", "curve": f"search-curve-{short}",
-            "table": f"best-instructions-{short}", "queries": f"search-queries-{short}"}
+    return {
+        "progress": f"progress-{short}",
+        "curve": f"search-curve-{short}",
+        "table": f"best-instructions-{short}",
+        "queries": f"search-queries-{short}",
+    }
 
 
 def update_artifact(artifact_id: UUID, data: str, description: str) -> None:
@@ -72,24 +79,33 @@ class SearchArtifacts:
         self.last_iteration = last_iteration
         self.ids: dict[str, UUID] = {}
         self._warned: set[str] = set()
-        progress = self._safely("progress", lambda: create_progress_artifact(
-            progress=100.0 * recorded / n_steps, key=self.keys["progress"],
-            description=f"InstructZero run {run.name}: iterations recorded",
-        ))
+        progress = self._safely(
+            "progress",
+            lambda: create_progress_artifact(
+                progress=100.0 * recorded / n_steps,
+                key=self.keys["progress"],
+                description=f"InstructZero run {run.name}: iterations recorded",
+            ),
+        )
         if progress is not None:
             self.ids["progress"] = progress
-        self._safely("queries", lambda: create_markdown_artifact(
-            key=self.keys["queries"], markdown=queries_markdown(store_url, run.id),
-            description=f"Run {run.name}: the store queries behind the curve and the candidate table",
-        ))
+        self._safely(
+            "queries",
+            lambda: create_markdown_artifact(
+                key=self.keys["queries"],
+                markdown=queries_markdown(store_url, run.id),
+                description=f"Run {run.name}: the store queries behind the curve and the candidate table",
+            ),
+        )
 
     def recorded(self, history: Sequence[CandidateRecord], progress: float) -> None:
         """After an iteration was recorded: the progress, the curve and the table."""
         self._progress(progress)
         self.search(history)
 
-    def search(self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow] = (), *,
-               tested: str | None = None) -> None:
+    def search(
+        self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow] = (), *, tested: str | None = None
+    ) -> None:
         """The curve (with `rows`' test scores as reference lines) and the candidate table; `tested`: what the
         table's description says about the test split (default: the last iteration recorded). Nothing before the
         first candidate is recorded."""
@@ -98,7 +114,8 @@ class SearchArtifacts:
         references = [Reference(r.label, r.accuracy) for r in rows]
         points = best_so_far(history)
         self._publish(
-            "curve", curve_markdown(points, references, last_iteration=self.last_iteration, run_name=self.run.name),
+            "curve",
+            curve_markdown(points, references, last_iteration=self.last_iteration, run_name=self.run.name),
             f"Run {self.run.name}: best dev score so far by iteration"
             + ("; dashed: test scores of the report" if references else ""),
         )
@@ -106,8 +123,7 @@ class SearchArtifacts:
             tested = f"iteration {points[-1].iteration} of {self.last_iteration} recorded"
         self._publish("table", candidate_rows(history), f"Best instructions of run {self.run.name} ({tested})")
 
-    def finished(self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow], test_note: str = ""
-                 ) -> None:
+    def finished(self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow], test_note: str = "") -> None:
         """After the test report (`rows`, empty when the budget skipped it): progress at 100 %, the curve with its
         reference lines, the final table."""
         self._progress(100.0)
@@ -126,11 +142,13 @@ class SearchArtifacts:
             self._safely(what, lambda: update_artifact(self.ids[what], data, description))
             return
         if isinstance(content, str):
-            created = self._safely(what, lambda: create_markdown_artifact(
-                key=self.keys[what], markdown=content, description=description))
+            created = self._safely(
+                what, lambda: create_markdown_artifact(key=self.keys[what], markdown=content, description=description)
+            )
         else:
-            created = self._safely(what, lambda: create_table_artifact(
-                key=self.keys[what], table=content, description=description))
+            created = self._safely(
+                what, lambda: create_table_artifact(key=self.keys[what], table=content, description=description)
+            )
         if created is not None:
             self.ids[what] = created
 
@@ -140,9 +158,13 @@ class SearchArtifacts:
         except Exception as exc:  # noqa: BLE001 - a view must not fail the run: the store holds the record
             if what not in self._warned:
                 self._warned.add(what)
-                _logger().warning("Prefect artifact %s of run %s not updated (%s); the run goes on, later "
-                                  "failures of it are not logged", self.keys.get(what, what), self.run.id,
-                                  _one_line(exc))
+                _logger().warning(
+                    "Prefect artifact %s of run %s not updated (%s); the run goes on, later "
+                    "failures of it are not logged",
+                    self.keys.get(what, what),
+                    self.run.id,
+                    _one_line(exc),
+                )
             return None
 
 

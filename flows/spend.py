@@ -27,25 +27,39 @@ def counter_for(config: RunConfig) -> TokenCounter:
 
 
 def estimate_for(
-    config: RunConfig, splits: Splits, *, count: TokenCounter | None = None, done_iterations: Iterable[int] = (),
-    spent: Usage = Usage(),
+    config: RunConfig,
+    splits: Splits,
+    *,
+    count: TokenCounter | None = None,
+    done_iterations: Iterable[int] = (),
+    spent: Usage | None = None,
 ) -> RunEstimate:
     """Worst case of the run's steps not yet recorded (all of them for a new run), plus what was spent."""
     baselines = list(baseline_labels(config.report.baselines, empty=config.report.empty_baseline).values())
     return estimate_run(
-        dev=splits.dev, test=splits.test, n_init=config.bo.n_init, iterations=config.bo.iterations,
-        batch_size=config.bo.batch_size, baselines=baselines, template=config.black_box.zero_shot,
-        generator_max_new_tokens=config.generator.max_new_tokens, count=count or counter_for(config),
-        max_tokens=answer_cap(config, splits), prices=config.black_box.prices(), done_iterations=done_iterations,
-        spent=spent,
+        dev=splits.dev,
+        test=splits.test,
+        n_init=config.bo.n_init,
+        iterations=config.bo.iterations,
+        batch_size=config.bo.batch_size,
+        baselines=baselines,
+        template=config.black_box.zero_shot,
+        generator_max_new_tokens=config.generator.max_new_tokens,
+        count=count or counter_for(config),
+        max_tokens=answer_cap(config, splits),
+        prices=config.black_box.prices(),
+        done_iterations=done_iterations,
+        spent=spent or Usage(),
     )
 
 
 def format_estimate(config: RunConfig, estimate: RunEstimate) -> str:
     """The estimate as a few lines for the terminal."""
     prices = config.black_box.prices()
-    lines = [f"black box {config.black_box.model}: ${prices.in_per_mtok:g} in / ${prices.out_per_mtok:g} out per "
-             f"million tokens ({prices.source}); instructions bounded at {estimate.instruction_tokens} tokens"]
+    lines = [
+        f"black box {config.black_box.model}: ${prices.in_per_mtok:g} in / ${prices.out_per_mtok:g} out per "
+        f"million tokens ({prices.source}); instructions bounded at {estimate.instruction_tokens} tokens"
+    ]
     if estimate.spent.calls:
         lines.append(f"  {'already spent':<14} {estimate.spent.describe()}")
     for label, usage in estimate.steps:
@@ -53,8 +67,9 @@ def format_estimate(config: RunConfig, estimate: RunEstimate) -> str:
     lines.append(f"  {'worst case':<14} {estimate.total.describe()}")
     limits = config.budget.limits()
     if limits.any:
-        lines.append(f"  {'limits':<14} {_limits(config)}" + (" (stop at limit)" if config.budget.stop_at_limit
-                                                                else ""))
+        lines.append(
+            f"  {'limits':<14} {_limits(config)}" + (" (stop at limit)" if config.budget.stop_at_limit else "")
+        )
     return "\n".join(lines)
 
 
@@ -66,8 +81,9 @@ def one_line(estimate: RunEstimate) -> str:
     return f"worst case {estimate.total.describe()}"
 
 
-def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int,
-                count: TokenCounter | None = None) -> Budget:
+def make_budget(
+    config: RunConfig, store, run_id: str, settings, max_tokens: int, count: TokenCounter | None = None
+) -> Budget:
     """The run's running budget: spent = the store's llm_calls this run paid for; cached prompts cost 0."""
     from instructzero.tasks.evaluation.blackbox import BlackBoxClient, StoreResponseCache
 
@@ -80,8 +96,9 @@ def make_budget(config: RunConfig, store, run_id: str, settings, max_tokens: int
     def is_cached(prompt: Prompt) -> bool:
         return cache.get(client.request_hash(prompt)) is not None
 
-    return Budget(config.budget.limits(), config.black_box.prices(), count or counter_for(config), max_tokens,
-                  spent, is_cached)
+    return Budget(
+        config.budget.limits(), config.black_box.prices(), count or counter_for(config), max_tokens, spent, is_cached
+    )
 
 
 def prompts_for(instructions: Sequence[str], examples, template: str | ZeroShotFormat) -> list[Prompt]:
@@ -118,6 +135,8 @@ def format_value(summary) -> list[str]:
         gain = row.gain or 0.0
         per_usd = f"{gain / spent.cost_usd:+.3f} per $" if spent.cost_usd > 0 else "free search"
         per_calls = f"{1000.0 * gain / spent.calls:+.3f} per 1,000 paid calls" if spent.calls else "no paid calls"
-        lines.append(f"  search gain vs {row.label}: {gain:+.3f} test accuracy for ${spent.cost_usd:.4f} and "
-                     f"{spent.calls} paid calls: {per_usd}, {per_calls}")
+        lines.append(
+            f"  search gain vs {row.label}: {gain:+.3f} test accuracy for ${spent.cost_usd:.4f} and "
+            f"{spent.calls} paid calls: {per_usd}, {per_calls}"
+        )
     return lines

@@ -3,7 +3,8 @@
 `handled()` (the CLI's run and resume) installs the handlers for the command and restores the previous ones after.
 Before `deferring()` is entered, right before the flow starts, nothing is running that a graceful stop could
 save, so the first signal raises KeyboardInterrupt at once. Inside it the first signal only requests a stop
-(`instructzero.tasks.interrupts`): the flow checks between its steps, black-box requests in flight get a moment to land, and
+(`instructzero.tasks.interrupts`): the flow checks between its steps, black-box requests in flight get a moment to land,
+and
 the flow raises `RunInterrupted`, which stores the run as `interrupted`, ends the Prefect flow run Cancelled and
 makes the CLI print the resume hint and exit 128 + the signal (130, 143). A second signal exits at once with the
 same status, the run left as a killed one (resumable: its holder is dead).
@@ -22,7 +23,8 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from instructzero.tasks import interrupts
 
@@ -55,8 +57,10 @@ def _handler(signum: int, frame: Any) -> None:
     interrupts.request_stop(signum)
     if not _deferring:
         raise StopSignal(signum)
-    _say(f"\n{name}: stopping at the next safe point (black-box requests in flight get "
-         f"{interrupts.STOP_GRACE_S:.0f} s); {'Ctrl-C' if signum == signal.SIGINT else name} again exits at once\n")
+    _say(
+        f"\n{name}: stopping at the next safe point (black-box requests in flight get "
+        f"{interrupts.STOP_GRACE_S:.0f} s); {'Ctrl-C' if signum == signal.SIGINT else name} again exits at once\n"
+    )
 
 
 class _QuietInterruptedRuns(logging.Filter):

@@ -25,8 +25,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from instructzero.flows.instruction_search import RunSummary, black_box_endpoint, instructzero_flow
-from instructzero.flows.params import (DEFAULT_STORE_URL, BlackBoxConfig, RunConfig, build_config, config_from_record,
-                          resolve_store_url)
+from instructzero.flows.params import (
+    DEFAULT_STORE_URL,
+    BlackBoxConfig,
+    RunConfig,
+    build_config,
+    config_from_record,
+    resolve_store_url,
+)
 from instructzero.tasks.errors import ConfigError, InstructZeroError
 from instructzero.tasks.optimisation.selection import best_candidate
 from instructzero.tasks.prefect_tasks import open_store
@@ -89,8 +95,9 @@ def _run_member(config: RunConfig, deployment: str | None) -> SuiteMemberResult:
     try:
         if deployment is None:
             summary = instructzero_flow(config)
-            return SuiteMemberResult(task, name, "completed", summary.run_id, summary.best_instruction,
-                                     summary.dev_score, summary.test_score)
+            return SuiteMemberResult(
+                task, name, "completed", summary.run_id, summary.best_instruction, summary.dev_score, summary.test_score
+            )
         from prefect.deployments import run_deployment
 
         parameters = {"config": config.model_dump(mode="json", exclude={"cache_dir"})}
@@ -98,8 +105,9 @@ def _run_member(config: RunConfig, deployment: str | None) -> SuiteMemberResult:
         run = open_store(config.store_url).find_run_by_name(name)
         if remote.state is None or not remote.state.is_completed():
             state = remote.state.name if remote.state is not None else "unknown"
-            return SuiteMemberResult(task, name, "failed", run.id if run else None,
-                                     error=f"flow run {remote.id} ended {state}")
+            return SuiteMemberResult(
+                task, name, "failed", run.id if run else None, error=f"flow run {remote.id} ended {state}"
+            )
         best = _best_of(config.store_url, run.id) if run else None
         return SuiteMemberResult(task, name, "completed", run.id if run else None, *(best or (None, None, None)))
     except Exception as exc:  # noqa: BLE001 - one failing task must not stop the others; reported below
@@ -151,23 +159,31 @@ def benchmark_suite(
     logger = get_run_logger()
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
-    configs = [c.with_store_secret() for c in member_configs(list(tasks), dict(config or {}),
-                                                              name_prefix or _default_prefix())]
+    configs = [
+        c.with_store_secret() for c in member_configs(list(tasks), dict(config or {}), name_prefix or _default_prefix())
+    ]
     store_urls = {c.store_url for c in configs}
     for url in store_urls:  # create / migrate the shared store once, before the members race for it
         open_store(url)
     with _shared_endpoint(deployment, configs[0].black_box) as base_url:
         if base_url is not None:
-            configs = [c.model_copy(update={"black_box": c.black_box.model_copy(update={"base_url": base_url})})
-                       for c in configs]
-        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="suite") as pool:
-            futures = [
-                pool.submit(contextvars.copy_context().run, _run_member, c, deployment) for c in configs
+            configs = [
+                c.model_copy(update={"black_box": c.black_box.model_copy(update={"base_url": base_url})})
+                for c in configs
             ]
+        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="suite") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, _run_member, c, deployment) for c in configs]
             results = [f.result() for f in futures]
     for r in results:
-        logger.info("%-24s %-9s run %s dev %s test %s %r", r.task, r.status, r.run_id, r.dev_score, r.test_score,
-                    r.best_instruction if r.error is None else r.error)
+        logger.info(
+            "%-24s %-9s run %s dev %s test %s %r",
+            r.task,
+            r.status,
+            r.run_id,
+            r.dev_score,
+            r.test_score,
+            r.best_instruction if r.error is None else r.error,
+        )
     failed = [r for r in results if r.status != "completed"]
     if failed:
         raise SuiteError(
@@ -177,9 +193,7 @@ def benchmark_suite(
     return [asdict(r) for r in results]
 
 
-def _shared_endpoint(
-    deployment: str | None, settings: BlackBoxConfig
-) -> contextlib.AbstractContextManager[str | None]:
+def _shared_endpoint(deployment: str | None, settings: BlackBoxConfig) -> contextlib.AbstractContextManager[str | None]:
     """In-process members without a black-box URL share one served model; otherwise nothing changes (None)."""
     if deployment is not None or settings.base_url:
         return contextlib.nullcontext(None)

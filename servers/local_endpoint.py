@@ -3,7 +3,8 @@ benchmarks' endpoint.
 
 Three kinds:
 
-* ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a packaged
+* ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a
+packaged
   model (default the chat-tuned SmolLM2-135M-Instruct on /v1/chat/completions with its own chat template). It
   always works offline and is what `make run` uses.
 * ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
@@ -80,9 +81,11 @@ class LocalEndpoint:
 
 def llama_cpp_available() -> bool:
     """True when `llama_cpp.server` (llama-cpp-python[server]) is importable in this environment."""
-    return (importlib.util.find_spec("llama_cpp") is not None
-            and importlib.util.find_spec("uvicorn") is not None
-            and importlib.util.find_spec("sse_starlette") is not None)
+    return (
+        importlib.util.find_spec("llama_cpp") is not None
+        and importlib.util.find_spec("uvicorn") is not None
+        and importlib.util.find_spec("sse_starlette") is not None
+    )
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -91,8 +94,9 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _spawn_and_wait(cmd: list[str], probe_url: str, what: str, startup_timeout_s: float,
-                    log_path: Path | None = None) -> subprocess.Popen:
+def _spawn_and_wait(
+    cmd: list[str], probe_url: str, what: str, startup_timeout_s: float, log_path: Path | None = None
+) -> subprocess.Popen:
     """Start a server process and return once `probe_url` answers 200 (or raise, with the process killed)."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -112,31 +116,58 @@ def _spawn_and_wait(cmd: list[str], probe_url: str, what: str, startup_timeout_s
         time.sleep(0.2)
 
 
-def start_llama_cpp(*, model: str = DEFAULT_BLACK_BOX, api: Literal["chat", "completions"] = "chat",
-                    cache_dir: Path | None = None, threads: int | None = None, n_ctx: int = 2048,
-                    startup_timeout_s: float = 120.0, log_path: Path | None = None,
-                    python: str | None = None) -> LocalEndpoint:
+def start_llama_cpp(
+    *,
+    model: str = DEFAULT_BLACK_BOX,
+    api: Literal["chat", "completions"] = "chat",
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+    n_ctx: int = 2048,
+    startup_timeout_s: float = 120.0,
+    log_path: Path | None = None,
+    python: str | None = None,
+) -> LocalEndpoint:
     """Serve a packaged model's GGUF with `python -m llama_cpp.server` on a free 127.0.0.1 port.
 
     The chat endpoint formats messages with the chat template the GGUF carries. `python`: the interpreter that
     has llama-cpp-python (default this one).
     """
     if python is None and not llama_cpp_available():
-        raise ConfigError("llama.cpp endpoint requested but llama-cpp-python[server] is not installed "
-                          "(pip install -e '.[llama]', see benchmarks/README.md), or use the transformers engine")
+        raise ConfigError(
+            "llama.cpp endpoint requested but llama-cpp-python[server] is not installed "
+            "(pip install -e '.[llama]', see benchmarks/README.md), or use the transformers engine"
+        )
     gguf, _ = packaged_gguf(model, cache_dir)
     port = _free_port()
     cmd = [
-        python or sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-        "--port", str(port), "--model_alias", model, "--n_ctx", str(n_ctx), "--verbose", "False",
-        "--n_threads", str(threads or max(1, (os.cpu_count() or 2))),
+        python or sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model_alias",
+        model,
+        "--n_ctx",
+        str(n_ctx),
+        "--verbose",
+        "False",
+        "--n_threads",
+        str(threads or max(1, (os.cpu_count() or 2))),
     ]
-    process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/v1/models", "llama.cpp server", startup_timeout_s,
-                              log_path)
+    process = _spawn_and_wait(
+        cmd, f"http://127.0.0.1:{port}/v1/models", "llama.cpp server", startup_timeout_s, log_path
+    )
     return LocalEndpoint(
-        kind="llama.cpp", base_url=f"http://127.0.0.1:{port}/v1", model=model, api=api,
+        kind="llama.cpp",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model=model,
+        api=api,
         description=f"llama.cpp server (llama-cpp-python) serving the packaged {model} GGUF, greedy, "
-                    f"/v1/{'chat/' if api == 'chat' else ''}completions",
+        f"/v1/{'chat/' if api == 'chat' else ''}completions",
         _process=process,
     )
 
@@ -156,10 +187,17 @@ def served_model(kind: str, model: str = DEFAULT_BLACK_BOX) -> tuple[str, Litera
     return (ECHO_MODEL, "completions") if kind == "echo" else (model, "chat")
 
 
-def start_own_server(backend: Literal["transformers", "echo"], *, model: str = DEFAULT_BLACK_BOX,
-                     api: Literal["chat", "completions"] = "chat", latency_s: float = 0.0,
-                     max_batch: int = 1, in_process: bool = True) -> LocalEndpoint:
-    """Our `instructzero.servers.openai_compatible` server in a background thread (transformers backend or the echo rules).
+def start_own_server(
+    backend: Literal["transformers", "echo"],
+    *,
+    model: str = DEFAULT_BLACK_BOX,
+    api: Literal["chat", "completions"] = "chat",
+    latency_s: float = 0.0,
+    max_batch: int = 1,
+    in_process: bool = True,
+) -> LocalEndpoint:
+    """Our `instructzero.servers.openai_compatible` server in a background thread (transformers backend or the echo
+    rules).
 
     `in_process=False` (echo only) runs it as a child process instead, like a real endpoint: the client under
     measurement then shares neither the GIL nor the CPU time of the server's event loop with it.
@@ -169,26 +207,51 @@ def start_own_server(backend: Literal["transformers", "echo"], *, model: str = D
 
     faults = FaultConfig(latency_s=latency_s)
     if backend == "transformers":
-        handle = start_server_in_thread("transformers", model=model, model_name=model, faults=faults,
-                                        max_batch=max_batch, startup_timeout_s=300)
+        handle = start_server_in_thread(
+            "transformers", model=model, model_name=model, faults=faults, max_batch=max_batch, startup_timeout_s=300
+        )
         return LocalEndpoint(
-            kind="transformers", base_url=handle.base_url, model=model, api=api,
+            kind="transformers",
+            base_url=handle.base_url,
+            model=model,
+            api=api,
             description=f"instructzero.servers.openai_compatible, transformers backend, packaged {model} "
-                        f"(float32, greedy, max_batch={max_batch}), /v1/{'chat/' if api == 'chat' else ''}completions",
+            f"(float32, greedy, max_batch={max_batch}), /v1/{'chat/' if api == 'chat' else ''}completions",
             _handle=handle,
         )
     if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test
         port = _free_port()
-        cmd = [sys.executable, "-m", "instructzero.servers.openai_compatible", "--backend", "rule", "--served-model-name",
-               ECHO_MODEL, "--port", str(port), "--latency", str(latency_s), "--max-batch", str(max_batch)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "instructzero.servers.openai_compatible",
+            "--backend",
+            "rule",
+            "--served-model-name",
+            ECHO_MODEL,
+            "--port",
+            str(port),
+            "--latency",
+            str(latency_s),
+            "--max-batch",
+            str(max_batch),
+        ]
         process = _spawn_and_wait(cmd, f"http://127.0.0.1:{port}/health", "echo server", 60.0)
         return LocalEndpoint(
-            kind="echo", base_url=f"http://127.0.0.1:{port}/v1", model=ECHO_MODEL, api="completions",
+            kind="echo",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model=ECHO_MODEL,
+            api="completions",
             description=f"instructzero.servers.openai_compatible, rule-based echo backend in its own process "
-                        f"(latency {latency_s:g} s)", _process=process)
+            f"(latency {latency_s:g} s)",
+            _process=process,
+        )
     handle = start_server_in_thread("rule", model_name=ECHO_MODEL, faults=faults, max_batch=max_batch)
     return LocalEndpoint(
-        kind="echo", base_url=handle.base_url, model=ECHO_MODEL, api="completions",
+        kind="echo",
+        base_url=handle.base_url,
+        model=ECHO_MODEL,
+        api="completions",
         description=f"instructzero.servers.openai_compatible, rule-based echo backend (latency {latency_s:g} s)",
         _handle=handle,
     )
@@ -207,9 +270,16 @@ transformers server answered 4.02 requests/s against llama.cpp's 3.07 here (it m
 requests), needs no source build, and is what the tests check; llama.cpp stays one flag away."""
 
 
-def start_endpoint(kind: EndpointKind = "auto", *, model: str = DEFAULT_BLACK_BOX,
-                   api: Literal["chat", "completions"] = "chat", cache_dir: Path | None = None,
-                   latency_s: float = 0.0, log_path: Path | None = None, max_batch: int = 8) -> LocalEndpoint:
+def start_endpoint(
+    kind: EndpointKind = "auto",
+    *,
+    model: str = DEFAULT_BLACK_BOX,
+    api: Literal["chat", "completions"] = "chat",
+    cache_dir: Path | None = None,
+    latency_s: float = 0.0,
+    log_path: Path | None = None,
+    max_batch: int = 8,
+) -> LocalEndpoint:
     """Start the requested local black box serving packaged `model` (`resolve_kind` says what "auto" is).
 
     `max_batch`: our transformers server micro-batches up to this many concurrent requests per forward pass
@@ -218,8 +288,13 @@ def start_endpoint(kind: EndpointKind = "auto", *, model: str = DEFAULT_BLACK_BO
     kind = resolve_kind(kind)
     if kind == "llama.cpp":
         return start_llama_cpp(model=model, api=api, cache_dir=cache_dir, log_path=log_path)
-    return start_own_server(kind, model=model, api=api, latency_s=latency_s,  # type: ignore[arg-type]
-                            max_batch=max_batch)
+    return start_own_server(
+        kind,
+        model=model,
+        api=api,
+        latency_s=latency_s,  # type: ignore[arg-type]
+        max_batch=max_batch,
+    )
 
 
 @contextlib.contextmanager

@@ -7,15 +7,18 @@ GET /v1/models) plus GET /health and /admin endpoints (stats, reset, fault confi
   ("Instruction: ...\\n\\nInput: ...\\nOutput:", with or without the template's answer-only line; a system message
   is read as the instruction of a user turn "Input: ...\\nOutput:") and answers by keyword rules on the instruction,
   so that scores depend on the instruction: "sum"/"add"/"plus"/"total" + numbers in the input -> their sum;
-  "upper"/"capital" -> the input upper-cased; "reverse" -> the input's words reversed; otherwise it echoes the input. Tokens are whitespace words.
-* ``transformers``: a causal LM (default the packaged Qwen2.5-Coder-0.5B-Instruct, the embedded black box), greedy, honouring max_tokens and stop, with
+  "upper"/"capital" -> the input upper-cased; "reverse" -> the input's words reversed; otherwise it echoes the input.
+  Tokens are whitespace words.
+* ``transformers``: a causal LM (default the packaged Qwen2.5-Coder-0.5B-Instruct, the embedded black box), greedy,
+honouring max_tokens and stop, with
   real token counts. One worker thread owns the model; requests are queued to it and optionally micro-batched
   (``max_batch`` > 1, left padding), so concurrent requests are safe.
 
 Faults (latency, 429, 500, hangs, malformed bodies, empty choices; scripted 400, 401 and HTML pages) come from
 `instructzero.servers.faults`.
 
-Run: ``python -m instructzero.servers.openai_compatible --backend transformers --port 8011 --latency 0.2 --fault-rate-429 0.1``.
+Run: ``python -m instructzero.servers.openai_compatible --backend transformers --port 8011 --latency 0.2
+--fault-rate-429 0.1``.
 In Python: ``with serve(backend="rule") as base_url: ...`` or ``start_server_in_thread(...)``.
 """
 
@@ -86,8 +89,11 @@ def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 # --------------------------------------------------------------------------------------------- rule backend
 _PROMPT_RE = re.compile(
-    r"Instruction:\s*(?P<instruction>.*?)\s*\n\s*\nInput:\s*(?P<input>.*?)\s*(?:\n\s*\n" + re.escape(ANSWER_ONLY)
-    + r")?\s*\nOutput:", re.S)
+    r"Instruction:\s*(?P<instruction>.*?)\s*\n\s*\nInput:\s*(?P<input>.*?)\s*(?:\n\s*\n"
+    + re.escape(ANSWER_ONLY)
+    + r")?\s*\nOutput:",
+    re.S,
+)
 _INT_RE = re.compile(r"-?\d+")
 
 
@@ -504,8 +510,10 @@ def create_app(
                     await asyncio.sleep(0.05)
             if fault == "malformed":
                 return Response('{"id": "broken", "choices": [{"text": ', media_type="application/json")
-            outs = [await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat, system)))
-                    for p in prompts]
+            outs = [
+                await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat, system)))
+                for p in prompts
+            ]
             if any(o is None for o in outs):
                 return Response(status_code=499)  # the client went away (timed out): nobody reads this
         except Exception as exc:  # a backend failure is the server's fault: 500, as a hosted API would say
@@ -517,8 +525,12 @@ def create_app(
         n = next(counter)
         if chat:
             choices = [
-                {"index": 0, "message": {"role": "assistant", "content": outs[0].text},
-                 "finish_reason": outs[0].finish_reason, "logprobs": None}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": outs[0].text},
+                    "finish_reason": outs[0].finish_reason,
+                    "logprobs": None,
+                }
             ]
             payload: dict[str, Any] = {"id": f"chatcmpl-{n}", "object": "chat.completion"}
         else:
@@ -633,8 +645,12 @@ def start_server_in_thread(
     """Start uvicorn in a daemon thread (port 0 = a free port) and return once /health answers."""
     app = create_app(
         make_backend(backend, model=model, model_name=model_name, torch_threads=torch_threads),
-        faults=faults, api_key=api_key, strict_model=strict_model, omit_usage=omit_usage,
-        max_batch=max_batch, batch_wait_s=batch_wait_s,
+        faults=faults,
+        api_key=api_key,
+        strict_model=strict_model,
+        omit_usage=omit_usage,
+        max_batch=max_batch,
+        batch_wait_s=batch_wait_s,
     )
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP, and
     # without it every keep-alive request from a client in this process waited ~40 ms for a delayed ACK.
@@ -686,11 +702,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m instructzero.
     from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, PACKAGED_MODELS
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["rule", "echo", "transformers"], default="transformers",
-                        help=BACKEND_HELP)
-    parser.add_argument("--model", default=None,
-                        help=f"transformers: a packaged model ({', '.join(PACKAGED_MODELS)}) or a folder "
-                             f"(default: {DEFAULT_BLACK_BOX}, the embedded black box of `instructzero run`)")
+    parser.add_argument(
+        "--backend", choices=["rule", "echo", "transformers"], default="transformers", help=BACKEND_HELP
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"transformers: a packaged model ({', '.join(PACKAGED_MODELS)}) or a folder "
+        f"(default: {DEFAULT_BLACK_BOX}, the embedded black box of `instructzero run`)",
+    )
     parser.add_argument("--served-model-name", default=None, help="the model id reported to clients")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
@@ -707,8 +727,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m instructzero.
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     args = parser.parse_args(argv)
     faults = FaultConfig(
-        latency_s=args.latency, rate_429=args.rate_429, rate_500=args.rate_500, rate_timeout=args.rate_timeout,
-        rate_malformed=args.rate_malformed, rate_empty=args.rate_empty, hang_s=args.hang_seconds, seed=args.seed,
+        latency_s=args.latency,
+        rate_429=args.rate_429,
+        rate_500=args.rate_500,
+        rate_timeout=args.rate_timeout,
+        rate_malformed=args.rate_malformed,
+        rate_empty=args.rate_empty,
+        hang_s=args.hang_seconds,
+        seed=args.seed,
     )
     api_key = None
     if args.api_key_env:
@@ -719,14 +745,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m instructzero.
         make_backend(
             args.backend, model=args.model, model_name=args.served_model_name, torch_threads=args.torch_threads
         ),
-        faults=faults, api_key=api_key, strict_model=args.strict_model, omit_usage=args.no_usage,
-        max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
+        faults=faults,
+        api_key=api_key,
+        strict_model=args.strict_model,
+        omit_usage=args.no_usage,
+        max_batch=args.max_batch,
+        batch_wait_s=args.batch_wait_ms / 1000,
     )
     served = app.state.backend.model_name if hasattr(app.state, "backend") else args.served_model_name
     api = "completions" if args.backend in ("rule", "echo") else "chat"
-    print(f"serving {served!r} ({args.backend}) at http://{args.host}:{args.port}/v1; point a run at it with: "
-          f"instructzero run --black-box-url http://{args.host}:{args.port}/v1 --black-box-model {served} "
-          f"--black-box-api {api}", flush=True)
+    print(
+        f"serving {served!r} ({args.backend}) at http://{args.host}:{args.port}/v1; point a run at it with: "
+        f"instructzero run --black-box-url http://{args.host}:{args.port}/v1 --black-box-model {served} "
+        f"--black-box-api {api}",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
 
 

@@ -21,7 +21,6 @@ Views (DuckDB temp views over the attached store):
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 import shutil
@@ -166,14 +165,45 @@ VIEWS: dict[str, str] = {
 }
 
 # Statements/keywords that are never allowed in `query` (checked on unquoted words outside literals/comments).
-FORBIDDEN_KEYWORDS = frozenset({
-    "ATTACH", "DETACH", "COPY", "INSTALL", "LOAD", "EXPORT", "IMPORT", "CREATE", "INSERT", "UPDATE", "DELETE",
-    "DROP", "ALTER", "SET", "RESET", "CALL", "PRAGMA", "USE", "CHECKPOINT", "VACUUM", "TRUNCATE", "MERGE",
-    "GRANT", "REVOKE", "BEGIN", "COMMIT", "ROLLBACK", "PREPARE", "EXECUTE", "DEALLOCATE", "SECRET",
-})
+FORBIDDEN_KEYWORDS = frozenset(
+    {
+        "ATTACH",
+        "DETACH",
+        "COPY",
+        "INSTALL",
+        "LOAD",
+        "EXPORT",
+        "IMPORT",
+        "CREATE",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "DROP",
+        "ALTER",
+        "SET",
+        "RESET",
+        "CALL",
+        "PRAGMA",
+        "USE",
+        "CHECKPOINT",
+        "VACUUM",
+        "TRUNCATE",
+        "MERGE",
+        "GRANT",
+        "REVOKE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE",
+        "SECRET",
+    }
+)
 # Table functions that open their own connections or run arbitrary SQL on the attached database.
 _FORBIDDEN_FUNCTION = re.compile(
-    r"^(postgres_\w+|sqlite_(scan|attach|query)|query|query_table|read_\w+|glob|getenv)$", re.IGNORECASE)
+    r"^(postgres_\w+|sqlite_(scan|attach|query)|query|query_table|read_\w+|glob|getenv)$", re.IGNORECASE
+)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -275,14 +305,14 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
                         break
                 else:
                     j += 1
-            yield "string", text[i:j + 1]
+            yield "string", text[i : j + 1]
             i = j + 1
         elif ch == "$" and (m := _DOLLAR_TAG.match(text, i)) and not _word_before(text, i):
             tag = m.group()
             j = text.find(tag, m.end())
             if j < 0:
                 raise StoreError("query refused: unterminated dollar-quoted string")
-            yield "string", text[i:j + len(tag)]
+            yield "string", text[i : j + len(tag)]
             i = j + len(tag)
         elif ch == '"':
             j = i + 1
@@ -295,9 +325,9 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
                         continue
                     break
                 j += 1
-            yield "quoted", text[i + 1:j].replace('""', '"')
+            yield "quoted", text[i + 1 : j].replace('""', '"')
             i = j + 1
-        elif (m := _WORD.match(text, i)):
+        elif m := _WORD.match(text, i):
             yield "word", m.group()
             i = m.end()
         else:
@@ -334,8 +364,8 @@ def check_read_only(sql: str) -> str:
             raise StoreError(f"query refused: {word.upper()} is not allowed (read-only SELECT queries only)")
     return text
 
-
     # ----------------------------------------------------------------------------------------------- public
+
 
 # Read-only role check (PostgreSQL): can the configured role change anything in the store's schema?
 _PG_CAN_WRITE = """
@@ -413,11 +443,14 @@ class Analytics:
             raise
 
     def _snapshot(self, kind: str, target: str, ext_dir: Path, snapshot: Path, shown: str) -> None:
-        loader = duckdb.connect(str(snapshot), config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "extension_directory": str(ext_dir),
-        })
+        loader = duckdb.connect(
+            str(snapshot),
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "extension_directory": str(ext_dir),
+            },
+        )
         try:
             _load_extension(loader, kind)
             loader.execute(f"ATTACH {_sql_literal(target)} AS store (TYPE {kind}, READ_ONLY)")
@@ -425,11 +458,13 @@ class Analytics:
             tables = _check_schema(loader, shown)
             if kind == "postgres":
                 who, can_write = loader.execute(
-                    f"SELECT * FROM postgres_query('store', {_sql_literal(_PG_CAN_WRITE)})").fetchone()
+                    f"SELECT * FROM postgres_query('store', {_sql_literal(_PG_CAN_WRITE)})"
+                ).fetchone()
                 if can_write:
                     self.warnings.append(
                         f"store role {who!r} can write to {shown!r}; `instructzero sql` reads a snapshot and "
-                        f"cannot write, but connect with a read-only role (README: PostgreSQL read-only role)")
+                        f"cannot write, but connect with a read-only role (README: PostgreSQL read-only role)"
+                    )
             for schema, table in tables:
                 loader.execute(f'CREATE TABLE main."{table}" AS SELECT * FROM store."{schema}"."{table}"')
             loader.execute("COMMIT")
@@ -439,17 +474,20 @@ class Analytics:
 
     def _sandbox(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
         private = str(self._tmp)
-        con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "allow_persistent_secrets": False,
-            "extension_directory": private,
-            "custom_extension_repository": private,
-            "home_directory": private,
-            "secret_directory": private,
-            "temp_directory": private,
-        })
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "allow_community_extensions": False,
+                "allow_persistent_secrets": False,
+                "extension_directory": private,
+                "custom_extension_repository": private,
+                "home_directory": private,
+                "secret_directory": private,
+                "temp_directory": private,
+            },
+        )
         try:
             con.execute(f"ATTACH {_sql_literal(str(snapshot))} AS store (READ_ONLY)")
             con.execute("SET enable_external_access = false")
@@ -478,8 +516,12 @@ class Analytics:
 
     def tables(self) -> list[str]:
         """The store's tables (query them as `<name>` or `store.<name>`)."""
-        return [r[0] for r in self._con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' ORDER BY table_name").fetchall()]
+        return [
+            r[0]
+            for r in self._con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' ORDER BY table_name"
+            ).fetchall()
+        ]
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only statement (SELECT/WITH/FROM/VALUES/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN); returns
@@ -513,8 +555,9 @@ class Analytics:
             return name
         if name in self.tables():
             return f'store."{name}"'
-        raise StoreError(f"no table or view named {name!r}; views: {', '.join(VIEWS)}; "
-                         f"tables: {', '.join(self.tables())}")
+        raise StoreError(
+            f"no table or view named {name!r}; views: {', '.join(VIEWS)}; tables: {', '.join(self.tables())}"
+        )
 
     def export_parquet(self, table_or_view: str, path: str | Path) -> int:
         """Write a view or store table to a Parquet file (via Arrow; DuckDB itself has no file access).
@@ -542,8 +585,11 @@ def _pivot_expansion(text: str, statements: Sequence[Any]) -> bool:
     `check_read_only` (no `;`, no CREATE), so those CREATEs can only be DuckDB's own."""
     pivots = any(kind == "word" and value.upper() in ("PIVOT", "PIVOT_WIDER") for kind, value in _tokens(text))
     *enums, last = statements
-    return (pivots and last.type == duckdb.StatementType.SELECT
-            and all(s.type == duckdb.StatementType.CREATE for s in enums))
+    return (
+        pivots
+        and last.type == duckdb.StatementType.SELECT
+        and all(s.type == duckdb.StatementType.CREATE for s in enums)
+    )
 
 
 def _load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
@@ -558,9 +604,13 @@ def _load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
 
 def _check_schema(con: duckdb.DuckDBPyConnection, shown: str) -> list[tuple[str, str]]:
     """(schema, table) of the attached store's tables, after checking it is an instructzero store at head."""
-    tables = [(r[0], r[1]) for r in con.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'store' "
-        "AND schema_name IN ('main', 'public') ORDER BY table_name").fetchall()]
+    tables = [
+        (r[0], r[1])
+        for r in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'store' "
+            "AND schema_name IN ('main', 'public') ORDER BY table_name"
+        ).fetchall()
+    ]
     names = {t for _, t in tables}
     if "runs" not in names or "alembic_version" not in names:
         raise StoreError(f"store {shown!r} is not an instructzero store (no runs/alembic_version tables)")
@@ -569,8 +619,10 @@ def _check_schema(con: duckdb.DuckDBPyConnection, shown: str) -> list[tuple[str,
     current = rows[0][0] if rows else None
     head = head_revision()
     if current != head:
-        raise StoreError(f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
-                         f"run `instructzero db upgrade`")
+        raise StoreError(
+            f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
+            f"run `instructzero db upgrade`"
+        )
     return tables
 
 
@@ -600,12 +652,16 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, max_w
     for row in cells:
         for j, text in enumerate(row):
             widths[j] = max(widths[j], len(text))
-    numeric = [bool(rows) and all(isinstance(r[j], (int, float)) and not isinstance(r[j], bool)
-                                  for r in rows if r[j] is not None) for j in range(len(columns))]
+    numeric = [
+        bool(rows)
+        and all(isinstance(r[j], (int, float)) and not isinstance(r[j], bool) for r in rows if r[j] is not None)
+        for j in range(len(columns))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     out = [line(list(columns)), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in cells]

@@ -100,8 +100,11 @@ class RunRecord:
 
     def lease_live(self, now: datetime, timeout_s: float) -> bool:
         """Whether a process holds the run: a lease whose heartbeat is younger than `timeout_s`."""
-        return (self.lease_owner is not None and self.heartbeat_at is not None
-                and (now - self.heartbeat_at).total_seconds() < timeout_s)
+        return (
+            self.lease_owner is not None
+            and self.heartbeat_at is not None
+            and (now - self.heartbeat_at).total_seconds() < timeout_s
+        )
 
     def shown_status(self, now: datetime, timeout_s: float) -> str:
         """The status as `instructzero runs` shows it: "stale" for a "running" run nobody holds any more."""

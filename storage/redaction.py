@@ -15,21 +15,25 @@ import re
 MASK = "***"
 
 # a name that *ends* in a secret word: access_token, api_key, client_secret, PGPASSWORD; not max_total_tokens
-_SECRET_NAME = (r"[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
-                r"|(?:secret|private)[_-]?key|auth)(?![A-Za-z0-9_.-])")
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|(?:secret|private)[_-]?key|auth)(?![A-Za-z0-9_.-])"
+)
 
 # scheme://user:password@host  ->  scheme://user:***@host (also when the URL cannot be parsed, e.g. a bad port)
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):(?P<secret>[^@\s'\"]*)@")
 # name=value / name='value' / name="value" (query strings, libpq and DuckDB connection strings)
 _ASSIGNMENT = re.compile(
     rf"(?P<head>(?<![A-Za-z0-9_]){_SECRET_NAME}\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,)'\"]+)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # an HTTP bearer token, and OpenAI-style keys written out anywhere
 _BEARER = re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _API_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 # "name": "value" (JSON, Python reprs of dicts)
-_MAPPING = re.compile(rf"(?P<head>['\"]{_SECRET_NAME}['\"]\s*:\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")",
-                      re.IGNORECASE)
+_MAPPING = re.compile(
+    rf"(?P<head>['\"]{_SECRET_NAME}['\"]\s*:\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", re.IGNORECASE
+)
 
 
 def redact_secrets(text: str) -> str:

@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -160,8 +159,9 @@ class RunStore:
             try:
                 conn.execute(text("UPDATE metrics SET value = value WHERE 1 = 0"))  # a write that changes nothing
             except Exception as exc:  # noqa: BLE001 - any driver's refusal
-                raise StoreError(f"store {display_url(str(self._engine.url))!r} is not writable: {one_line(exc)}") \
-                    from None
+                raise StoreError(
+                    f"store {display_url(str(self._engine.url))!r} is not writable: {one_line(exc)}"
+                ) from None
             finally:
                 trans.rollback()
 
@@ -177,9 +177,19 @@ class RunStore:
 
     # ---------------------------------------------------------------------------------------------------- runs
 
-    def create_run(self, *, name: str, task: str, config: dict, seed: int, versions: dict,
-                   projection_hash: str | None, splits: dict[str, list[str]],
-                   datasets: Sequence[DatasetIn] = (), lease_owner: str | None = None) -> RunRecord:
+    def create_run(
+        self,
+        *,
+        name: str,
+        task: str,
+        config: dict,
+        seed: int,
+        versions: dict,
+        projection_hash: str | None,
+        splits: dict[str, list[str]],
+        datasets: Sequence[DatasetIn] = (),
+        lease_owner: str | None = None,
+    ) -> RunRecord:
         """Insert a new run (status "running") with its split manifests; returns it.
 
         With `lease_owner`, the new run is created already claimed by that process, and only if no run of that
@@ -193,24 +203,41 @@ class RunStore:
                 raise StoreError(f"dataset split {ds.split!r} given twice for run {name!r}")
             seen.add(ds.split)
         row = SqlRun(
-            id=uuid.uuid4().hex, name=name, task=task, status="running", config=dict(config), seed=int(seed),
-            projection_hash=projection_hash, versions=dict(versions),
-            splits={k: list(v) for k, v in splits.items()}, started_at=datetime.now(UTC),
-            lease_owner=lease_owner, heartbeat_at=datetime.now(UTC) if lease_owner else None,
+            id=uuid.uuid4().hex,
+            name=name,
+            task=task,
+            status="running",
+            config=dict(config),
+            seed=int(seed),
+            projection_hash=projection_hash,
+            versions=dict(versions),
+            splits={k: list(v) for k, v in splits.items()},
+            started_at=datetime.now(UTC),
+            lease_owner=lease_owner,
+            heartbeat_at=datetime.now(UTC) if lease_owner else None,
         )
         with self._scope(f"create_run({name!r})", write=True) as s:
             if lease_owner is not None:
                 if s.bind.dialect.name == "postgresql":  # SQLite write transactions are serialised already
-                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                              {"k": int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)})
+                    s.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"),
+                        {"k": int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)},
+                    )
                 other = s.scalar(select(SqlRun.id).where(SqlRun.name == name).limit(1))
                 if other is not None:
                     raise RunExistsError(f"a run named {name!r} already exists ({other})")
             s.add(row)
             s.flush()
             for ds in datasets:
-                s.add(SqlDataset(run_id=row.id, task=ds.task, split=ds.split, content_hash=ds.content_hash,
-                                 example_ids=list(ds.example_ids)))
+                s.add(
+                    SqlDataset(
+                        run_id=row.id,
+                        task=ds.task,
+                        split=ds.split,
+                        content_hash=ds.content_hash,
+                        example_ids=list(ds.example_ids),
+                    )
+                )
             s.flush()
             return _run_record(row)
 
@@ -226,11 +253,17 @@ class RunStore:
         with self._scope(f"claim_run({run_id!r})", write=True) as s:
             row = self._get_run_row(s, run_id)
             won = s.execute(
-                update(SqlRun).where(
+                update(SqlRun)
+                .where(
                     SqlRun.id == run_id,
-                    or_(SqlRun.lease_owner.is_(None), SqlRun.lease_owner == owner, SqlRun.heartbeat_at.is_(None),
+                    or_(
+                        SqlRun.lease_owner.is_(None),
+                        SqlRun.lease_owner == owner,
+                        SqlRun.heartbeat_at.is_(None),
                         SqlRun.heartbeat_at < stale_before,
-                        *([SqlRun.lease_owner == take_over] if take_over else [])))
+                        *([SqlRun.lease_owner == take_over] if take_over else []),
+                    ),
+                )
                 .values(lease_owner=owner, heartbeat_at=now)
                 .execution_options(synchronize_session=False)
             ).rowcount
@@ -241,21 +274,32 @@ class RunStore:
                 raise RunLeasedError(
                     f"run {row.name!r} ({run_id}) is being run by another process ({row.lease_owner}, last "
                     f"heartbeat {age:.0f}s ago); wait for it to finish, or resume it once it has been silent for "
-                    f"{timeout_s:.0f}s")
+                    f"{timeout_s:.0f}s"
+                )
             return _run_record(row)
 
     def heartbeat(self, run_id: str, owner: str) -> bool:
         """Renew `owner`'s lease; False when it no longer holds it (taken over after going stale)."""
         with self._scope(f"heartbeat({run_id!r})", write=True) as s:
-            return s.execute(update(SqlRun).where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
-                             .values(heartbeat_at=datetime.now(UTC))
-                             .execution_options(synchronize_session=False)).rowcount == 1
+            return (
+                s.execute(
+                    update(SqlRun)
+                    .where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
+                    .values(heartbeat_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                == 1
+            )
 
     def release_run(self, run_id: str, owner: str) -> None:
         """Give the lease up (no-op when `owner` does not hold it)."""
         with self._scope(f"release_run({run_id!r})", write=True) as s:
-            s.execute(update(SqlRun).where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
-                      .values(lease_owner=None, heartbeat_at=None).execution_options(synchronize_session=False))
+            s.execute(
+                update(SqlRun)
+                .where(SqlRun.id == run_id, SqlRun.lease_owner == owner)
+                .values(lease_owner=None, heartbeat_at=None)
+                .execution_options(synchronize_session=False)
+            )
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._scope(f"get_run({run_id!r})") as s:
@@ -265,8 +309,7 @@ class RunStore:
         """The newest run with that name, or None."""
         with self._scope(f"find_run_by_name({name!r})") as s:
             row = s.scalars(
-                select(SqlRun).where(SqlRun.name == name).order_by(SqlRun.started_at.desc(), SqlRun.id.desc())
-                .limit(1)
+                select(SqlRun).where(SqlRun.name == name).order_by(SqlRun.started_at.desc(), SqlRun.id.desc()).limit(1)
             ).first()
             return None if row is None else _run_record(row)
 
@@ -280,11 +323,20 @@ class RunStore:
         with self._scope(f"load_datasets({run_id!r})") as s:
             self._get_run_row(s, run_id)
             rows = s.scalars(select(SqlDataset).where(SqlDataset.run_id == run_id).order_by(SqlDataset.id)).all()
-            return [DatasetRecord(run_id=r.run_id, task=r.task, split=r.split, content_hash=r.content_hash,
-                                  example_ids=tuple(r.example_ids)) for r in rows]
+            return [
+                DatasetRecord(
+                    run_id=r.run_id,
+                    task=r.task,
+                    split=r.split,
+                    content_hash=r.content_hash,
+                    example_ids=tuple(r.example_ids),
+                )
+                for r in rows
+            ]
 
-    def set_run_status(self, run_id: str, status: str, *, error: str | None = None,
-                       prefect_flow_run_id: str | None = None) -> None:
+    def set_run_status(
+        self, run_id: str, status: str, *, error: str | None = None, prefect_flow_run_id: str | None = None
+    ) -> None:
         """Set the status; terminal statuses stamp `finished_at`, "running" (a resume) clears it and the error."""
         if status not in RUN_STATUSES:
             raise StoreError(f"unknown run status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
@@ -316,10 +368,21 @@ class RunStore:
             if c.dev.split != "dev":
                 raise StoreError(f"{where}: candidate {c.index} carries a {c.dev.split!r} evaluation, expected 'dev'")
             z = None if c.z is None else tuple(_finite(v, f"{where}: candidate {c.index} z") for v in c.z)
-            acq = None if c.acquisition_value is None else _finite(
-                c.acquisition_value, f"{where}: candidate {c.index} acquisition_value")
-            keys.append(_CandidateKey(c.index, c.phase, z, acq, instruction_hash(c.instruction),
-                                      _finite(c.dev.mean_score, f"{where}: candidate {c.index} dev score")))
+            acq = (
+                None
+                if c.acquisition_value is None
+                else _finite(c.acquisition_value, f"{where}: candidate {c.index} acquisition_value")
+            )
+            keys.append(
+                _CandidateKey(
+                    c.index,
+                    c.phase,
+                    z,
+                    acq,
+                    instruction_hash(c.instruction),
+                    _finite(c.dev.mean_score, f"{where}: candidate {c.index} dev score"),
+                )
+            )
         return keys
 
     def record_iteration(self, run_id: str, iteration: int, candidates: Sequence[CandidateIn]) -> None:
@@ -340,8 +403,14 @@ class RunStore:
             ).all()
             if existing:
                 stored = [
-                    _CandidateKey(c.index, c.phase, None if c.z is None else tuple(float(v) for v in c.z),
-                                  c.acquisition_value, h, c.dev_score)
+                    _CandidateKey(
+                        c.index,
+                        c.phase,
+                        None if c.z is None else tuple(float(v) for v in c.z),
+                        c.acquisition_value,
+                        h,
+                        c.dev_score,
+                    )
                     for c, h in existing
                 ]
                 if stored == sorted(keys, key=lambda k: k.index):
@@ -357,18 +426,27 @@ class RunStore:
                     iid = self._instruction_id(s, run_id, c.instruction, key.instruction_hash)
                     instr_ids[key.instruction_hash] = iid
                 ev_id = self._evaluation_id(s, run_id, iid, c.dev, replace=False)
-                s.add(SqlCandidate(
-                    run_id=run_id, iteration=iteration, index=c.index, phase=c.phase,
-                    z=None if key.z is None else list(key.z), acquisition_value=key.acquisition_value,
-                    instruction_id=iid, dev_evaluation_id=ev_id, dev_score=key.dev_score,
-                    test_score=self._latest_test_score(s, iid),
-                ))
+                s.add(
+                    SqlCandidate(
+                        run_id=run_id,
+                        iteration=iteration,
+                        index=c.index,
+                        phase=c.phase,
+                        z=None if key.z is None else list(key.z),
+                        acquisition_value=key.acquisition_value,
+                        instruction_id=iid,
+                        dev_evaluation_id=ev_id,
+                        dev_score=key.dev_score,
+                        test_score=self._latest_test_score(s, iid),
+                    )
+                )
             s.flush()
 
     @staticmethod
     def _instruction_id(s: Session, run_id: str, text: str, text_hash: str) -> int:
-        iid = s.scalar(select(SqlInstruction.id).where(SqlInstruction.run_id == run_id,
-                                                       SqlInstruction.text_hash == text_hash))
+        iid = s.scalar(
+            select(SqlInstruction.id).where(SqlInstruction.run_id == run_id, SqlInstruction.text_hash == text_hash)
+        )
         if iid is not None:
             return iid
         row = SqlInstruction(run_id=run_id, text_hash=text_hash, text=text)
@@ -381,45 +459,67 @@ class RunStore:
         return s.scalar(
             select(SqlEvaluation.mean_score)
             .where(SqlEvaluation.instruction_id == instruction_id, SqlEvaluation.split == "test")
-            .order_by(SqlEvaluation.created_at.desc(), SqlEvaluation.id.desc()).limit(1)
+            .order_by(SqlEvaluation.created_at.desc(), SqlEvaluation.id.desc())
+            .limit(1)
         )
 
     @staticmethod
     def _evaluation_id(s: Session, run_id: str, instruction_id: int, ev: EvaluationIn, *, replace: bool) -> int:
         """The evaluation row of (instruction, split, model): reused as is (replace=False) or overwritten."""
-        row = s.scalars(select(SqlEvaluation).where(
-            SqlEvaluation.instruction_id == instruction_id, SqlEvaluation.split == ev.split,
-            SqlEvaluation.model == ev.model)).first()
+        row = s.scalars(
+            select(SqlEvaluation).where(
+                SqlEvaluation.instruction_id == instruction_id,
+                SqlEvaluation.split == ev.split,
+                SqlEvaluation.model == ev.model,
+            )
+        ).first()
         if row is not None and not replace:
             return row.id
         values = dict(
-            mean_score=float(ev.mean_score), n_examples=int(ev.n_examples), prompt_tokens=int(ev.prompt_tokens),
-            completion_tokens=int(ev.completion_tokens), latency_s=float(ev.latency_s), n_calls=int(ev.n_calls),
-            n_cached=int(ev.n_cached), created_at=datetime.now(UTC),
+            mean_score=float(ev.mean_score),
+            n_examples=int(ev.n_examples),
+            prompt_tokens=int(ev.prompt_tokens),
+            completion_tokens=int(ev.completion_tokens),
+            latency_s=float(ev.latency_s),
+            n_calls=int(ev.n_calls),
+            n_cached=int(ev.n_cached),
+            created_at=datetime.now(UTC),
         )
         if row is None:
-            row = SqlEvaluation(run_id=run_id, instruction_id=instruction_id, split=ev.split, model=ev.model,
-                                **values)
+            row = SqlEvaluation(run_id=run_id, instruction_id=instruction_id, split=ev.split, model=ev.model, **values)
             s.add(row)
             s.flush()
         else:
             for k, v in values.items():
                 setattr(row, k, v)
-            s.query(SqlExampleScore).filter(SqlExampleScore.evaluation_id == row.id).delete(
-                synchronize_session=False)
+            s.query(SqlExampleScore).filter(SqlExampleScore.evaluation_id == row.id).delete(synchronize_session=False)
             s.flush()
         if ev.examples:
-            s.execute(insert(SqlExampleScore), [
-                {"evaluation_id": row.id, "example_id": e.example_id, "prediction": e.prediction,
-                 "score": float(e.score)} for e in ev.examples
-            ])
+            s.execute(
+                insert(SqlExampleScore),
+                [
+                    {
+                        "evaluation_id": row.id,
+                        "example_id": e.example_id,
+                        "prediction": e.prediction,
+                        "score": float(e.score),
+                    }
+                    for e in ev.examples
+                ],
+            )
         return row.id
 
     def completed_iterations(self, run_id: str) -> list[int]:
         with self._scope(f"completed_iterations({run_id!r})") as s:
             self._get_run_row(s, run_id)
-            return list(s.scalars(select(SqlCandidate.iteration).where(SqlCandidate.run_id == run_id)
-                                  .distinct().order_by(SqlCandidate.iteration)))
+            return list(
+                s.scalars(
+                    select(SqlCandidate.iteration)
+                    .where(SqlCandidate.run_id == run_id)
+                    .distinct()
+                    .order_by(SqlCandidate.iteration)
+                )
+            )
 
     def load_candidates(self, run_id: str) -> list[CandidateRecord]:
         """All candidates of the run ordered by (iteration, index), with their dev example scores."""
@@ -443,9 +543,16 @@ class RunStore:
                     scores[ev_id][ex_id] = score
             return [
                 CandidateRecord(
-                    run_id=c.run_id, iteration=c.iteration, index=c.index, phase=c.phase,
-                    z=None if c.z is None else tuple(float(v) for v in c.z), acquisition_value=c.acquisition_value,
-                    instruction=text, instruction_hash=h, dev_score=c.dev_score, test_score=c.test_score,
+                    run_id=c.run_id,
+                    iteration=c.iteration,
+                    index=c.index,
+                    phase=c.phase,
+                    z=None if c.z is None else tuple(float(v) for v in c.z),
+                    acquisition_value=c.acquisition_value,
+                    instruction=text,
+                    instruction_hash=h,
+                    dev_score=c.dev_score,
+                    test_score=c.test_score,
                     dev_example_scores=dict(scores.get(c.dev_evaluation_id, {})) if c.dev_evaluation_id else {},
                 )
                 for c, text, h in rows
@@ -463,31 +570,47 @@ class RunStore:
             self._get_run_row(s, run_id)
             iid = self._instruction_id(s, run_id, instruction, h)
             self._evaluation_id(s, run_id, iid, evaluation, replace=True)
-            s.execute(update(SqlCandidate).where(SqlCandidate.run_id == run_id, SqlCandidate.instruction_id == iid)
-                      .values(test_score=float(evaluation.mean_score)))
+            s.execute(
+                update(SqlCandidate)
+                .where(SqlCandidate.run_id == run_id, SqlCandidate.instruction_id == iid)
+                .values(test_score=float(evaluation.mean_score))
+            )
 
     def load_evaluations(self, run_id: str, split: str | None = None) -> list[EvaluationRecord]:
         """All evaluations of the run (optionally of one split), oldest first, with their example scores."""
         with self._scope(f"load_evaluations({run_id!r})") as s:
             self._get_run_row(s, run_id)
-            q = (select(SqlEvaluation, SqlInstruction.text, SqlInstruction.text_hash)
-                 .join(SqlInstruction, SqlInstruction.id == SqlEvaluation.instruction_id)
-                 .where(SqlEvaluation.run_id == run_id).order_by(SqlEvaluation.id))
+            q = (
+                select(SqlEvaluation, SqlInstruction.text, SqlInstruction.text_hash)
+                .join(SqlInstruction, SqlInstruction.id == SqlEvaluation.instruction_id)
+                .where(SqlEvaluation.run_id == run_id)
+                .order_by(SqlEvaluation.id)
+            )
             if split is not None:
                 q = q.where(SqlEvaluation.split == split)
             rows = s.execute(q).all()
             examples: dict[int, list[ExampleScore]] = defaultdict(list)
             ids = [e.id for e, _, _ in rows]
             if ids:
-                for ex in s.scalars(select(SqlExampleScore).where(SqlExampleScore.evaluation_id.in_(ids))
-                                    .order_by(SqlExampleScore.id)):
+                for ex in s.scalars(
+                    select(SqlExampleScore).where(SqlExampleScore.evaluation_id.in_(ids)).order_by(SqlExampleScore.id)
+                ):
                     examples[ex.evaluation_id].append(ExampleScore(ex.example_id, ex.prediction, ex.score))
             return [
                 EvaluationRecord(
-                    run_id=e.run_id, instruction=text, instruction_hash=h, split=e.split, model=e.model,
-                    mean_score=e.mean_score, n_examples=e.n_examples, prompt_tokens=e.prompt_tokens,
-                    completion_tokens=e.completion_tokens, latency_s=e.latency_s, n_calls=e.n_calls,
-                    n_cached=e.n_cached, created_at=_aware(e.created_at),  # type: ignore[arg-type]
+                    run_id=e.run_id,
+                    instruction=text,
+                    instruction_hash=h,
+                    split=e.split,
+                    model=e.model,
+                    mean_score=e.mean_score,
+                    n_examples=e.n_examples,
+                    prompt_tokens=e.prompt_tokens,
+                    completion_tokens=e.completion_tokens,
+                    latency_s=e.latency_s,
+                    n_calls=e.n_calls,
+                    n_cached=e.n_cached,
+                    created_at=_aware(e.created_at),  # type: ignore[arg-type]
                     examples=tuple(examples.get(e.id, ())),
                 )
                 for e, text, h in rows
@@ -500,19 +623,35 @@ class RunStore:
             r = s.scalars(select(SqlLLMCall).where(SqlLLMCall.request_hash == request_hash)).first()
             if r is None:
                 return None
-            return LLMCall(request_hash=r.request_hash, model=r.model, prompt=r.prompt,
-                           response_text=r.response_text, prompt_tokens=r.prompt_tokens,
-                           completion_tokens=r.completion_tokens, latency_s=r.latency_s, retries=r.retries,
-                           status=r.status, cost_usd=r.cost_usd, run_id=r.run_id)
+            return LLMCall(
+                request_hash=r.request_hash,
+                model=r.model,
+                prompt=r.prompt,
+                response_text=r.response_text,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                latency_s=r.latency_s,
+                retries=r.retries,
+                status=r.status,
+                cost_usd=r.cost_usd,
+                run_id=r.run_id,
+            )
 
     def put_llm_call(self, call: LLMCall) -> None:
         """Insert-or-ignore keyed by `request_hash`, in its own short transaction (safe under concurrent writers:
         the first writer wins, later ones are no-ops)."""
         values = dict(
-            request_hash=call.request_hash, model=call.model, prompt=call.prompt, response_text=call.response_text,
-            prompt_tokens=int(call.prompt_tokens), completion_tokens=int(call.completion_tokens),
-            latency_s=float(call.latency_s), retries=int(call.retries), status=call.status,
-            cost_usd=None if call.cost_usd is None else float(call.cost_usd), run_id=call.run_id,
+            request_hash=call.request_hash,
+            model=call.model,
+            prompt=call.prompt,
+            response_text=call.response_text,
+            prompt_tokens=int(call.prompt_tokens),
+            completion_tokens=int(call.completion_tokens),
+            latency_s=float(call.latency_s),
+            retries=int(call.retries),
+            status=call.status,
+            cost_usd=None if call.cost_usd is None else float(call.cost_usd),
+            run_id=call.run_id,
             created_at=datetime.now(UTC),
         )
         dialect = self._engine.dialect.name
@@ -525,8 +664,11 @@ class RunStore:
         try:
             with self._scope("put_llm_call", write=True) as s:
                 if dialect_insert is not None:
-                    s.execute(dialect_insert(SqlLLMCall).values(**values)
-                              .on_conflict_do_nothing(index_elements=["request_hash"]))
+                    s.execute(
+                        dialect_insert(SqlLLMCall)
+                        .values(**values)
+                        .on_conflict_do_nothing(index_elements=["request_hash"])
+                    )
                 else:
                     exists = s.scalar(select(SqlLLMCall.id).where(SqlLLMCall.request_hash == call.request_hash))
                     if exists is None:
@@ -549,10 +691,12 @@ class RunStore:
         ledger that spend limits are checked against (answers served from the cache are not in it)."""
         with self._scope(f"llm_spend({run_id!r})") as s:
             row = s.execute(
-                select(func.count(), func.coalesce(func.sum(SqlLLMCall.prompt_tokens), 0),
-                       func.coalesce(func.sum(SqlLLMCall.completion_tokens), 0),
-                       func.coalesce(func.sum(SqlLLMCall.cost_usd), 0.0))
-                .where(SqlLLMCall.run_id == run_id)
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(SqlLLMCall.prompt_tokens), 0),
+                    func.coalesce(func.sum(SqlLLMCall.completion_tokens), 0),
+                    func.coalesce(func.sum(SqlLLMCall.cost_usd), 0.0),
+                ).where(SqlLLMCall.run_id == run_id)
             ).one()
             return int(row[0]), int(row[1]), int(row[2]), float(row[3])
 
@@ -563,8 +707,9 @@ class RunStore:
         value = _finite(value, f"metric {key!r} at step {step}")
         with self._scope(f"record_metric({run_id!r}, {key!r})", write=True) as s:
             self._get_run_row(s, run_id)
-            row = s.scalars(select(SqlMetric).where(SqlMetric.run_id == run_id, SqlMetric.key == key,
-                                                    SqlMetric.step == step)).first()
+            row = s.scalars(
+                select(SqlMetric).where(SqlMetric.run_id == run_id, SqlMetric.key == key, SqlMetric.step == step)
+            ).first()
             if row is None:
                 s.add(SqlMetric(run_id=run_id, key=key, step=int(step), value=value))
             else:
@@ -575,8 +720,14 @@ class RunStore:
         checked = {key: _finite(value, f"metric {key!r} at step {step}") for key, value in values.items()}
         with self._scope(f"record_metrics({run_id!r})", write=True) as s:
             self._get_run_row(s, run_id)
-            existing = {m.key: m for m in s.scalars(select(SqlMetric).where(
-                SqlMetric.run_id == run_id, SqlMetric.step == step, SqlMetric.key.in_(list(checked))))}
+            existing = {
+                m.key: m
+                for m in s.scalars(
+                    select(SqlMetric).where(
+                        SqlMetric.run_id == run_id, SqlMetric.step == step, SqlMetric.key.in_(list(checked))
+                    )
+                )
+            }
             for key, value in checked.items():
                 if key in existing:
                     existing[key].value = value
@@ -590,4 +741,3 @@ class RunStore:
             if key is not None:
                 q = q.where(SqlMetric.key == key)
             return [MetricRecord(m.run_id, m.key, m.step, m.value) for m in s.scalars(q)]
-

@@ -270,12 +270,16 @@ def _check_existing(engine: Engine, shown: str) -> None:
     with engine.connect() as conn:
         names = set(inspect(conn).get_table_names())
         if "alembic_version" not in names or "runs" not in names:
-            raise StoreError(f"{shown!r} is not an instructzero store (no runs/alembic_version tables); "
-                             "reading commands never create or change a database")
+            raise StoreError(
+                f"{shown!r} is not an instructzero store (no runs/alembic_version tables); "
+                "reading commands never create or change a database"
+            )
         current = current_revision(conn)
     if current != head:
-        raise StoreError(f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
-                         f"run `instructzero db upgrade` (back up the database first)")
+        raise StoreError(
+            f"store {shown!r} is at schema revision {current!r} but this version needs {head!r}; "
+            f"run `instructzero db upgrade` (back up the database first)"
+        )
 
 
 def open_engine(url: str, *, read_only: bool = False) -> Engine:
@@ -338,9 +342,11 @@ def _migrate(url: str, revision: str, *, upgrade: bool) -> str:
                     cfg = alembic_config(connection=conn)
                     (command.upgrade if upgrade else command.downgrade)(cfg, revision)
                     if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
-                        raise StoreError(f"migrating store {shown!r} to {revision!r} would leave "
-                                         f"{len(broken)} dangling references (first: {tuple(broken[0])}); "
-                                         "nothing was changed")
+                        raise StoreError(
+                            f"migrating store {shown!r} to {revision!r} would leave "
+                            f"{len(broken)} dangling references (first: {tuple(broken[0])}); "
+                            "nothing was changed"
+                        )
                     reached = current_revision(conn) or "base"
             finally:
                 if sqlite:

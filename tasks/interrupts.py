@@ -26,8 +26,15 @@ class RunInterrupted(Exception):
     `run_id`/`run_name`/`recorded` are filled in by the flow once the run is known; `exit_code` is the shell's
     128 + signal number (130 for SIGINT, 143 for SIGTERM)."""
 
-    def __init__(self, where: str = "", *, signum: int = signal.SIGINT, run_id: str | None = None,
-                 run_name: str | None = None, recorded: str = "") -> None:
+    def __init__(
+        self,
+        where: str = "",
+        *,
+        signum: int = signal.SIGINT,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        recorded: str = "",
+    ) -> None:
         super().__init__(where)
         self.where = where
         self.signum = int(signum)

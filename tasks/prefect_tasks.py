@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from prefect import task, unmapped
@@ -25,15 +26,19 @@ from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits, make_splits
 from instructzero.tasks.data.task_data import Example, TaskData, load_task
 from instructzero.tasks.errors import BlackBoxError
-from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.evaluation.blackbox import (
-    BlackBoxClient, BlackBoxSettings, EvaluationResult, StoreResponseCache, evaluate_instructions,
+    BlackBoxClient,
+    BlackBoxSettings,
+    EvaluationResult,
+    StoreResponseCache,
+    evaluate_instructions,
 )
 from instructzero.tasks.evaluation.metrics import MetricName, Scorer
-from instructzero.tasks.prompts import ZeroShotFormat
 from instructzero.tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.load_once import load_once
 from instructzero.tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
+from instructzero.tasks.prompts import ZeroShotFormat
 
 
 @lru_cache(maxsize=8)
@@ -86,8 +91,15 @@ class GeneratorSpec:
 
     def load(self) -> InstructionGenerator:
         return load_generator(
-            self.model, self.cache_dir, self.n_soft_tokens, self.intrinsic_dim, self.projection_seed,
-            self.max_new_tokens, self.device, self.template, self.soft_scale,
+            self.model,
+            self.cache_dir,
+            self.n_soft_tokens,
+            self.intrinsic_dim,
+            self.projection_seed,
+            self.max_new_tokens,
+            self.device,
+            self.template,
+            self.soft_scale,
         )
 
 
@@ -136,8 +148,15 @@ def start_run(
         for split, ids in manifest.items()
     ]
     return open_store(store_url).create_run(
-        name=name, task=task_name, config=config, seed=seed, versions=versions,
-        projection_hash=projection_hash, splits=manifest, datasets=datasets, lease_owner=lease_owner,
+        name=name,
+        task=task_name,
+        config=config,
+        seed=seed,
+        versions=versions,
+        projection_hash=projection_hash,
+        splits=manifest,
+        datasets=datasets,
+        lease_owner=lease_owner,
     )
 
 
@@ -172,9 +191,17 @@ def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorS
     z = np.ascontiguousarray(z, dtype=np.float64)
     exemplars_key = [(e.input, e.answers[0]) for e in exemplars]
     return "generate-" + _digest(
-        hashlib.sha256(z.tobytes()).hexdigest(), z.shape, generator.model_revision,
-        generator.projection.fingerprint(), generator.template, generator.demo_template,
-        generator.max_new_tokens, generator.stop_at_first_line, CLEANING_VERSION, spec.model, exemplars_key,
+        hashlib.sha256(z.tobytes()).hexdigest(),
+        z.shape,
+        generator.model_revision,
+        generator.projection.fingerprint(),
+        generator.template,
+        generator.demo_template,
+        generator.max_new_tokens,
+        generator.stop_at_first_line,
+        CLEANING_VERSION,
+        spec.model,
+        exemplars_key,
     )
 
 
@@ -227,7 +254,12 @@ def evaluate_batch(
     """Fan `zero_shot_evaluate` out over the task runner; identical instructions are scored once."""
     unique = list(dict.fromkeys(instructions))
     futures = zero_shot_evaluate.map(
-        unique, unmapped(examples), unmapped(metric), unmapped(template), unmapped(settings), unmapped(store_url),
+        unique,
+        unmapped(examples),
+        unmapped(metric),
+        unmapped(template),
+        unmapped(settings),
+        unmapped(store_url),
         unmapped(run_id),
     )
     by_text = dict(zip(unique, futures.result()))

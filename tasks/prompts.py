@@ -80,8 +80,10 @@ def validate_template(template: str, role: InstructionRole = "user") -> None:
     fields = {name for name, _, _ in parsed}
     dressed = [name for name, spec, conv in parsed if spec or conv]
     if dressed:
-        raise ConfigError(f"zero-shot template {template!r}: field {{{dressed[0]}}} carries a conversion or format "
-                          "spec; write plain {instruction} and {input}")
+        raise ConfigError(
+            f"zero-shot template {template!r}: field {{{dressed[0]}}} carries a conversion or format "
+            "spec; write plain {instruction} and {input}"
+        )
     if fields != expected:
         wanted = " and ".join("{" + f + "}" for f in sorted(expected, reverse=True))
         note = " (with --instruction-role system the instruction is the system message)" if role == "system" else ""
@@ -114,7 +116,9 @@ class ZeroShotFormat:
 
 
 def render_zero_shot(
-    instruction: str, input: str, template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE  # noqa: A002
+    instruction: str,
+    input: str,
+    template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,  # noqa: A002
 ) -> Prompt:
     """Fill the zero-shot template (a text with both fields, or a `ZeroShotFormat`); a text template gives a text."""
     fmt = template if isinstance(template, ZeroShotFormat) else ZeroShotFormat(template)

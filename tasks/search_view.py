@@ -24,8 +24,16 @@ from xml.sax.saxutils import escape
 from instructzero.storage.session import display_url, normalize_url
 
 __all__ = [
-    "CandidateLike", "CurvePoint", "Reference", "best_so_far", "candidate_rows", "curve_markdown", "curve_svg",
-    "queries_markdown", "store_queries", "unicode_bar",
+    "CandidateLike",
+    "CurvePoint",
+    "Reference",
+    "best_so_far",
+    "candidate_rows",
+    "curve_markdown",
+    "curve_svg",
+    "queries_markdown",
+    "store_queries",
+    "unicode_bar",
 ]
 
 TOP_N = 10  # candidates in the table artifact
@@ -80,8 +88,13 @@ def candidate_rows(candidates: Iterable[CandidateLike], top_n: int = TOP_N) -> l
     """The table artifact's rows: the `top_n` best candidates by dev score, ties in recording order."""
     ranked = sorted(candidates, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
     return [
-        {"iteration": c.iteration, "index": c.index, "phase": c.phase, "dev_score": _finite(c.dev_score),
-         "instruction": c.instruction}
+        {
+            "iteration": c.iteration,
+            "index": c.index,
+            "phase": c.phase,
+            "dev_score": _finite(c.dev_score),
+            "instruction": c.instruction,
+        }
         for c in ranked[:top_n]
     ]
 
@@ -110,8 +123,9 @@ def _fmt(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".")
 
 
-def curve_svg(points: Sequence[CurvePoint], references: Sequence[Reference] = (), *,
-              last_iteration: int | None = None) -> str:
+def curve_svg(
+    points: Sequence[CurvePoint], references: Sequence[Reference] = (), *, last_iteration: int | None = None
+) -> str:
     """The best-so-far curve (a step line with a marker per iteration), the best score of each iteration (grey
     dots) and the references (dashed, labelled on the right), on a 0..1 axis; x runs to `last_iteration` (the
     run's planned last iteration) so the axis stays put while the run grows. A self-contained SVG document."""
@@ -124,24 +138,27 @@ def curve_svg(points: Sequence[CurvePoint], references: Sequence[Reference] = ()
     def y(v: float) -> float:
         return _TOP + plot_h * (1.0 - min(max(v, 0.0), 1.0))
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
-           f'font-family="Helvetica, Arial, sans-serif" font-size="12">',
-           f'<rect x="0" y="0" width="{_W}" height="{_H}" rx="6" fill="#ffffff" stroke="{_GRID}"/>',
-           f'<text x="{_LEFT}" y="20" font-size="14" font-weight="bold" fill="{_TEXT}">best dev score so far, by '
-           f'iteration</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
+        f'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+        f'<rect x="0" y="0" width="{_W}" height="{_H}" rx="6" fill="#ffffff" stroke="{_GRID}"/>',
+        f'<text x="{_LEFT}" y="20" font-size="14" font-weight="bold" fill="{_TEXT}">best dev score so far, by '
+        f"iteration</text>",
+    ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):  # y grid
-        out.append(f'<line x1="{_LEFT}" y1="{y(tick):.1f}" x2="{_LEFT + plot_w}" y2="{y(tick):.1f}" '
-                   f'stroke="{_GRID}"/>')
+        out.append(f'<line x1="{_LEFT}" y1="{y(tick):.1f}" x2="{_LEFT + plot_w}" y2="{y(tick):.1f}" stroke="{_GRID}"/>')
         out.append(f'<text x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="{_TEXT}">{tick:.2f}</text>')
     step = max(1, math.ceil(x_max / 10))
     for i in range(0, x_max + 1, step):  # x ticks
-        out.append(f'<line x1="{x(i):.1f}" y1="{_TOP + plot_h}" x2="{x(i):.1f}" y2="{_TOP + plot_h + 4}" '
-                   f'stroke="{_TEXT}"/>')
+        out.append(
+            f'<line x1="{x(i):.1f}" y1="{_TOP + plot_h}" x2="{x(i):.1f}" y2="{_TOP + plot_h + 4}" stroke="{_TEXT}"/>'
+        )
         out.append(f'<text x="{x(i):.1f}" y="{_TOP + plot_h + 17}" text-anchor="middle" fill="{_TEXT}">{i}</text>')
-    out.append(f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_H - 6}" text-anchor="middle" fill="{_TEXT}">iteration '
-               f'(0 = initial design)</text>')
-    out.append(f'<line x1="{_LEFT}" y1="{_TOP + plot_h}" x2="{_LEFT + plot_w}" y2="{_TOP + plot_h}" '
-               f'stroke="{_TEXT}"/>')
+    out.append(
+        f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_H - 6}" text-anchor="middle" fill="{_TEXT}">iteration '
+        f"(0 = initial design)</text>"
+    )
+    out.append(f'<line x1="{_LEFT}" y1="{_TOP + plot_h}" x2="{_LEFT + plot_w}" y2="{_TOP + plot_h}" stroke="{_TEXT}"/>')
 
     # references: dashed lines, labels on the right spread apart so that equal scores stay readable
     placed: list[float] = []
@@ -149,12 +166,16 @@ def curve_svg(points: Sequence[CurvePoint], references: Sequence[Reference] = ()
     for k, ref in enumerate(sorted(references, key=lambda r: -r.score)):
         colour = _REFERENCE_COLOURS[k % len(_REFERENCE_COLOURS)]
         ly = y(ref.score)
-        out.append(f'<line x1="{_LEFT}" y1="{ly:.1f}" x2="{_LEFT + plot_w}" y2="{ly:.1f}" stroke="{colour}" '
-                   f'stroke-width="1.5" stroke-dasharray="6 4"/>')
+        out.append(
+            f'<line x1="{_LEFT}" y1="{ly:.1f}" x2="{_LEFT + plot_w}" y2="{ly:.1f}" stroke="{colour}" '
+            f'stroke-width="1.5" stroke-dasharray="6 4"/>'
+        )
         ty = max(ly + 4, placed[-1] + 14) if placed else ly + 4
         placed.append(ty)
-        labels.append(f'<text x="{_LEFT + plot_w + 8}" y="{ty:.1f}" fill="{colour}">'
-                      f'{escape(ref.label[:16])} (test) {ref.score:.3f}</text>')
+        labels.append(
+            f'<text x="{_LEFT + plot_w + 8}" y="{ty:.1f}" fill="{colour}">'
+            f"{escape(ref.label[:16])} (test) {ref.score:.3f}</text>"
+        )
     out += labels
 
     for p in points:  # each iteration's best
@@ -163,26 +184,35 @@ def curve_svg(points: Sequence[CurvePoint], references: Sequence[Reference] = ()
     curve = [p for p in points if p.best_so_far is not None]
     if curve:
         path = [f"M{x(curve[0].iteration):.1f},{y(curve[0].best_so_far):.1f}"]
-        for prev, p in zip(curve, curve[1:]):
+        for p in curve[1:]:
             path.append(f"H{x(p.iteration):.1f}V{y(p.best_so_far):.1f}")
         out.append(f'<path d="{"".join(path)}" fill="none" stroke="{_CURVE}" stroke-width="2.5"/>')
         for p in curve:
             out.append(f'<circle cx="{x(p.iteration):.1f}" cy="{y(p.best_so_far):.1f}" r="3" fill="{_CURVE}"/>')
     else:
-        out.append(f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_TOP + plot_h / 2:.1f}" text-anchor="middle" '
-                   f'fill="{_DOTS}">no iteration recorded yet</text>')
+        out.append(
+            f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_TOP + plot_h / 2:.1f}" text-anchor="middle" '
+            f'fill="{_DOTS}">no iteration recorded yet</text>'
+        )
     lx = 330  # the legend, on the title's line
     best = f" {curve[-1].best_so_far:.3f}" if curve else ""
-    out.append(f'<line x1="{lx}" y1="16" x2="{lx + 18}" y2="16" stroke="{_CURVE}" stroke-width="2.5"/>'
-               f'<text x="{lx + 24}" y="20" fill="{_CURVE}" font-weight="bold">best so far{best}</text>'
-               f'<circle cx="{lx + 170}" cy="16" r="3.5" fill="{_DOTS}"/>'
-               f'<text x="{lx + 178}" y="20" fill="{_TEXT}">best of the iteration</text>')
+    out.append(
+        f'<line x1="{lx}" y1="16" x2="{lx + 18}" y2="16" stroke="{_CURVE}" stroke-width="2.5"/>'
+        f'<text x="{lx + 24}" y="20" fill="{_CURVE}" font-weight="bold">best so far{best}</text>'
+        f'<circle cx="{lx + 170}" cy="16" r="3.5" fill="{_DOTS}"/>'
+        f'<text x="{lx + 178}" y="20" fill="{_TEXT}">best of the iteration</text>'
+    )
     out.append("</svg>")
     return "".join(out)
 
 
-def curve_markdown(points: Sequence[CurvePoint], references: Sequence[Reference] = (), *,
-                   last_iteration: int | None = None, run_name: str = "") -> str:
+def curve_markdown(
+    points: Sequence[CurvePoint],
+    references: Sequence[Reference] = (),
+    *,
+    last_iteration: int | None = None,
+    run_name: str = "",
+) -> str:
     """The curve artifact: the SVG as a data-URI image, one line of totals, the points as a table with bars."""
     svg = base64.b64encode(curve_svg(points, references, last_iteration=last_iteration).encode()).decode()
     lines = [f"![best dev score so far by iteration](data:image/svg+xml;base64,{svg})", ""]
@@ -197,8 +227,11 @@ def curve_markdown(points: Sequence[CurvePoint], references: Sequence[Reference]
     lines += [summary + (f" (run {_md(run_name)})" if run_name else ""), ""]
     if points:
         lines += ["| iteration | candidates | best dev | best so far | 0 to 1 |", "|---:|---:|---:|---:|:---|"]
-        lines += [f"| {p.iteration} | {p.n_candidates} | {_score(p.best_dev)} | {_score(p.best_so_far)} | "
-                  f"{unicode_bar(p.best_so_far)} |" for p in points]
+        lines += [
+            f"| {p.iteration} | {p.n_candidates} | {_score(p.best_dev)} | {_score(p.best_so_far)} | "
+            f"{unicode_bar(p.best_so_far)} |"
+            for p in points
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +253,7 @@ def _shown_store(store_url: str, cwd: Path | None = None) -> str:
     url = normalize_url(store_url)
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        path, sep, query = url[len(prefix):].partition("?")
+        path, sep, query = url[len(prefix) :].partition("?")
         url = f"{prefix}{(cwd or Path.cwd()) / path}{sep}{query}"
     return display_url(url)
 
@@ -229,22 +262,29 @@ def _double_quoted(sql: str) -> str:
     return '"' + re.sub(r'([\\"$`])', r"\\\1", sql) + '"'
 
 
-def store_queries(store_url: str, run_id: str, *, top_n: int = TOP_N, cwd: Path | None = None, sep: str = " "
-                  ) -> list[tuple[str, str]]:
+def store_queries(
+    store_url: str, run_id: str, *, top_n: int = TOP_N, cwd: Path | None = None, sep: str = " "
+) -> list[tuple[str, str]]:
     """(what it shows, the shell command) for each artifact: `instructzero sql` on the run's store, whose password
     is shown as `***` (see `queries_markdown`); `sep` goes between the store and the query."""
     run = run_id.replace("'", "''")
     store = shlex.quote(_shown_store(store_url, cwd))
     queries = [
-        ("the best-so-far curve",
-         f"SELECT iteration, n_candidates, best_dev, best_so_far FROM score_by_iteration WHERE run_id = '{run}' "
-         "ORDER BY iteration"),
-        (f"the candidate table (top {top_n})",
-         f"SELECT iteration, index, phase, dev_score, instruction FROM candidates_flat WHERE run_id = '{run}' "
-         f"ORDER BY dev_score DESC NULLS LAST, iteration, index LIMIT {top_n}"),
-        ("the reference lines (test scores of the report)",
-         f"SELECT key, value FROM store.metrics WHERE run_id = '{run}' AND key LIKE 'report.%.accuracy' "
-         "ORDER BY key"),
+        (
+            "the best-so-far curve",
+            f"SELECT iteration, n_candidates, best_dev, best_so_far FROM score_by_iteration WHERE run_id = '{run}' "
+            "ORDER BY iteration",
+        ),
+        (
+            f"the candidate table (top {top_n})",
+            f"SELECT iteration, index, phase, dev_score, instruction FROM candidates_flat WHERE run_id = '{run}' "
+            f"ORDER BY dev_score DESC NULLS LAST, iteration, index LIMIT {top_n}",
+        ),
+        (
+            "the reference lines (test scores of the report)",
+            f"SELECT key, value FROM store.metrics WHERE run_id = '{run}' AND key LIKE 'report.%.accuracy' "
+            "ORDER BY key",
+        ),
     ]
     return [(what, f"instructzero sql --store {store}{sep}{_double_quoted(sql)}") for what, sql in queries]
 
@@ -255,6 +295,9 @@ def queries_markdown(store_url: str, run_id: str, *, top_n: int = TOP_N, cwd: Pa
     for what, command in store_queries(store_url, run_id, top_n=top_n, cwd=cwd, sep=" \\\n  "):
         lines += [f"{what}:", "", "```bash", command, "```", ""]
     if "***" in _shown_store(store_url, cwd):
-        lines += ["The store's password is shown as `***`: put it back in `--store`, or set "
-                  "`INSTRUCTZERO_STORE_URL` to the full URL and leave `--store` out.", ""]
+        lines += [
+            "The store's password is shown as `***`: put it back in `--store`, or set "
+            "`INSTRUCTZERO_STORE_URL` to the full URL and leave `--store` out.",
+            "",
+        ]
     return "\n".join(lines)

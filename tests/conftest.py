@@ -45,8 +45,15 @@ def _prefect_logs_to_current_stderr() -> None:
 # The files that take minutes (real processes, Prefect servers, the default models), longest first: `make test`
 # runs two workers that take whole files (`-n 2 --dist loadfile`), and starting these first keeps one worker from
 # being left with a 3-minute file at the end while the other idles.
-LONG_FILES = ("test_interrupts.py", "test_run_lease.py", "test_reliability.py", "test_deployments.py",
-              "test_flow_end_to_end.py", "test_benchmarks_smoke.py", "test_generator.py")
+LONG_FILES = (
+    "test_interrupts.py",
+    "test_run_lease.py",
+    "test_reliability.py",
+    "test_deployments.py",
+    "test_flow_end_to_end.py",
+    "test_benchmarks_smoke.py",
+    "test_generator.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

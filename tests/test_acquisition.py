@@ -93,8 +93,16 @@ def test_logei_values_are_log_of_ei(models, X):
 
 @pytest.mark.parametrize("kernel", ["matern", "coupled"])
 def test_cmaes_batch_is_valid_and_deterministic(models, X, kernel):
-    kwargs = dict(best_f=_best(X), batch_size=2, dim=D, optimizer="cmaes", exclude=X, num_restarts=2,
-                  raw_samples=32, cmaes_maxiter=15)
+    kwargs = dict(
+        best_f=_best(X),
+        batch_size=2,
+        dim=D,
+        optimizer="cmaes",
+        exclude=X,
+        num_restarts=2,
+        raw_samples=32,
+        cmaes_maxiter=15,
+    )
     cands, values = propose_batch(models[kernel], seed=0, **kwargs)
     _assert_valid(cands, values, 2, exclude=X)
     again, _ = propose_batch(models[kernel], seed=0, **kwargs)
@@ -155,12 +163,22 @@ def test_a_failed_kriging_believer_still_fills_the_batch(models, X, monkeypatch)
     """When conditioning on a pick's fantasy fails (a NaN Schur complement, seen at n = 1000 with the coupled
     kernel, which crashed the proposal), the rest of the batch comes from the acquisition's best free Sobol
     points: b distinct valid points, the first the CMA-ES pick, and a warning instead of a crash."""
-    import instructzero.tasks.optimisation.acquisition as acquisition
     from botorch.exceptions.warnings import NumericsWarning
     from linear_operator.utils.errors import NanError
 
-    kwargs = dict(best_f=_best(X), batch_size=3, dim=D, optimizer="cmaes", exclude=X, num_restarts=2,
-                  raw_samples=32, cmaes_maxiter=15, seed=0)
+    import instructzero.tasks.optimisation.acquisition as acquisition
+
+    kwargs = dict(
+        best_f=_best(X),
+        batch_size=3,
+        dim=D,
+        optimizer="cmaes",
+        exclude=X,
+        num_restarts=2,
+        raw_samples=32,
+        cmaes_maxiter=15,
+        seed=0,
+    )
     reference, _ = propose_batch(models["coupled"], **kwargs)
 
     def nan_fantasy(*args, **kw):

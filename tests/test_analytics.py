@@ -54,10 +54,13 @@ def test_views_on_a_populated_store(analytics: Analytics, populated: dict) -> No
     assert {"runs", "candidates", "llm_calls"} <= set(analytics.tables())
     flat = as_dicts(analytics.view("candidates_flat"))
     assert len(flat) == N_IT * N_CAND + 4
-    assert {"run_id", "run_name", "task", "iteration", "index", "instruction", "dev_score", "test_score"} <= set(flat[0])
+    assert {"run_id", "run_name", "task", "iteration", "index", "instruction", "dev_score", "test_score"} <= set(
+        flat[0]
+    )
 
-    curve = as_dicts(analytics.query(
-        f"SELECT * FROM score_by_iteration WHERE run_id = '{populated['a']}' ORDER BY iteration"))
+    curve = as_dicts(
+        analytics.query(f"SELECT * FROM score_by_iteration WHERE run_id = '{populated['a']}' ORDER BY iteration")
+    )
     assert [r["iteration"] for r in curve] == list(range(N_IT))
     running = float("-inf")
     for r in curve:
@@ -141,16 +144,19 @@ def test_engine_guards_behind_the_parser(analytics: Analytics) -> None:
         con.execute("DELETE FROM store.metrics")
     with pytest.raises(Exception, match="lock|configuration"):
         con.execute("SET enable_external_access = true")
-    settings = dict(con.execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name IN "
-        "('autoinstall_known_extensions', 'autoload_known_extensions', 'enable_external_access')").fetchall())
+    settings = dict(
+        con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN "
+            "('autoinstall_known_extensions', 'autoload_known_extensions', 'enable_external_access')"
+        ).fetchall()
+    )
     assert set(settings.values()) == {"false"}
 
 
 def _fingerprint(url: str) -> str:
     """Content of the store: file bytes for SQLite (after checkpoint), table row counts for PostgreSQL."""
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         return hashlib.sha256(path.read_bytes()).hexdigest() + str(sorted(p.name for p in path.parent.iterdir()))
     engine = create_engine(normalize_url(url))
     try:
@@ -219,8 +225,9 @@ def test_check_read_only_unit() -> None:
 
 
 def test_format_table() -> None:
-    out = format_table(["name", "score", "n"], [("a", 0.5, 3), ("longer name", None, 12), ("x" * 100, 1e-9, 0)],
-                       max_width=20)
+    out = format_table(
+        ["name", "score", "n"], [("a", 0.5, 3), ("longer name", None, 12), ("x" * 100, 1e-9, 0)], max_width=20
+    )
     lines = out.splitlines()
     assert lines[0].split() == ["name", "score", "n"]
     assert set(lines[1].replace(" ", "")) == {"-"}
@@ -230,18 +237,29 @@ def test_format_table() -> None:
     assert format_table(["a"], []).splitlines()[-1] == "(0 rows)"
 
 
-def _night(store: RunStore, name: str, task: str, dev: dict[str, float], test: float, *, model: str,
-           status: str = "completed") -> str:
+def _night(
+    store: RunStore, name: str, task: str, dev: dict[str, float], test: float, *, model: str, status: str = "completed"
+) -> str:
     """One member run of a nightly suite: one iteration of two candidates, the best one's test score, its status."""
     from instructzero.storage.entities import DatasetIn
     from tests.plugins.store import make_candidate
 
-    run = store.create_run(name=name, task=task, config={}, seed=0, versions={}, projection_hash=None,
-                           splits={"dev": ["d0"], "test": ["t0", "t1"]},
-                           datasets=[DatasetIn(task, "dev", "h" * 64, ("d0",))])
+    run = store.create_run(
+        name=name,
+        task=task,
+        config={},
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits={"dev": ["d0"], "test": ["t0", "t1"]},
+        datasets=[DatasetIn(task, "dev", "h" * 64, ("d0",))],
+    )
     best = f"{name}: best"
-    store.record_iteration(run.id, 0, [make_candidate(0, f"{name}: worse", {"d0": 0.0}, model=model),
-                                       make_candidate(1, best, dev, model=model)])
+    store.record_iteration(
+        run.id,
+        0,
+        [make_candidate(0, f"{name}: worse", {"d0": 0.0}, model=model), make_candidate(1, best, dev, model=model)],
+    )
     store.record_test_evaluation(run.id, best, make_evaluation({"t0": test, "t1": test}, split="test", model=model))
     store.set_run_status(run.id, status)
     return run.id
@@ -263,12 +281,21 @@ def test_nightly_results_show_a_regression_in_one_query(sqlite_url: str, duckdb_
         regressions = as_dicts(an.query("SELECT * FROM nightly_results WHERE regressed"))
         nights = as_dicts(an.view("nightly_results"))
     assert [(str(r["night"]), r["task"], r["test_score"], r["regressed"]) for r in nights] == [
-        ("2026-03-01", "sentiment", 0.9, False), ("2026-03-02", "sentiment", 0.5, True),
-        ("2026-03-01", "sum", 0.25, False), ("2026-03-02", "sum", 0.75, False)]
+        ("2026-03-01", "sentiment", 0.9, False),
+        ("2026-03-02", "sentiment", 0.5, True),
+        ("2026-03-01", "sum", 0.25, False),
+        ("2026-03-02", "sum", 0.75, False),
+    ]
     [row] = regressions
-    assert (row["run_id"], row["task"], row["seed"], str(row["previous_night"])) == (second, "sentiment", 0,
-                                                                                      "2026-03-01")
+    assert (row["run_id"], row["task"], row["seed"], str(row["previous_night"])) == (
+        second,
+        "sentiment",
+        0,
+        "2026-03-01",
+    )
     assert (row["instruction"], row["previous_instruction"]) == (
-        "suite-20260302-sentiment-seed0: best", "suite-20260301-sentiment-seed0: best")
+        "suite-20260302-sentiment-seed0: best",
+        "suite-20260301-sentiment-seed0: best",
+    )
     assert (row["black_box_model"], row["previous_black_box_model"]) == ("smaller-bb", "qwen-0.5b")
     assert row["previous_test_score"] == 0.9 and row["test_change"] == pytest.approx(-0.4)

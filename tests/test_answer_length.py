@@ -22,8 +22,9 @@ def test_run_settings_use_the_derived_cap_unless_one_is_set() -> None:
     answers = [("positive",), ("a much longer accepted answer",)]
     derived = build_config().black_box.client_settings("http://127.0.0.1:1/v1", answers=answers)
     assert derived.max_tokens == len("a much longer accepted answer") + ANSWER_MARGIN_TOKENS
-    fixed = build_config(black_box={"max_tokens": 5}).black_box.client_settings("http://127.0.0.1:1/v1",
-                                                                                answers=answers)
+    fixed = build_config(black_box={"max_tokens": 5}).black_box.client_settings(
+        "http://127.0.0.1:1/v1", answers=answers
+    )
     assert fixed.max_tokens == 5
 
 

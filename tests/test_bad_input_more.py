@@ -24,11 +24,14 @@ def _error(capsys, argv: list[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--seed", "1125899906842624"], "seed=1125899906842624"),
-    (["--seed", "-1"], "seed=-1"),
-    (["--device", "bogus"], "generator.device='bogus'"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--seed", "1125899906842624"], "seed=1125899906842624"),
+        (["--seed", "-1"], "seed=-1"),
+        (["--device", "bogus"], "generator.device='bogus'"),
+    ],
+)
 def test_bad_settings_are_one_line_before_anything_is_written(extra, needle, capsys, tmp_path) -> None:
     err = _error(capsys, ["run", "--task", "sum", "--store", f"sqlite:///{tmp_path}/sub/s.db", *extra])
     assert needle in err
@@ -50,8 +53,12 @@ def test_deeply_nested_json_is_task_data_error(kind, capsys, tmp_path) -> None:
     path = data / f"deep.{kind}"
     rows = [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")]
     if kind == "jsonl":
-        path.write_text("\n".join(['{"input": "x", "output": ' + deep + "}"]
-                                  + [f'{{"input": "{i}", "output": "{o}"}}' for i, o in rows]) + "\n")
+        path.write_text(
+            "\n".join(
+                ['{"input": "x", "output": ' + deep + "}"] + [f'{{"input": "{i}", "output": "{o}"}}' for i, o in rows]
+            )
+            + "\n"
+        )
     else:
         path.write_text("input,output\nx," + deep + "\n" + "".join(f"{i},{o}\n" for i, o in rows))
     err = _error(capsys, ["run", "--task", str(path), "--store", f"sqlite:///{tmp_path}/s.db"])
@@ -114,19 +121,21 @@ def _one_line(err: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra, needles", [
-    (["--max-cost", "inf"], ["budget.max_cost_usd='inf'", "finite"]),
-    (["--max-cost", "nan"], ["budget.max_cost_usd='nan'", "finite"]),
-    (["--max-cost", "-1"], ["budget.max_cost_usd='-1'"]),
-    (["--soft-scale", "inf"], ["generator.soft_scale", "finite"]),
-    (["--length-penalty", "nan"], ["bo.length_penalty", "finite"]),
-    (["--meta-prompt", ""], ["generator.template=''", "{demos}"]),
-    (["--black-box-url", "http://[::1"], ["black_box.base_url", "'http://[::1'", "cannot be parsed"]),
-    (["--black-box-url", "http://me:s3cret@[::1"], ["cannot be parsed", "me:***@"]),
-    (["--black-box-url", "http://127.0.0.1:99999/v1"], ["black_box.base_url", "Port out of range"]),
-])
-def test_bad_numbers_prompts_and_urls_are_one_line_before_prefect(extra, needles, no_prefect, capsys,
-                                                                   tmp_path) -> None:
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--max-cost", "inf"], ["budget.max_cost_usd='inf'", "finite"]),
+        (["--max-cost", "nan"], ["budget.max_cost_usd='nan'", "finite"]),
+        (["--max-cost", "-1"], ["budget.max_cost_usd='-1'"]),
+        (["--soft-scale", "inf"], ["generator.soft_scale", "finite"]),
+        (["--length-penalty", "nan"], ["bo.length_penalty", "finite"]),
+        (["--meta-prompt", ""], ["generator.template=''", "{demos}"]),
+        (["--black-box-url", "http://[::1"], ["black_box.base_url", "'http://[::1'", "cannot be parsed"]),
+        (["--black-box-url", "http://me:s3cret@[::1"], ["cannot be parsed", "me:***@"]),
+        (["--black-box-url", "http://127.0.0.1:99999/v1"], ["black_box.base_url", "Port out of range"]),
+    ],
+)
+def test_bad_numbers_prompts_and_urls_are_one_line_before_prefect(extra, needles, no_prefect, capsys, tmp_path) -> None:
     err = _error(capsys, ["run", "--task", "sum", "--store", f"sqlite:///{tmp_path}/sub/s.db", *extra])
     assert all(n in _one_line(err) for n in needles) and "s3cret" not in err, err
     assert list(tmp_path.iterdir()) == []
@@ -136,37 +145,58 @@ def _deep_object(depth: int) -> str:
     return '{"a": ' * depth + "1" + "}" * depth
 
 
-@pytest.mark.parametrize("name, value, needles", [
-    ("INSTRUCTZERO_BUDGET__MAX_COST_USD", "inf", ["budget.max_cost_usd='inf'", "finite"]),
-    ("INSTRUCTZERO_BLACK_BOX__TIMEOUT_S", "nan", ["black_box.timeout_s='nan'", "finite"]),
-    ("INSTRUCTZERO_BUDGET", '{"max_cost_usd": "Infinity"}', ["budget.max_cost_usd", "finite"]),
-    ("INSTRUCTZERO_LEASE_TIMEOUT_S", "nan", ["INSTRUCTZERO_LEASE_TIMEOUT_S", "'nan'"]),
-    ("INSTRUCTZERO_BO", _deep_object(10_000), ["INSTRUCTZERO_BO", "nested too deeply"]),
-    ("INSTRUCTZERO_GENERATOR", "[" * 10_000 + "]" * 10_000, ["INSTRUCTZERO_GENERATOR", "nested too deeply"]),
-    ("INSTRUCTZERO_BO", _deep_object(300), ["bo.a=", "Extra inputs are not permitted"]),  # parses: shown cut short
-    ("INSTRUCTZERO_BO", '{"iterations": ', ['"bo"', "environment"]),
-    ("INSTRUCTZERO_CACHE_DIR", "/dev/null/x", ["'/dev/null/x'", "Not a directory"]),
-])
-def test_bad_environment_values_are_one_line_before_prefect(name, value, needles, no_prefect, capsys, monkeypatch,
-                                                            tmp_path) -> None:
+@pytest.mark.parametrize(
+    "name, value, needles",
+    [
+        ("INSTRUCTZERO_BUDGET__MAX_COST_USD", "inf", ["budget.max_cost_usd='inf'", "finite"]),
+        ("INSTRUCTZERO_BLACK_BOX__TIMEOUT_S", "nan", ["black_box.timeout_s='nan'", "finite"]),
+        ("INSTRUCTZERO_BUDGET", '{"max_cost_usd": "Infinity"}', ["budget.max_cost_usd", "finite"]),
+        ("INSTRUCTZERO_LEASE_TIMEOUT_S", "nan", ["INSTRUCTZERO_LEASE_TIMEOUT_S", "'nan'"]),
+        ("INSTRUCTZERO_BO", _deep_object(10_000), ["INSTRUCTZERO_BO", "nested too deeply"]),
+        ("INSTRUCTZERO_GENERATOR", "[" * 10_000 + "]" * 10_000, ["INSTRUCTZERO_GENERATOR", "nested too deeply"]),
+        ("INSTRUCTZERO_BO", _deep_object(300), ["bo.a=", "Extra inputs are not permitted"]),  # parses: shown cut short
+        ("INSTRUCTZERO_BO", '{"iterations": ', ['"bo"', "environment"]),
+        ("INSTRUCTZERO_CACHE_DIR", "/dev/null/x", ["'/dev/null/x'", "Not a directory"]),
+    ],
+)
+def test_bad_environment_values_are_one_line_before_prefect(
+    name, value, needles, no_prefect, capsys, monkeypatch, tmp_path
+) -> None:
     monkeypatch.setenv(name, value)
     err = _one_line(_error(capsys, ["run", "--task", "sum", "--store", f"sqlite:///{tmp_path}/s.db"]))
     assert all(n in err for n in needles), err
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name, value, needle", [
-    ("INSTRUCTZERO_LEASE_TIMEOUT_S", "nan", "INSTRUCTZERO_LEASE_TIMEOUT_S must be positive, got 'nan'"),
-    ("INSTRUCTZERO_BUDGET__MAX_COST_USD", "inf", "budget.max_cost_usd='inf': Input should be a finite number"),
-])
+@pytest.mark.parametrize(
+    "name, value, needle",
+    [
+        ("INSTRUCTZERO_LEASE_TIMEOUT_S", "nan", "INSTRUCTZERO_LEASE_TIMEOUT_S must be positive, got 'nan'"),
+        ("INSTRUCTZERO_BUDGET__MAX_COST_USD", "inf", "budget.max_cost_usd='inf': Input should be a finite number"),
+    ],
+)
 def test_bad_environment_values_in_a_real_process(name, value, needle, cli_env, tmp_path) -> None:
     import subprocess
     import sys
 
     env = dict(cli_env, PYTHONPATH=str(REPO), **{name: value})
-    result = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "run", "--task", "sum", "--store",
-                             f"sqlite:///{tmp_path}/s.db"], env=env, cwd=tmp_path, text=True, capture_output=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instructzero.flows.cli",
+            "run",
+            "--task",
+            "sum",
+            "--store",
+            f"sqlite:///{tmp_path}/s.db",
+        ],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert needle in _one_line(result.stderr) and result.stdout == ""
     assert list(tmp_path.iterdir()) == []
@@ -182,14 +212,19 @@ def test_an_unavailable_device_is_refused_before_anything_loads(no_prefect, caps
 
     monkeypatch.setattr(assets, "resolve_model_path", no_loading)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    err = _one_line(_error(capsys, ["run", "--task", "sum", "--store", f"sqlite:///{tmp_path}/s.db",
-                                    "--device", "cuda"]))
+    err = _one_line(
+        _error(capsys, ["run", "--task", "sum", "--store", f"sqlite:///{tmp_path}/s.db", "--device", "cuda"])
+    )
     assert "'cuda'" in err and "CUDA is not available" in err
     assert list(tmp_path.iterdir()) == []
 
 
 READING_COMMANDS = [
-    ["runs"], ["resume", "abc"], ["pareto", "abc"], ["sql", "SELECT 1"], ["export", "runs", "{tmp}/out.parquet"],
+    ["runs"],
+    ["resume", "abc"],
+    ["pareto", "abc"],
+    ["sql", "SELECT 1"],
+    ["export", "runs", "{tmp}/out.parquet"],
     ["db", "upgrade"],
 ]
 
@@ -216,8 +251,9 @@ def test_db_upgrade_creates_a_store_only_when_asked(capsys, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--csv", "--png"])
-def test_pareto_output_into_a_missing_folder_is_one_line_before_reading(flag, populated_store, capsys,
-                                                                         tmp_path) -> None:
+def test_pareto_output_into_a_missing_folder_is_one_line_before_reading(
+    flag, populated_store, capsys, tmp_path
+) -> None:
     with RunStore(populated_store, read_only=True) as store:
         run_id = store.list_runs()[0].id
 
@@ -248,10 +284,12 @@ def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_store, cap
         assert main(["sql", sql, "--store", populated_store, "--format", "csv"]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
         assert row in out.splitlines()[1].split(","), (sql, out)
-    for sql in ["PIVOT store.runs ON status USING count(*); DROP TABLE store.runs",
-                "CREATE TYPE e AS ENUM ('a'); PIVOT store.runs ON status USING count(*)",
-                "CREATE TABLE t AS PIVOT store.runs ON status USING count(*)",
-                "COPY (PIVOT store.runs ON status USING count(*)) TO '{tmp}/leak.csv'"]:
+    for sql in [
+        "PIVOT store.runs ON status USING count(*); DROP TABLE store.runs",
+        "CREATE TYPE e AS ENUM ('a'); PIVOT store.runs ON status USING count(*)",
+        "CREATE TABLE t AS PIVOT store.runs ON status USING count(*)",
+        "COPY (PIVOT store.runs ON status USING count(*)) TO '{tmp}/leak.csv'",
+    ]:
         err = _one_line(_error(capsys, ["sql", sql.replace("{tmp}", str(tmp_path)), "--store", populated_store]))
         assert "query refused" in err, (sql, err)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
@@ -259,10 +297,39 @@ def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_store, cap
 
 
 def _tiny_run(store_url: str, base_url: str, generator_dir: Path) -> list[str]:
-    return ["run", "--task", "sum", "--store", store_url, "--black-box-url", base_url, "--black-box-model",
-            "rule-based", "--black-box-api", "completions", "--generator", str(generator_dir), "--device", "cpu",
-            "--n-exemplars", "2", "--n-dev", "3", "--n-test", "3", "--max-new-tokens", "8", "--max-tokens", "8",
-            "--init", "2", "--iterations", "1", "--batch", "1"]
+    return [
+        "run",
+        "--task",
+        "sum",
+        "--store",
+        store_url,
+        "--black-box-url",
+        base_url,
+        "--black-box-model",
+        "rule-based",
+        "--black-box-api",
+        "completions",
+        "--generator",
+        str(generator_dir),
+        "--device",
+        "cpu",
+        "--n-exemplars",
+        "2",
+        "--n-dev",
+        "3",
+        "--n-test",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--max-tokens",
+        "8",
+        "--init",
+        "2",
+        "--iterations",
+        "1",
+        "--batch",
+        "1",
+    ]
 
 
 def _ends_in_one_error_line(err: str) -> str:
@@ -274,14 +341,29 @@ def _ends_in_one_error_line(err: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("faults, needle, resumable", [
-    (dict(script=("401",) * 100), "HTTP 401: Incorrect API key provided", True),  # GET /models passed, calls refused
-    (dict(rate_500=1.0), "failed after 2 attempts; last error: HTTP 500", True),
-    (dict(script=("400",) * 100), "HTTP 400: Invalid request", False),
-])
+@pytest.mark.parametrize(
+    "faults, needle, resumable",
+    [
+        (
+            dict(script=("401",) * 100),
+            "HTTP 401: Incorrect API key provided",
+            True,
+        ),  # GET /models passed, calls refused
+        (dict(rate_500=1.0), "failed after 2 attempts; last error: HTTP 500", True),
+        (dict(script=("400",) * 100), "HTTP 400: Invalid request", False),
+    ],
+)
 def test_a_failing_black_box_ends_the_run_in_one_error_line(
-    faults, needle, resumable, prefect_harness, isolated_results, make_server, tiny_generator_dir, capsys,
-    monkeypatch, tmp_path,
+    faults,
+    needle,
+    resumable,
+    prefect_harness,
+    isolated_results,
+    make_server,
+    tiny_generator_dir,
+    capsys,
+    monkeypatch,
+    tmp_path,
 ) -> None:
     from instructzero.servers.faults import FaultConfig
 
@@ -300,8 +382,9 @@ def test_a_failing_black_box_ends_the_run_in_one_error_line(
 
 
 @pytest.mark.slow
-def test_a_lease_refused_inside_the_flow_is_one_line(prefect_harness, isolated_results, echo_server_url,
-                                                     tiny_generator_dir, capsys, monkeypatch, tmp_path) -> None:
+def test_a_lease_refused_inside_the_flow_is_one_line(
+    prefect_harness, isolated_results, echo_server_url, tiny_generator_dir, capsys, monkeypatch, tmp_path
+) -> None:
     """Another process claimed the run after this one's check (the race `_check_not_held` cannot close): the
     flow's claim refuses it, and that is one line too, not Prefect's ~80 lines of traceback first."""
     import instructzero.flows.cli as cli
@@ -311,8 +394,16 @@ def test_a_lease_refused_inside_the_flow_is_one_line(prefect_harness, isolated_r
     url = f"sqlite:///{tmp_path / 's.db'}"
     config = build_config(**tiny_run_overrides(url, echo_server_url, tiny_generator_dir))
     store = RunStore(url)
-    run = store.create_run(name="held", task="sum", config=config.recorded(), seed=0, versions={},
-                           projection_hash=None, splits={}, lease_owner="another-host:4242:cafe")
+    run = store.create_run(
+        name="held",
+        task="sum",
+        config=config.recorded(),
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits={},
+        lease_owner="another-host:4242:cafe",
+    )
     store.set_run_status(run.id, "interrupted")
     monkeypatch.setattr(cli, "_check_not_held", lambda config, run: None)  # lost the race: the flow finds out
     started = []

@@ -18,9 +18,13 @@ def _settings(base_url: str) -> BlackBoxSettings:
 
 
 def _config(base_url: str, n_dev: int = 3) -> dict:
-    return {"name": "bench-x-sum-manual-s0", "store_url": "sqlite:///elsewhere.db",
-            "black_box": {"base_url": base_url, "model": "rule-based"}, "data": {"task": "sum", "n_dev": n_dev},
-            "benchmark": {"method": "manual"}}
+    return {
+        "name": "bench-x-sum-manual-s0",
+        "store_url": "sqlite:///elsewhere.db",
+        "black_box": {"base_url": base_url, "model": "rule-based"},
+        "data": {"task": "sum", "n_dev": n_dev},
+        "benchmark": {"method": "manual"},
+    }
 
 
 def test_an_interrupted_baseline_resumes_from_a_new_endpoint_port(make_server, sqlite_url: str) -> None:
@@ -31,20 +35,34 @@ def test_an_interrupted_baseline_resumes_from_a_new_endpoint_port(make_server, s
     splits = make_splits(data, n_exemplars=2, n_dev=3, n_test=3, seed=0)
     first, second = make_server("rule", model_name="rule-based"), make_server("rule", model_name="rule-based")
     store = RunStore(sqlite_url)
-    killed = store.create_run(name="bench-x-sum-manual-s0", task=data.name, config=_config(first.base_url), seed=0,
-                              versions={}, projection_hash=None, splits=splits.manifest())
-    kwargs = dict(name="bench-x-sum-manual-s0", data=data, splits=splits, instructions=["Add the two numbers."],
-                  model_name="rule-based", metric=data.metric, template="Instruction: {instruction}\n\nInput: "
-                  "{input}\nOutput:", versions={}, seed=0)
+    killed = store.create_run(
+        name="bench-x-sum-manual-s0",
+        task=data.name,
+        config=_config(first.base_url),
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits=splits.manifest(),
+    )
+    kwargs = dict(
+        name="bench-x-sum-manual-s0",
+        data=data,
+        splits=splits,
+        instructions=["Add the two numbers."],
+        model_name="rule-based",
+        metric=data.metric,
+        template="Instruction: {instruction}\n\nInput: {input}\nOutput:",
+        versions={},
+        seed=0,
+    )
 
     with pytest.raises(ConfigError, match="exists with different settings"):
-        run_fixed_candidates(store, settings=_settings(second.base_url), config=_config(second.base_url, n_dev=4),
-                             **kwargs)
-    result = run_fixed_candidates(store, settings=_settings(second.base_url), config=_config(second.base_url),
-                                  **kwargs)
+        run_fixed_candidates(
+            store, settings=_settings(second.base_url), config=_config(second.base_url, n_dev=4), **kwargs
+        )
+    result = run_fixed_candidates(store, settings=_settings(second.base_url), config=_config(second.base_url), **kwargs)
     assert result.run_id == killed.id and store.get_run(killed.id).status == "completed"
     assert result.test_score == 1.0 and second.stats()["completions"] == 6 and first.stats()["completions"] == 0
-
 
 
 def test_the_benchmark_s_baselines_are_scored_and_sent_the_run_s_way(
@@ -58,10 +76,37 @@ def test_the_benchmark_s_baselines_are_scored_and_sent_the_run_s_way(
     monkeypatch.setenv("INSTRUCTZERO_BLACK_BOX__INSTRUCTION_ROLE", "system")
     monkeypatch.setenv("INSTRUCTZERO_SCORING__METRIC", "contains")
     server = make_server("rule", model_name="rule-based")
-    rc = bench_main(["--quality", "--methods", "manual,empty", "--tasks", "sum", "--seeds", "0", "--n-dev", "3",
-                     "--n-test", "3", "--n-exemplars", "2", "--generator", str(tiny_generator_dir),
-                     "--black-box-url", server.base_url, "--black-box-model", "rule-based", "--black-box-api", "chat",
-                     "--store", sqlite_url, "--out", str(tmp_path / "out"), "--suite", "way"])
+    rc = bench_main(
+        [
+            "--quality",
+            "--methods",
+            "manual,empty",
+            "--tasks",
+            "sum",
+            "--seeds",
+            "0",
+            "--n-dev",
+            "3",
+            "--n-test",
+            "3",
+            "--n-exemplars",
+            "2",
+            "--generator",
+            str(tiny_generator_dir),
+            "--black-box-url",
+            server.base_url,
+            "--black-box-model",
+            "rule-based",
+            "--black-box-api",
+            "chat",
+            "--store",
+            sqlite_url,
+            "--out",
+            str(tmp_path / "out"),
+            "--suite",
+            "way",
+        ]
+    )
     assert rc == 0
     roles = server.stats()["roles"]
     assert roles.get("system", 0) > 0  # the manual instructions went in the system message

@@ -87,8 +87,20 @@ def test_real_proposals_find_more_new_instructions(strategy: str, unique_without
 
     def propose(n, attempt, known, pending, tried):
         return propose_prompts(
-            state, iteration=1, n_init=12, batch_size=n, dim=d, seed=0, acquisition="logei", optimizer="cmaes",
-            num_restarts=2, raw_samples=32, strategy=strategy, attempt=attempt, known=known, pending=pending,
+            state,
+            iteration=1,
+            n_init=12,
+            batch_size=n,
+            dim=d,
+            seed=0,
+            acquisition="logei",
+            optimizer="cmaes",
+            num_restarts=2,
+            raw_samples=32,
+            strategy=strategy,
+            attempt=attempt,
+            known=known,
+            pending=pending,
             exclude=tried,
         )
 
@@ -101,10 +113,12 @@ def test_real_proposals_find_more_new_instructions(strategy: str, unique_without
 
 
 def test_init_reproposal_continues_the_sobol_sequence() -> None:
-    first = propose_prompts(None, iteration=0, n_init=4, batch_size=4, dim=3, seed=0, acquisition="logei",
-                            optimizer="cmaes")
-    more = propose_prompts(None, iteration=0, n_init=4, batch_size=2, dim=3, seed=0, acquisition="logei",
-                           optimizer="cmaes", attempt=1)
+    first = propose_prompts(
+        None, iteration=0, n_init=4, batch_size=4, dim=3, seed=0, acquisition="logei", optimizer="cmaes"
+    )
+    more = propose_prompts(
+        None, iteration=0, n_init=4, batch_size=2, dim=3, seed=0, acquisition="logei", optimizer="cmaes", attempt=1
+    )
     full = sobol_design(10, 3, seed=0).numpy()
     np.testing.assert_array_equal(first.z, full[:4])
     np.testing.assert_array_equal(more.z, full[4:6])

@@ -55,13 +55,46 @@ def test_bo_shape_spends_exactly_the_budget() -> None:
 def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, tmp_path: Path) -> None:
     store_url = f"sqlite:///{tmp_path / 'bench.db'}"
     out = tmp_path / "out"
-    rc = bench_main([
-        "--quality", *SMALL_GENERATOR, "--speed", "--toy", "--speed-skip", "generation,overhead,resume,gp",
-        "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
-        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
-        "--max-new-tokens", "4", "--methods", "instructzero,instructzero-explore,uniform,ape,manual,empty",
-        "--suite", "smoke", "--store", store_url, "--out", str(out),
-    ])
+    rc = bench_main(
+        [
+            "--quality",
+            *SMALL_GENERATOR,
+            "--speed",
+            "--toy",
+            "--speed-skip",
+            "generation,overhead,resume,gp",
+            "--endpoint",
+            "echo",
+            "--tasks",
+            "ii:sum",
+            "--data-dir",
+            str(FIXTURE_DATA),
+            "--seeds",
+            "0",
+            "--budget",
+            "3",
+            "--init",
+            "2",
+            "--batch",
+            "1",
+            "--n-exemplars",
+            "2",
+            "--n-dev",
+            "2",
+            "--n-test",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--methods",
+            "instructzero,instructzero-explore,uniform,ape,manual,empty",
+            "--suite",
+            "smoke",
+            "--store",
+            store_url,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = (out / "report.md").read_text()
     assert "## Quality" in report and "## Speed and cost" in report
@@ -72,7 +105,8 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in results["quality"]["runs"]}
     assert {m: r["status"] for m, r in runs.items()} == dict.fromkeys(
-        ["instructzero", "instructzero-explore", "uniform", "ape", "manual", "empty"], "completed")
+        ["instructzero", "instructzero-explore", "uniform", "ape", "manual", "empty"], "completed"
+    )
     stats = results["quality"]["statistics"]
     assert stats["accuracy"]["sum"]["manual"] == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 2}
     vs_manual_free = stats["paired"]["sum"]  # the baselines and the kernel ablation that ran
@@ -115,37 +149,101 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     test_by_run = {row["run_name"]: row["test_score"] for row in by_run.values()}
     assert test_by_run == {r["run_name"]: r["test_score"] for r in runs.values()}
     assert {(row["run_name"], row["example_id"], row["score"]) for row in per_example.values()} == {
-        (r["run_name"], ex_id, score) for r in runs.values() for ex_id, score in r["test_examples"]}
+        (r["run_name"], ex_id, score) for r in runs.values() for ex_id, score in r["test_examples"]
+    }
     assert all(1 <= r["n_distinct"] <= r["n_candidates"] for r in runs.values())
 
     # Same suite again: every run is reused from the store, nothing is paid twice.
-    rc = bench_main([
-        "--quality", *SMALL_GENERATOR, "--endpoint", "echo", "--tasks", "ii:sum", "--data-dir", str(FIXTURE_DATA),
-        "--seeds", "0",
-        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
-        "--max-new-tokens", "4", "--methods", "ape,manual,empty", "--suite", "smoke",
-        "--store", store_url, "--out", str(tmp_path / "again"),
-    ])
+    rc = bench_main(
+        [
+            "--quality",
+            *SMALL_GENERATOR,
+            "--endpoint",
+            "echo",
+            "--tasks",
+            "ii:sum",
+            "--data-dir",
+            str(FIXTURE_DATA),
+            "--seeds",
+            "0",
+            "--budget",
+            "3",
+            "--init",
+            "2",
+            "--batch",
+            "1",
+            "--n-exemplars",
+            "2",
+            "--n-dev",
+            "2",
+            "--n-test",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--methods",
+            "ape,manual,empty",
+            "--suite",
+            "smoke",
+            "--store",
+            store_url,
+            "--out",
+            str(tmp_path / "again"),
+        ]
+    )
     assert rc == 0
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert {r["run_id"] for r in again["quality"]["runs"]} <= {r["run_id"] for r in runs.values()}
 
     # --report-only: the same numbers read back, nothing run (no black box: there is no URL to reach), and a
     # method the suite never ran is reported as not run.
-    rc = bench_main([
-        "--quality", *SMALL_GENERATOR, "--report-only", "--endpoint", "echo", "--tasks", "ii:sum",
-        "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
-        "--budget", "3", "--init", "2", "--batch", "1", "--n-exemplars", "2", "--n-dev", "2", "--n-test", "2",
-        "--max-new-tokens", "4", "--methods", "instructzero,instructzero-matern,manual", "--suite", "smoke",
-        "--store", store_url, "--out", str(tmp_path / "read-back"),
-    ])
+    rc = bench_main(
+        [
+            "--quality",
+            *SMALL_GENERATOR,
+            "--report-only",
+            "--endpoint",
+            "echo",
+            "--tasks",
+            "ii:sum",
+            "--data-dir",
+            str(FIXTURE_DATA),
+            "--seeds",
+            "0",
+            "--budget",
+            "3",
+            "--init",
+            "2",
+            "--batch",
+            "1",
+            "--n-exemplars",
+            "2",
+            "--n-dev",
+            "2",
+            "--n-test",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--methods",
+            "instructzero,instructzero-matern,manual",
+            "--suite",
+            "smoke",
+            "--store",
+            store_url,
+            "--out",
+            str(tmp_path / "read-back"),
+        ]
+    )
     assert rc == 0
-    read_back = {r["method"]: r for r in json.loads((tmp_path / "read-back" / "results.json").read_text())[
-        "quality"]["runs"]}
-    assert read_back["instructzero-matern"]["status"] == "skipped" and read_back["instructzero-matern"]["run_id"] is None
+    read_back = {
+        r["method"]: r for r in json.loads((tmp_path / "read-back" / "results.json").read_text())["quality"]["runs"]
+    }
+    assert (
+        read_back["instructzero-matern"]["status"] == "skipped" and read_back["instructzero-matern"]["run_id"] is None
+    )
     for method in ("instructzero", "manual"):
         assert {k: read_back[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")} == {
-            k: runs[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")}
+            k: runs[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")
+        }
     assert len(RunStore(store_url).list_runs()) == len(runs) + 1  # + the speed run; the read-back added none
 
 
@@ -173,18 +271,37 @@ def test_small_benchmarks_write_json_and_a_markdown_table(tmp_path: Path) -> Non
     assert (tmp_path / "t.md").read_text().endswith("\n\n1 s\n")
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--methods", "instructzero,uniforn", "unknown method(s) ['uniforn']"),
-    ("--tasks", "ii:summ", "unknown task 'ii:summ'"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--methods", "instructzero,uniforn", "unknown method(s) ['uniforn']"),
+        ("--tasks", "ii:summ", "unknown task 'ii:summ'"),
+    ],
+)
 def test_a_bad_method_or_task_fails_before_the_black_box_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    message: str,
 ) -> None:
     store = tmp_path / "bench.db"
     args = {"--methods": "instructzero", "--tasks": "ii:sum", flag: value}
-    rc = bench_main(["--quality", *SMALL_GENERATOR, "--data-dir", str(FIXTURE_DATA), "--seeds", "0",
-                     "--store", f"sqlite:///{store}",
-                     "--out", str(tmp_path / "out"), *(x for kv in args.items() for x in kv)])
+    rc = bench_main(
+        [
+            "--quality",
+            *SMALL_GENERATOR,
+            "--data-dir",
+            str(FIXTURE_DATA),
+            "--seeds",
+            "0",
+            "--store",
+            f"sqlite:///{store}",
+            "--out",
+            str(tmp_path / "out"),
+            *(x for kv in args.items() for x in kv),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "local black box" not in out  # the default endpoint (a model load) was never started

@@ -14,6 +14,8 @@ import pytest
 
 from instructzero.servers.faults import FaultConfig
 from instructzero.servers.openai_compatible import RuleBackend, ServerHandle
+from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
@@ -24,8 +26,6 @@ from instructzero.tasks.evaluation.blackbox import (
     evaluate_instructions_async,
     request_hash,
 )
-from instructzero.tasks.data.task_data import Example
-from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.prompts import ZERO_SHOT_TEMPLATE, format_exemplars, render_zero_shot, validate_template
 
 KEY_ENV = "INSTRUCTZERO_TEST_BLACKBOX_KEY"
@@ -55,8 +55,9 @@ def completion_requests(server: ServerHandle) -> int:
 
 # ------------------------------------------------------------------------------------------------- prompts
 def test_zero_shot_template_renders_instruction_and_input() -> None:
-    assert render_zero_shot(" Add them. ", "2 3\n") == ("Instruction: Add them.\n\nInput: 2 3\n\n"
-                                                       "Answer with the output only.\nOutput:")
+    assert render_zero_shot(" Add them. ", "2 3\n") == (
+        "Instruction: Add them.\n\nInput: 2 3\n\nAnswer with the output only.\nOutput:"
+    )
     # braces in values are safe
     assert render_zero_shot("a {b}", "{x}").startswith("Instruction: a {b}\n\nInput: {x}\n\n")
     assert render_zero_shot("i", "x", "Q: {input} ({instruction}) A:") == "Q: x (i) A:"
@@ -75,8 +76,15 @@ def test_format_exemplars_uses_canonical_answer() -> None:
 
 # ------------------------------------------------------------------------------------------------ settings
 @pytest.mark.parametrize(
-    "kw", [dict(base_url="localhost:8000"), dict(concurrency=0), dict(max_retries=-1), dict(api="responses"),
-           dict(timeout_s=0), dict(model=" ")]
+    "kw",
+    [
+        dict(base_url="localhost:8000"),
+        dict(concurrency=0),
+        dict(max_retries=-1),
+        dict(api="responses"),
+        dict(timeout_s=0),
+        dict(model=" "),
+    ],
 )
 def test_invalid_settings_raise_config_error(kw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -87,10 +95,19 @@ def test_request_hash_is_canonical_and_covers_params() -> None:
     params = {"endpoint": "http://h/v1", "api": "chat", "temperature": 0.0, "max_tokens": 32, "stop": []}
     h = request_hash("m", "p", params)
     assert h == request_hash("m", "p", dict(reversed(list(params.items()))))
-    assert len({h, request_hash("m2", "p", params), request_hash("m", "p2", params),
+    assert (
+        len(
+            {
+                h,
+                request_hash("m2", "p", params),
+                request_hash("m", "p2", params),
                 request_hash("m", "p", {**params, "max_tokens": 8}),
                 request_hash("m", "p", {**params, "api": "completions"}),
-                request_hash("m", "p", {**params, "stop": ["\n"]})}) == 6
+                request_hash("m", "p", {**params, "stop": ["\n"]}),
+            }
+        )
+        == 6
+    )
     s = settings("http://127.0.0.1:1/v1/", temperature=0)  # int 0 and 0.0 hash alike; trailing slash dropped
     assert s.base_url == "http://127.0.0.1:1/v1"
     assert BlackBoxClient(s).request_hash("p") == BlackBoxClient(settings("http://127.0.0.1:1/v1")).request_hash("p")
@@ -98,14 +115,20 @@ def test_request_hash_is_canonical_and_covers_params() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [dict(base_url="http://127.0.0.1:2/v1"), dict(endpoint_id="local:llama.cpp:m"), dict(model="other"),
-     dict(api="completions"), dict(temperature=0.7), dict(max_tokens=5), dict(stop=("###",))],
+    [
+        dict(base_url="http://127.0.0.1:2/v1"),
+        dict(endpoint_id="local:llama.cpp:m"),
+        dict(model="other"),
+        dict(api="completions"),
+        dict(temperature=0.7),
+        dict(max_tokens=5),
+        dict(stop=("###",)),
+    ],
     ids=lambda c: next(iter(c)),
 )
 def test_every_setting_that_changes_the_answer_changes_the_cache_key(change: dict[str, Any]) -> None:
     """Two servers answering to one model name, or one server asked differently, never share cached answers."""
-    base = dict(base_url="http://127.0.0.1:1/v1", model="m", api="chat", temperature=0.0, max_tokens=16,
-                stop=("\n",))
+    base = dict(base_url="http://127.0.0.1:1/v1", model="m", api="chat", temperature=0.0, max_tokens=16, stop=("\n",))
     before = BlackBoxClient(settings(**base)).request_hash("p")
     assert BlackBoxClient(settings(**{**base, **change})).request_hash("p") != before
 
@@ -339,9 +362,16 @@ def test_api_key_never_stored(make_server: Callable[..., ServerHandle], monkeypa
     [result] = evaluate_instructions(client, ["Add."], SUM_EXAMPLES[:1], "exact_match")
     assert out[0].text == "3"  # the key was sent
     dumps = [
-        repr(client), repr(s), repr(vars(client)), repr(out), json.dumps([dataclasses.asdict(c) for c in out]),
-        repr(store.calls), json.dumps({k: dataclasses.asdict(v) for k, v in store.calls.items()}),
-        repr(memory.data), repr(result), json.dumps(dataclasses.asdict(s)),
+        repr(client),
+        repr(s),
+        repr(vars(client)),
+        repr(out),
+        json.dumps([dataclasses.asdict(c) for c in out]),
+        repr(store.calls),
+        json.dumps({k: dataclasses.asdict(v) for k, v in store.calls.items()}),
+        repr(memory.data),
+        repr(result),
+        json.dumps(dataclasses.asdict(s)),
     ]
     assert not any(secret in d for d in dumps)
 

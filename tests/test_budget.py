@@ -7,13 +7,21 @@ import pytest
 from instructzero.flows.params import build_config
 from instructzero.tasks.data.task_data import Example
 from instructzero.tasks.errors import ConfigError
-from instructzero.tasks.evaluation.budget import Budget, Limits, Usage, byte_bound, check_estimate, estimate_run, worst_case
+from instructzero.tasks.evaluation.budget import (
+    Budget,
+    Limits,
+    Usage,
+    byte_bound,
+    check_estimate,
+    estimate_run,
+)
 from instructzero.tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
 
 
 def test_prices_come_from_config_then_the_table_and_local_endpoints_are_free() -> None:
-    assert resolve_prices("gpt-4o-mini", "https://api.openai.com/v1", None, None) == Prices(0.15, 0.60,
-                                                                                             "table:gpt-4o-mini")
+    assert resolve_prices("gpt-4o-mini", "https://api.openai.com/v1", None, None) == Prices(
+        0.15, 0.60, "table:gpt-4o-mini"
+    )
     assert table_entry("gpt-4o-mini-2024-07-18") == "gpt-4o-mini"  # a dated snapshot: longest prefix
     assert table_entry("gpt-4o-2024-08-06") == "gpt-4o"
     own = resolve_prices("gpt-4o", "https://api.openai.com/v1", 1.0, 2.0)
@@ -25,19 +33,25 @@ def test_prices_come_from_config_then_the_table_and_local_endpoints_are_free() -
     assert all(i >= 0 and o >= 0 for i, o in PRICE_TABLE.values())
 
 
-@pytest.mark.parametrize(("model", "price_in", "price_out", "needle"), [
-    ("my-private-model", None, None, "no price known for black-box model 'my-private-model'"),
-    ("my-private-model", 1.0, None, "no price known"),  # half a price for an unknown model
-    ("gpt-4o", -1.0, 2.0, "price_in_per_mtok must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("model", "price_in", "price_out", "needle"),
+    [
+        ("my-private-model", None, None, "no price known for black-box model 'my-private-model'"),
+        ("my-private-model", 1.0, None, "no price known"),  # half a price for an unknown model
+        ("gpt-4o", -1.0, 2.0, "price_in_per_mtok must be >= 0"),
+    ],
+)
 def test_unknown_or_negative_prices_are_refused(model, price_in, price_out, needle) -> None:
     with pytest.raises(ConfigError, match=needle):
         resolve_prices(model, "https://llm.example.com/v1", price_in, price_out)
 
 
 def test_prices_are_part_of_the_recorded_config_and_reach_the_client() -> None:
-    config = build_config(black_box=dict(base_url="http://127.0.0.1:1/v1", model="rule-based",
-                                         price_in_per_mtok=2.5, price_out_per_mtok=10.0))
+    config = build_config(
+        black_box=dict(
+            base_url="http://127.0.0.1:1/v1", model="rule-based", price_in_per_mtok=2.5, price_out_per_mtok=10.0
+        )
+    )
     assert config.recorded()["black_box"]["price_in_per_mtok"] == 2.5
     settings = config.black_box.client_settings("http://127.0.0.1:1/v1", answers=[("12",)])
     assert settings.call_cost(1000, 100) == pytest.approx((1000 * 2.5 + 100 * 10.0) / 1e6)
@@ -51,9 +65,19 @@ def _examples(*inputs: str) -> list[Example]:
 def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -> None:
     prices = Prices(1.0, 2.0, "config")
     count = byte_bound("completions")
-    estimate = estimate_run(dev=_examples("1 2", "3 4"), test=_examples("5 6", "7 8", "9 1"), n_init=3,
-                            iterations=2, batch_size=2, baselines=["", "Add them."], template="{instruction}|{input}",
-                            generator_max_new_tokens=8, count=count, max_tokens=5, prices=prices)
+    estimate = estimate_run(
+        dev=_examples("1 2", "3 4"),
+        test=_examples("5 6", "7 8", "9 1"),
+        n_init=3,
+        iterations=2,
+        batch_size=2,
+        baselines=["", "Add them."],
+        template="{instruction}|{input}",
+        generator_max_new_tokens=8,
+        count=count,
+        max_tokens=5,
+        prices=prices,
+    )
     labels = [label for label, _ in estimate.steps]
     assert labels == ["iteration 0", "iteration 1", "iteration 2", "test report"]
     first = estimate.steps[0][1]
@@ -62,10 +86,21 @@ def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -
     assert first.cost_usd == pytest.approx((432 * 1.0 + 30 * 2.0) / 1e6)
     test = estimate.steps[-1][1]
     assert test.calls == 3 * 3  # found + 2 baselines on 3 test examples
-    resumed = estimate_run(dev=_examples("1 2", "3 4"), test=_examples("5 6"), n_init=3, iterations=2,
-                           batch_size=2, baselines=[], template="{instruction}|{input}", generator_max_new_tokens=8,
-                           count=count, max_tokens=5, prices=prices, done_iterations=[0, 1],
-                           spent=Usage(6, 100, 30, 0.5))
+    resumed = estimate_run(
+        dev=_examples("1 2", "3 4"),
+        test=_examples("5 6"),
+        n_init=3,
+        iterations=2,
+        batch_size=2,
+        baselines=[],
+        template="{instruction}|{input}",
+        generator_max_new_tokens=8,
+        count=count,
+        max_tokens=5,
+        prices=prices,
+        done_iterations=[0, 1],
+        spent=Usage(6, 100, 30, 0.5),
+    )
     assert [label for label, _ in resumed.steps] == ["iteration 2", "test report"]
     assert resumed.total.cost_usd == pytest.approx(0.5 + resumed.remaining.cost_usd)
     # a real tokenizer never counts more tokens than bytes + overhead
@@ -79,9 +114,19 @@ def test_the_estimate_bounds_every_step_and_the_byte_bound_never_undercounts() -
 
 
 def test_limits_refuse_the_whole_run_or_only_a_first_step_that_cannot_fit() -> None:
-    estimate = estimate_run(dev=_examples("a", "b"), test=_examples("c"), n_init=2, iterations=3, batch_size=1,
-                            baselines=[], template="{instruction}|{input}", generator_max_new_tokens=4,
-                            count=byte_bound("completions"), max_tokens=2, prices=Prices(1e4, 1e4, "config"))
+    estimate = estimate_run(
+        dev=_examples("a", "b"),
+        test=_examples("c"),
+        n_init=2,
+        iterations=3,
+        batch_size=1,
+        baselines=[],
+        template="{instruction}|{input}",
+        generator_max_new_tokens=4,
+        count=byte_bound("completions"),
+        max_tokens=2,
+        prices=Prices(1e4, 1e4, "config"),
+    )
     first, total = estimate.steps[0][1].cost_usd, estimate.total.cost_usd
     check_estimate(estimate, Limits(max_cost_usd=total), stop_at_limit=False)  # exactly fits
     with pytest.raises(ConfigError, match=r"worst-case estimate of the run .* exceeds the budget: cost"):
@@ -97,8 +142,14 @@ def test_limits_refuse_the_whole_run_or_only_a_first_step_that_cannot_fit() -> N
 
 def test_the_running_budget_charges_nothing_for_cached_or_repeated_prompts() -> None:
     spent = [Usage(2, 10, 4, 0.002)]
-    budget = Budget(Limits(max_cost_usd=0.003), Prices(100.0, 100.0, "config"), byte_bound("completions"), 1,
-                    lambda: spent[0], is_cached=lambda p: p == "cached")
+    budget = Budget(
+        Limits(max_cost_usd=0.003),
+        Prices(100.0, 100.0, "config"),
+        byte_bound("completions"),
+        1,
+        lambda: spent[0],
+        is_cached=lambda p: p == "cached",
+    )
     assert budget.need(["cached", "cached"]) == Usage()
     assert budget.need(["abcdef", "abcdef"]).calls == 1  # (6 + 4) in + 1 out = 11 tokens x $1e-4
     _, need, crossed = budget.check(["abcdef"])
@@ -107,24 +158,59 @@ def test_the_running_budget_charges_nothing_for_cached_or_repeated_prompts() -> 
 
 
 def _tiny_cli(store: str, base_url: str, generator_dir, *extra: str) -> list[str]:
-    return ["--task", "sum", "--store", store, "--black-box-url", base_url, "--black-box-model", "rule-based",
-            "--black-box-api", "completions", "--generator", str(generator_dir), "--device", "cpu",
-            "--n-exemplars", "2", "--n-dev", "3", "--n-test", "3", "--max-new-tokens", "8", "--max-tokens", "8",
-            "--init", "2", "--iterations", "2", "--batch", "1", *extra]
+    return [
+        "--task",
+        "sum",
+        "--store",
+        store,
+        "--black-box-url",
+        base_url,
+        "--black-box-model",
+        "rule-based",
+        "--black-box-api",
+        "completions",
+        "--generator",
+        str(generator_dir),
+        "--device",
+        "cpu",
+        "--n-exemplars",
+        "2",
+        "--n-dev",
+        "3",
+        "--n-test",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--max-tokens",
+        "8",
+        "--init",
+        "2",
+        "--iterations",
+        "2",
+        "--batch",
+        "1",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["--price-in", "1000", "--price-out", "1000", "--max-cost", "1.0"], "worst-case estimate of the run"),
-    (["--price-in", "1000", "--price-out", "1000", "--max-cost", "0.1", "--stop-at-limit"],
-     "below the worst case of one step (iteration 0"),
-    (["--max-calls", "5", "--stop-at-limit"], "calls 6 > --max-calls 5"),
-    (["--max-cost", "-1"], "budget.max_cost_usd"),
-    (["--max-total-tokens", "lots"], "budget.max_total_tokens='lots'"),
-    (["--price-in", "cheap"], "black_box.price_in_per_mtok='cheap'"),
-    (["--black-box-model", "my-own-model", "--black-box-url", "https://llm.example.com/v1"], "no price known"),
-])
-def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(extra, needle, echo_server_url, tiny_generator_dir,
-                                                             tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--price-in", "1000", "--price-out", "1000", "--max-cost", "1.0"], "worst-case estimate of the run"),
+        (
+            ["--price-in", "1000", "--price-out", "1000", "--max-cost", "0.1", "--stop-at-limit"],
+            "below the worst case of one step (iteration 0",
+        ),
+        (["--max-calls", "5", "--stop-at-limit"], "calls 6 > --max-calls 5"),
+        (["--max-cost", "-1"], "budget.max_cost_usd"),
+        (["--max-total-tokens", "lots"], "budget.max_total_tokens='lots'"),
+        (["--price-in", "cheap"], "black_box.price_in_per_mtok='cheap'"),
+        (["--black-box-model", "my-own-model", "--black-box-url", "https://llm.example.com/v1"], "no price known"),
+    ],
+)
+def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(
+    extra, needle, echo_server_url, tiny_generator_dir, tmp_path, capsys, monkeypatch
+) -> None:
     from instructzero.flows.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -135,8 +221,9 @@ def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(extra, needle, echo
     assert list(tmp_path.iterdir()) == []  # no store, nothing else
 
 
-def test_estimate_prints_the_worst_case_and_writes_nothing(echo_server_url, tiny_generator_dir, tmp_path,
-                                                           capsys) -> None:
+def test_estimate_prints_the_worst_case_and_writes_nothing(
+    echo_server_url, tiny_generator_dir, tmp_path, capsys
+) -> None:
     from instructzero.flows.cli import main
 
     store = tmp_path / "store.db"
@@ -153,8 +240,13 @@ def test_pareto_front_and_length_penalty() -> None:
 
     from instructzero.tasks.evaluation.pareto import pareto_front, penalised
 
-    points = [("long good", 0.9, 20), ("short ok", 0.6, 5), ("mid bad", 0.5, 10), ("empty", 0.2, 0),
-              ("short ok", 0.6, 5)]
+    points = [
+        ("long good", 0.9, 20),
+        ("short ok", 0.6, 5),
+        ("mid bad", 0.5, 10),
+        ("empty", 0.2, 0),
+        ("short ok", 0.6, 5),
+    ]
     assert pareto_front(points) == [("empty", 0.2, 0), ("short ok", 0.6, 5), ("long good", 0.9, 20)]
 
     @dataclass(frozen=True)

@@ -29,13 +29,16 @@ def _overrides(store_url: str, base_url: str, generator_dir, **budget) -> dict:
 
 
 def _candidates(store_url: str, run_id: str) -> list[tuple]:
-    return [(c.iteration, c.index, c.instruction, c.dev_score, c.test_score)
-            for c in RunStore(store_url).load_candidates(run_id)]
+    return [
+        (c.iteration, c.index, c.instruction, c.dev_score, c.test_score)
+        for c in RunStore(store_url).load_candidates(run_id)
+    ]
 
 
 def _paid(store_url: str, run_id: str) -> tuple[int, float]:
-    calls, cost = store_rows(store_url, "SELECT count(*), coalesce(sum(cost_usd), 0) FROM llm_calls "
-                                        "WHERE run_id = :run", run=run_id)[0]
+    calls, cost = store_rows(
+        store_url, "SELECT count(*), coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id = :run", run=run_id
+    )[0]
     return int(calls), float(cost)
 
 
@@ -61,9 +64,13 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
 
     url = f"sqlite:///{tmp_path / 'limited.db'}"
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "limited-results"}):
-        limited = instructzero_flow(build_config(**_overrides(url, echo_server_url, tiny_generator_dir,
-                                                              max_cost_usd=limit, max_calls=7,
-                                                              stop_at_limit=True)))
+        limited = instructzero_flow(
+            build_config(
+                **_overrides(
+                    url, echo_server_url, tiny_generator_dir, max_cost_usd=limit, max_calls=7, stop_at_limit=True
+                )
+            )
+        )
     assert limited.stopped and "budget exhausted before iteration 1" in limited.stopped
     assert limited.test_note.startswith("test report skipped") and limited.test_score != limited.test_score
     run = RunStore(url).get_run(limited.run_id)
@@ -73,8 +80,10 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     assert store_rows(url, "SELECT count(*) FROM llm_calls WHERE run_id = :run", run=run.id)[0][0] <= 7
     got = _candidates(url, run.id)
     assert [c[:4] for c in got] == [c[:4] for c in expected[: len(got)]] and len(got) == 2 < len(expected)
-    print(f"\nlimit ${limit:.4f}: stopped after {len(got)} of {len(expected)} candidates, spent ${spent:.4f}; "
-          f"{limited.stopped}; {limited.test_note}")
+    print(
+        f"\nlimit ${limit:.4f}: stopped after {len(got)} of {len(expected)} candidates, spent ${spent:.4f}; "
+        f"{limited.stopped}; {limited.test_note}"
+    )
 
     raised = config_from_record(run.config, store_url=url, budget={"max_cost_usd": 100.0})
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "limited-results"}):
@@ -82,7 +91,10 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     assert resumed.stopped is None and RunStore(url).get_run(run.id).status == "completed"
     assert _candidates(url, run.id) == expected
     assert (resumed.best_instruction, resumed.dev_score, resumed.test_score) == (
-        reference.best_instruction, reference.dev_score, reference.test_score)
+        reference.best_instruction,
+        reference.dev_score,
+        reference.test_score,
+    )
     calls, cost = _paid(url, run.id)
     assert calls == ref_calls and cost == pytest.approx(ref_cost)  # nothing paid twice
 
@@ -99,16 +111,22 @@ def test_a_limited_run_stops_at_its_limit_and_resumes_to_the_unlimited_result(
     from instructzero.storage.analytics import Analytics
 
     with Analytics(url) as analytics:
-        _, rows = analytics.query("SELECT stage, iteration, calls, cache_hits, paid_calls, cost_usd "
-                                  f"FROM cost_by_iteration WHERE run_id = '{run.id}'")
+        _, rows = analytics.query(
+            "SELECT stage, iteration, calls, cache_hits, paid_calls, cost_usd "
+            f"FROM cost_by_iteration WHERE run_id = '{run.id}'"
+        )
     assert [r[:2] for r in rows] == [("search", 0), ("search", 1), ("test", None)]
     assert sum(r[4] for r in rows) == ref_calls and sum(r[5] for r in rows) == pytest.approx(ref_cost)
     with Analytics(reference_url) as analytics:
-        _, rows = analytics.query(f"SELECT calls, cache_hits, paid_calls, cost_usd FROM cost_by_iteration "
-                                  f"WHERE run_id = '{again.run_id}'")
+        _, rows = analytics.query(
+            f"SELECT calls, cache_hits, paid_calls, cost_usd FROM cost_by_iteration WHERE run_id = '{again.run_id}'"
+        )
     assert rows and all(c == hits > 0 and paid == 0 and cost == 0 for c, hits, paid, cost in rows)
-    lengths = store_rows(url, "SELECT count(*), min(value) FROM metrics WHERE run_id = :run "
-                              "AND key LIKE 'instruction_tokens.%'", run=run.id)[0]
+    lengths = store_rows(
+        url,
+        "SELECT count(*), min(value) FROM metrics WHERE run_id = :run AND key LIKE 'instruction_tokens.%'",
+        run=run.id,
+    )[0]
     assert lengths[0] == len(expected) and lengths[1] >= 1  # every candidate's length in tokens is recorded
     # found and empty were paid for; the constant-answer reference row costs no call
     assert [r.label for r in resumed.comparison] == ["found", "empty", "constant"]

@@ -26,8 +26,10 @@ def test_tasks_lists_shared_data(shared_data_dir: Path, capsys) -> None:
 
 
 def test_sql_answers_on_a_store(populated_store: str, capsys) -> None:
-    assert main(["sql", "SELECT task, dev_score FROM best_instructions", "--store", populated_store,
-                 "--format", "json"]) == 0
+    assert (
+        main(["sql", "SELECT task, dev_score FROM best_instructions", "--store", populated_store, "--format", "json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows and rows[0]["task"] == "sum"
 
@@ -61,7 +63,6 @@ def test_runs_and_db_upgrade(populated_store: str, capsys) -> None:
 
 
 def test_a_read_only_store_is_refused_before_the_run_starts(tmp_path: Path, capsys) -> None:
-    from instructzero.storage.repository import RunStore
 
     RunStore(f"sqlite:///{tmp_path / 'ro.db'}").close()
     before = (tmp_path / "ro.db").read_bytes()
@@ -84,8 +85,9 @@ def test_a_read_only_store_is_refused_before_the_run_starts(tmp_path: Path, caps
         (["resume", "0123456789abcdef", "--store", "sqlite:///{tmp}/empty.db"], "0123456789abcdef"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(argv: list[str], needle: str, tmp_path: Path, capsys,
-                                                  monkeypatch) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(
+    argv: list[str], needle: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == EXIT_USER_ERROR
@@ -104,8 +106,22 @@ def test_pass_through_subcommands_take_leading_options(command: str, capsys) -> 
 
 def test_bench_reports_bad_options_as_a_user_error(tmp_path: Path, capsys) -> None:
     store = tmp_path / "bench.db"
-    code = main(["bench", "--quality", "--tasks", "no_such_task", "--seeds", "0", "--endpoint", "echo",
-                 "--store", f"sqlite:///{store}", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "bench",
+            "--quality",
+            "--tasks",
+            "no_such_task",
+            "--seeds",
+            "0",
+            "--endpoint",
+            "echo",
+            "--store",
+            f"sqlite:///{store}",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == EXIT_USER_ERROR
     assert "no_such_task" in capsys.readouterr().err
     assert not store.exists()  # nothing written
@@ -116,6 +132,8 @@ def test_every_flag_of_every_command_says_what_it_does() -> None:
     from instructzero.flows.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    silent = {name: [a.option_strings[-1] for a in command._actions if a.option_strings and not a.help]
-              for name, command in commands.items()}
+    silent = {
+        name: [a.option_strings[-1] for a in command._actions if a.option_strings and not a.help]
+        for name, command in commands.items()
+    }
     assert {name: flags for name, flags in silent.items() if flags} == {}

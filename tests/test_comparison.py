@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.comparison import (
-    ScoredInstruction, baseline_labels, compare, comparison_metrics, comparison_table, format_comparison,
+    ScoredInstruction,
+    baseline_labels,
+    compare,
+    comparison_metrics,
+    comparison_table,
+    format_comparison,
     scores_in_order,
 )
-from instructzero.tasks.errors import ConfigError
 
 
 def scored(label: str, scores: list[float], text: str = "") -> ScoredInstruction:
@@ -35,8 +40,11 @@ def test_five_wins_of_five_is_not_significant() -> None:
 
 def test_several_baselines_are_holm_adjusted() -> None:
     found = [1.0] * 10
-    rows = compare(scored("found", found), [scored("empty", [0.0] * 10), scored("baseline-1", [0.0] * 5 + [1.0] * 5)],
-                   n_bootstrap=500)
+    rows = compare(
+        scored("found", found),
+        [scored("empty", [0.0] * 10), scored("baseline-1", [0.0] * 5 + [1.0] * 5)],
+        n_bootstrap=500,
+    )
     raw = [r.p_value for r in rows[1:]]
     assert raw == pytest.approx([2 / 1024, 2 / 32])
     assert [r.p_holm for r in rows[1:]] == pytest.approx([2 * 2 / 1024, 2 / 32])  # step-down: 2 p1, max(p1', p2)
@@ -70,8 +78,11 @@ def test_baselines_must_be_scored_on_the_same_examples() -> None:
 
 
 def test_labels_order_and_scores_in_split_order() -> None:
-    assert baseline_labels(("Do X.", "Do Y."), empty=True) == {"empty": "", "baseline-1": "Do X.",
-                                                                "baseline-2": "Do Y."}
+    assert baseline_labels(("Do X.", "Do Y."), empty=True) == {
+        "empty": "",
+        "baseline-1": "Do X.",
+        "baseline-2": "Do Y.",
+    }
     assert baseline_labels((), empty=False) == {}
     assert scores_in_order({"b": 0.0, "a": 1.0}, ["a", "b"]) == (1.0, 0.0)
     with pytest.raises(ConfigError, match="no score"):
@@ -79,8 +90,7 @@ def test_labels_order_and_scores_in_split_order() -> None:
 
 
 def test_table_text_metrics_and_artifact_rows_agree() -> None:
-    rows = compare(scored("found", [1.0] * 4 + [0.0], "Say it."), [scored("empty", [0.0] * 5, "")],
-                   n_bootstrap=500)
+    rows = compare(scored("found", [1.0] * 4 + [0.0], "Say it."), [scored("empty", [0.0] * 5, "")], n_bootstrap=500)
     text = format_comparison(rows)
     assert "found" in text and "empty" in text and "'Say it.'" in text and "+0.800" in text
     metrics = comparison_metrics(rows)
@@ -108,8 +118,12 @@ def test_constant_answer_counts_every_accepted_answer_and_the_metric() -> None:
     from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 
     # "cat" is never the canonical answer but is accepted on 3 of 4 examples: it is the best constant
-    examples = [Example("0", "a", ("dog", "cat")), Example("1", "b", ("fox", "cat")), Example("2", "c", ("cow", "cat")),
-                Example("3", "d", ("dog",))]
+    examples = [
+        Example("0", "a", ("dog", "cat")),
+        Example("1", "b", ("fox", "cat")),
+        Example("2", "c", ("cow", "cat")),
+        Example("3", "d", ("dog",)),
+    ]
     assert best_constant_answer(examples, "exact_match").answer == "cat"
     # under f1, "the cat" scores 2/3 of an exact "cat"
     f1_examples = [Example("0", "a", ("the cat",)), Example("1", "b", ("cat",))]

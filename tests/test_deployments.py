@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ def test_prefect_yaml_defines_the_documented_deployments() -> None:
     assert gpu["work_pool"]["job_variables"]["env"]["INSTRUCTZERO_GENERATOR__DEVICE"] == "cuda"
     assert definitions["run-task-cpu"]["work_pool"]["name"] == "instructzero-cpu"
     assert definitions["resume"]["entrypoint"] == "flows/suite.py:resume_run"
-    # Every entrypoint loads and its parameters validate against the flow's signature (what `instructzero.flows.deploy` serves).
+    # Every entrypoint loads and its parameters validate against the flow's signature (what `instructzero.flows.deploy`
+    # serves).
     served = {d.name: d for d in to_deployments()}
     assert set(served) == {f"{name}-served" for name in definitions}  # never a name `prefect deploy` registers
     assert served["benchmark-nightly-served"].schedules and served["resume-served"].parameters == {}
@@ -52,7 +53,8 @@ def test_job_variables_route_generation_to_the_gpu(monkeypatch) -> None:
     from instructzero.flows.instruction_search import instructzero_flow
 
     for key, value in {d["name"]: d for d in load_definitions()}["run-task-gpu"]["work_pool"]["job_variables"][
-            "env"].items():
+        "env"
+    ].items():
         monkeypatch.setenv(key, value)
     config = instructzero_flow.validate_parameters({"config": {"data": {"task": "diff"}}})["config"]
     assert (config.generator.device, config.data.task, config.generator.batch_size) == ("cuda", "diff", 32)
@@ -91,15 +93,28 @@ def deployed(prefect_home, cli_env, tmp_path_factory) -> Iterator[DeployedServer
     api = f"http://127.0.0.1:{port}/api"
     env = dict(cli_env)
     pythonpath = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])  # the caller's kept
-    env.update(PREFECT_API_URL=api, PREFECT_HOME=str(prefect_home), PREFECT_UI_ENABLED="false",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=pythonpath, PREFECT=PREFECT,
-               PREFECT_LOCAL_STORAGE_PATH=str(tmp / "results"), PATH=f"{Path(PREFECT).parent}:{env['PATH']}")
+    env.update(
+        PREFECT_API_URL=api,
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=pythonpath,
+        PREFECT=PREFECT,
+        PREFECT_LOCAL_STORAGE_PATH=str(tmp / "results"),
+        PATH=f"{Path(PREFECT).parent}:{env['PATH']}",
+    )
     timings: dict[str, float] = {}
     log = tmp / "server.log"
     start = time.monotonic()
     with log.open("w") as out:  # a file, not a pipe: a scheduler failing every loop would fill a pipe and block
-        server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, text=True)
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=tmp,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     handle = DeployedServer(api, env, log, timings)
     try:
         deadline = time.monotonic() + 90
@@ -115,8 +130,9 @@ def deployed(prefect_home, cli_env, tmp_path_factory) -> Iterator[DeployedServer
         timings["server"] = time.monotonic() - start
 
         t = time.monotonic()
-        done = subprocess.run(["bash", "deployments/bootstrap.sh"], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=180)
+        done = subprocess.run(
+            ["bash", "deployments/bootstrap.sh"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         timings["bootstrap"] = time.monotonic() - t
         yield handle
@@ -140,22 +156,29 @@ def _client(api: str) -> Iterator[Any]:
 
 def _scheduled_runs(client: Any, deployment_id: Any) -> list[Any]:
     """The deployment's flow runs still in a Scheduled state."""
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     return client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
         flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+        ),
     )
 
 
 def _run_worker_once(env: dict[str, str]) -> str:
     """One polling round of a process worker on the CPU pool: it runs every flow run due within its prefetch
     window (default 10 s) to its end."""
-    return _prefect(["worker", "start", "--pool", "instructzero-cpu", "--type", "process", "--run-once"], env,
-                    timeout=240)
+    return _prefect(
+        ["worker", "start", "--pool", "instructzero-cpu", "--type", "process", "--run-once"], env, timeout=240
+    )
 
 
 @pytest.mark.slow
@@ -169,8 +192,9 @@ def test_deployment_runs_on_a_process_worker_and_reaches_the_store(
     config = {**tiny_run_overrides(sqlite_url, echo.base_url, tiny_generator_dir), "name": "deployed"}
     t = time.monotonic()
     with temporary_settings(updates={PREFECT_API_URL: deployed.api}):  # in-process client: saves a CLI start-up
-        scheduled = run_deployment("instructzero/run-task-cpu", parameters={"config": config}, timeout=0,
-                                   as_subflow=False)
+        scheduled = run_deployment(
+            "instructzero/run-task-cpu", parameters={"config": config}, timeout=0, as_subflow=False
+        )
     flow_run_id = str(scheduled.id)
     # One polling round: the worker picks the scheduled run and executes it in a subprocess to its end.
     worker = _run_worker_once(deployed.env)
@@ -185,9 +209,11 @@ def test_deployment_runs_on_a_process_worker_and_reaches_the_store(
     assert run.prefect_flow_run_id == flow_run_id  # the store row points at the deployment's flow run
     assert [(c.iteration, c.index) for c in store.load_candidates(run.id)] == [(0, 0), (0, 1), (1, 0)]
     assert store_integrity_problems(sqlite_url) == {}
-    print(f"\ndeployment: server up {deployed.timings['server']:.1f}s, pools + deploy "
-          f"{deployed.timings['bootstrap']:.1f}s (shared by the module), run + worker {run_s:.1f}s; "
-          f"flow run {flow_run_id} -> store run {run.id} completed")
+    print(
+        f"\ndeployment: server up {deployed.timings['server']:.1f}s, pools + deploy "
+        f"{deployed.timings['bootstrap']:.1f}s (shared by the module), run + worker {run_s:.1f}s; "
+        f"flow run {flow_run_id} -> store run {run.id} completed"
+    )
 
 
 @pytest.mark.slow
@@ -218,18 +244,29 @@ def test_schedules_create_flow_runs_that_a_worker_executes(
         echo = make_server("rule", model_name="rule-based")
         config = {**tiny_run_overrides(sqlite_url, echo.base_url, tiny_generator_dir), "name": "scheduled"}
         cpu = client.read_deployment_by_name("instructzero/run-task-cpu")
-        due = datetime.now(timezone.utc) + timedelta(seconds=15)  # time for the scheduler's 5 s loop under load
+        due = datetime.now(UTC) + timedelta(seconds=15)  # time for the scheduler's 5 s loop under load
         soon = client.create_deployment(
-            flow_id=cpu.flow_id, name="scheduled-soon", entrypoint=cpu.entrypoint, path=cpu.path,
-            pull_steps=cpu.pull_steps, work_pool_name=cpu.work_pool_name, work_queue_name=cpu.work_queue_name,
-            job_variables=cpu.job_variables, parameter_openapi_schema=cpu.parameter_openapi_schema,
+            flow_id=cpu.flow_id,
+            name="scheduled-soon",
+            entrypoint=cpu.entrypoint,
+            path=cpu.path,
+            pull_steps=cpu.pull_steps,
+            work_pool_name=cpu.work_pool_name,
+            work_queue_name=cpu.work_queue_name,
+            job_variables=cpu.job_variables,
+            parameter_openapi_schema=cpu.parameter_openapi_schema,
             parameters={"config": config},
-            schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(hours=1),
-                                                                          anchor_date=due))])
+            schedules=[
+                DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(hours=1), anchor_date=due))
+            ],
+        )
         try:
-            runs = _poll(lambda: [r for r in _scheduled_runs(client, soon)
-                                  if abs(r.expected_start_time - due) < timedelta(seconds=1)],
-                         deadline_s=45)
+            runs = _poll(
+                lambda: [
+                    r for r in _scheduled_runs(client, soon) if abs(r.expected_start_time - due) < timedelta(seconds=1)
+                ],
+                deadline_s=45,
+            )
             assert runs, f"the scheduler created no run for the due schedule; server log:\n{deployed.log_tail()}"
             [flow_run] = runs
             assert flow_run.auto_scheduled
@@ -249,9 +286,11 @@ def test_schedules_create_flow_runs_that_a_worker_executes(
     assert run is not None and run.status == "completed", worker[-3000:]
     assert run.prefect_flow_run_id == str(flow_run.id)
     assert store_integrity_problems(sqlite_url) == {}
-    print(f"\nschedules: {len(starts)} nightly runs scheduled from {starts[0]:%Y-%m-%d %H:%M} UTC after "
-          f"{nightly_s:.1f}s; schedule -> run due at +15 s -> worker -> store run {run.id} completed in "
-          f"{run_s:.1f}s (started {(flow_run.start_time - due).total_seconds():+.1f}s after its time)")
+    print(
+        f"\nschedules: {len(starts)} nightly runs scheduled from {starts[0]:%Y-%m-%d %H:%M} UTC after "
+        f"{nightly_s:.1f}s; schedule -> run due at +15 s -> worker -> store run {run.id} completed in "
+        f"{run_s:.1f}s (started {(flow_run.start_time - due).total_seconds():+.1f}s after its time)"
+    )
 
 
 def _poll(read: Callable[[], list[Any]], *, deadline_s: float, every_s: float = 0.5) -> list[Any]:
@@ -264,7 +303,8 @@ def _poll(read: Callable[[], list[Any]], *, deadline_s: float, every_s: float = 
 
 @pytest.mark.slow
 def test_served_deployments_leave_the_deployed_ones_alone(deployed) -> None:
-    """`python -m instructzero.flows.deploy serve` registers `<name>-served`; what `prefect deploy` made keeps its pool."""
+    """`python -m instructzero.flows.deploy serve` registers `<name>-served`; what `prefect deploy` made keeps its
+    pool."""
     with _client(deployed.api) as client:
         before = client.read_deployment_by_name("instructzero-resume/resume")
         for deployment in to_deployments(["resume"]):
@@ -273,4 +313,9 @@ def test_served_deployments_leave_the_deployed_ones_alone(deployed) -> None:
         after = client.read_deployment_by_name("instructzero-resume/resume")
     assert served.id != before.id and served.work_pool_name is None
     assert (after.id, after.work_pool_name, after.pull_steps, after.path, after.updated) == (
-        before.id, "instructzero-cpu", before.pull_steps, before.path, before.updated)
+        before.id,
+        "instructzero-cpu",
+        before.pull_steps,
+        before.path,
+        before.updated,
+    )

@@ -38,7 +38,10 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_b
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     human = HUMAN_INSTRUCTIONS["sentiment"][0]
     config = build_config(
-        **SMALL, name="e2e", store_url=store_url, report=dict(baselines=[human], n_bootstrap=500),
+        **SMALL,
+        name="e2e",
+        store_url=store_url,
+        report=dict(baselines=[human], n_bootstrap=500),
         black_box=dict(base_url=default_black_box_url),  # the default model name, chat API and derived answer cap
     )
     summary = instructzero_flow(config)
@@ -78,7 +81,8 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_b
         assert metrics[f"report.{row.label}.accuracy"] == pytest.approx(tests[row.instruction].mean_score)
     assert metrics["report.constant.accuracy"] == pytest.approx(constant.accuracy)
     assert metrics["report.baseline-1.gain"] == pytest.approx(
-        tests[summary.best_instruction].mean_score - tests[human].mean_score)
+        tests[summary.best_instruction].mean_score - tests[human].mean_score
+    )
     assert 0.0 < metrics["report.empty.p_value"] <= metrics["report.empty.p_holm"] <= 1.0
     assert tests[human].mean_score > tests[""].mean_score  # the default black box follows instructions
 
@@ -97,8 +101,11 @@ def test_flow_runs_and_persists_every_iteration(prefect_harness, default_black_b
     # Run again by name (a deployment re-run): read back from the store, nothing sent, rewritten or paid.
     rows = {t: store_rows(store_url, f"SELECT * FROM {t} ORDER BY id") for t in ("llm_calls", "evaluations")}
     again = instructzero_flow(config)
-    assert (again.run_id, again.best_instruction, again.test_score) == (run.id, summary.best_instruction,
-                                                                       summary.test_score)
+    assert (again.run_id, again.best_instruction, again.test_score) == (
+        run.id,
+        summary.best_instruction,
+        summary.test_score,
+    )
     assert again.paid_calls == 0 and "already complete" in again.test_note
     assert {t: store_rows(store_url, f"SELECT * FROM {t} ORDER BY id") for t in rows} == rows
     assert store.get_run(run.id).finished_at == run.finished_at

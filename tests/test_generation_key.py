@@ -17,8 +17,15 @@ EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
 @pytest.fixture(scope="module")
 def spec(tiny_generator_dir: Path) -> pt.GeneratorSpec:
     return pt.GeneratorSpec(
-        model=str(tiny_generator_dir), cache_dir=str(tiny_generator_dir), n_soft_tokens=2, intrinsic_dim=3,
-        projection_seed=0, max_new_tokens=4, device="cpu", template=None, batch_size=2,
+        model=str(tiny_generator_dir),
+        cache_dir=str(tiny_generator_dir),
+        n_soft_tokens=2,
+        intrinsic_dim=3,
+        projection_seed=0,
+        max_new_tokens=4,
+        device="cpu",
+        template=None,
+        batch_size=2,
     )
 
 
@@ -31,8 +38,7 @@ Z = np.array([[0.1, -0.2, 0.3]])
     ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}",
 )
 def test_each_generator_setting_flips_the_key(spec: pt.GeneratorSpec, change: dict) -> None:
-    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, **change)) != pt.generation_key(Z, EXEMPLARS,
-                                                                                                      spec)
+    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, **change)) != pt.generation_key(Z, EXEMPLARS, spec)
 
 
 def test_inputs_and_code_version_flip_the_key(spec: pt.GeneratorSpec, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,12 +182,20 @@ def test_default_generator_writes_an_on_task_instruction() -> None:
     from instructzero.tasks.generation.generator import CHAT_ANSWER_PREFIX
     from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR, default_cache_dir
 
-    g = InstructionGenerator(DEFAULT_GENERATOR, cache_dir=default_cache_dir(), n_soft_tokens=5, intrinsic_dim=10,
-                             max_new_tokens=24, device="cpu")
+    g = InstructionGenerator(
+        DEFAULT_GENERATOR,
+        cache_dir=default_cache_dir(),
+        n_soft_tokens=5,
+        intrinsic_dim=10,
+        max_new_tokens=24,
+        device="cpu",
+    )
     assert g.chat and g.model_revision.startswith("gguf-sha256:1d9614638d18")
     splits = make_splits(load_task("sentiment", None), n_exemplars=5, n_dev=2, n_test=2, seed=0)
     before, after = g.prompt_pieces(splits.exemplars)
-    assert before.rstrip().endswith("<|im_start|>user") and after.endswith("<|im_start|>assistant\n" + CHAT_ANSWER_PREFIX)
+    assert before.rstrip().endswith("<|im_start|>user") and after.endswith(
+        "<|im_start|>assistant\n" + CHAT_ANSWER_PREFIX
+    )
     z = torch.linspace(-1, 1, 30).reshape(3, 10)
     instructions = g.generate(z, splits.exemplars)
     assert len(instructions) == 3 and all("sentiment" in text.lower() for text in instructions), instructions

@@ -24,13 +24,13 @@ import pytest
 
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.task_data import Example
+from instructzero.tasks.errors import BlackBoxError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
     StoreResponseCache,
     evaluate_instructions,
 )
-from instructzero.tasks.errors import BlackBoxError
 from instructzero.tasks.prompts import render_zero_shot
 
 MODEL = "hostile"
@@ -44,8 +44,15 @@ def settings(base_url: str, **kw: Any) -> BlackBoxSettings:
     two loaded cores a 2 s one fired before a malformed body arrived, so the error named the timeout instead; the
     tests about hangs pass their own short one."""
     defaults: dict[str, Any] = dict(
-        model=MODEL, api_key_env="INSTRUCTZERO_TEST_HOSTILE_KEY", retry_base_delay_s=0.01, retry_max_delay_s=0.02,
-        timeout_s=10.0, max_retries=2, max_tokens=MAX_TOKENS, price_in_per_mtok=30.0, price_out_per_mtok=60.0,
+        model=MODEL,
+        api_key_env="INSTRUCTZERO_TEST_HOSTILE_KEY",
+        retry_base_delay_s=0.01,
+        retry_max_delay_s=0.02,
+        timeout_s=10.0,
+        max_retries=2,
+        max_tokens=MAX_TOKENS,
+        price_in_per_mtok=30.0,
+        price_out_per_mtok=60.0,
     )
     return BlackBoxSettings(base_url=base_url, **{**defaults, **kw})
 
@@ -77,7 +84,10 @@ def body(payload: Any, status: int = 200) -> Reply:
 def chat(content: Any = "5", usage: Any = "default", **extra: Any) -> Reply:
     """A chat completion body; `usage="default"` -> a plausible usage, `usage=None` -> the key is left out."""
     payload: dict[str, Any] = {
-        "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": MODEL,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         **extra,
     }
@@ -220,8 +230,18 @@ def test_negative_usage_is_not_believed_and_the_bound_is_charged(
         "lots",
         [11, 1],
     ],
-    ids=["absent", "string", "float", "bool", "null", "one-negative", "one-missing", "huge", "usage-string",
-         "usage-list"],
+    ids=[
+        "absent",
+        "string",
+        "float",
+        "bool",
+        "null",
+        "one-negative",
+        "one-missing",
+        "huge",
+        "usage-string",
+        "usage-list",
+    ],
 )
 def test_missing_or_bad_usage_records_the_clients_bound(
     hostile: Callable[..., HostileServer], store: RunStore, usage: Any
@@ -241,8 +261,17 @@ def test_missing_or_bad_usage_records_the_clients_bound(
 
 def test_valid_usage_is_recorded_as_reported(hostile: Callable[..., HostileServer], store: RunStore) -> None:
     """Control: extra usage fields are fine; reported non-negative integers are what is charged."""
-    server = hostile(chat("5", usage={"prompt_tokens": 11, "completion_tokens": 0, "total_tokens": 11,
-                                      "prompt_tokens_details": {"cached_tokens": 0}}))
+    server = hostile(
+        chat(
+            "5",
+            usage={
+                "prompt_tokens": 11,
+                "completion_tokens": 0,
+                "total_tokens": 11,
+                "prompt_tokens_details": {"cached_tokens": 0},
+            },
+        )
+    )
     c = ask(server, store)
     assert (c.prompt_tokens, c.completion_tokens, c.usage_reported) == (11, 0, True)
     assert assert_ledger_row_is_sane(store, c).status == "ok"
@@ -296,8 +325,12 @@ def test_malformed_body_that_persists_is_one_clear_error(
     ids=["choices-null-item", "text-null", "text-missing", "text-int"],
 )
 def test_malformed_completions_body_is_retried(hostile: Callable[..., HostileServer], payload: Any) -> None:
-    good = body({"choices": [{"index": 0, "text": " 5", "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    good = body(
+        {
+            "choices": [{"index": 0, "text": " 5", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        }
+    )
     server = hostile(body(payload), good)
     c = ask(server, api="completions")
     assert (c.text, c.retries, c.prompt_tokens, c.completion_tokens) == (" 5", 1, 3, 1)

@@ -59,8 +59,11 @@ def test_a_stop_sends_nothing_new_and_keeps_the_answers_in_flight(make_server, s
     interrupts = stop_cleared
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=0.5))
     cache = InMemoryResponseCache()
-    client = BlackBoxClient(BlackBoxSettings(base_url=server.base_url, model="rule-based", api="completions",
-                                             max_tokens=8, concurrency=2), cache=cache)
+    client = BlackBoxClient(
+        BlackBoxSettings(base_url=server.base_url, model="rule-based", api="completions", max_tokens=8, concurrency=2),
+        cache=cache,
+    )
+
     def stop_once_two_are_in_flight() -> None:
         _wait_for("two requests in flight", lambda: server.stats()["in_flight"] == 2, 30)
         stopped.append(time.perf_counter())
@@ -79,8 +82,9 @@ def test_a_stop_sends_nothing_new_and_keeps_the_answers_in_flight(make_server, s
 
 
 @pytest.mark.slow
-def test_a_stop_ends_a_generation_batch_without_returning_it(tiny_generator_dir, antonym_exemplars,
-                                                            stop_cleared) -> None:
+def test_a_stop_ends_a_generation_batch_without_returning_it(
+    tiny_generator_dir, antonym_exemplars, stop_cleared
+) -> None:
     """The generator stops decoding once a stop is requested and raises instead of returning cut instructions;
     without a stop request its outputs are what they were."""
     import numpy as np
@@ -89,8 +93,9 @@ def test_a_stop_ends_a_generation_batch_without_returning_it(tiny_generator_dir,
     from instructzero.tasks.generation.model_assets import default_cache_dir
 
     interrupts = stop_cleared
-    generator = InstructionGenerator(str(tiny_generator_dir), cache_dir=default_cache_dir(), max_new_tokens=8,
-                                     device="cpu")
+    generator = InstructionGenerator(
+        str(tiny_generator_dir), cache_dir=default_cache_dir(), max_new_tokens=8, device="cpu"
+    )
     z = np.linspace(-1, 1, 20).reshape(2, 10)
     first = generator.generate(z, antonym_exemplars)
     interrupts.request_stop()
@@ -156,16 +161,25 @@ def _spawn(argv: list[str], env: dict[str, str], *, pty: bool = False) -> tuple[
     `pty`, the session's controlling terminal is a new pty, whose master fd is returned (else -1)."""
     cmd = [sys.executable, "-m", "instructzero.flows.cli", *argv]
     if not pty:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         return proc, _Output(lambda: proc.stdout.read1(65536)), -1  # type: ignore[union-attr]
     import fcntl
     import termios
 
     master, slave = os.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a real window (tqdm sizes to it)
-    proc = subprocess.Popen(cmd, env=dict(env, TERM="xterm"), cwd=REPO, stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    proc = subprocess.Popen(
+        cmd,
+        env=dict(env, TERM="xterm"),
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
     os.close(slave)
     return proc, _Output(lambda: os.read(master, 65536)), master
 
@@ -193,8 +207,10 @@ def _flow_run_state(prefect_home: Path, flow_run_id: str, api: bool = False) -> 
         with get_client(sync_client=True) as client:
             return client.read_flow_run(UUID(flow_run_id)).state.type.value
     with sqlite3.connect(prefect_home / "prefect.db") as db:
-        rows = db.execute("SELECT state_type FROM flow_run WHERE id = ? OR replace(id, '-', '') = ?",
-                          (flow_run_id, flow_run_id.replace("-", ""))).fetchall()
+        rows = db.execute(
+            "SELECT state_type FROM flow_run WHERE id = ? OR replace(id, '-', '') = ?",
+            (flow_run_id, flow_run_id.replace("-", "")),
+        ).fetchall()
     assert rows, f"flow run {flow_run_id} not in {prefect_home / 'prefect.db'}"
     return str(rows[0][0]).rsplit(".", 1)[-1]
 
@@ -234,16 +250,22 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'interrupts.db'}"
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=LATENCY_S))
-    env = dict(cli_env, PYTHONPATH=str(REPO), PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"),
-               INSTRUCTZERO_BO__NUM_RESTARTS="2", INSTRUCTZERO_BO__RAW_SAMPLES="16")
+    env = dict(
+        cli_env,
+        PYTHONPATH=str(REPO),
+        PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"),
+        INSTRUCTZERO_BO__NUM_RESTARTS="2",
+        INSTRUCTZERO_BO__RAW_SAMPLES="16",
+    )
     env.pop("PREFECT_API_URL", None)  # the process starts its own ephemeral Prefect API, as a user's does
     # where the process group's signal does not matter, the session's API (no ~15 s server start per process)
     api_env = dict(env, PREFECT_API_URL=prefect_api_url)
     report: list[str] = []
     t_all = time.perf_counter()
 
-    def graceful(label: str, argv: list[str], send, expected_rc: int, *, pty: bool = False, api: bool = False
-                 ) -> tuple[str, float]:
+    def graceful(
+        label: str, argv: list[str], send, expected_rc: int, *, pty: bool = False, api: bool = False
+    ) -> tuple[str, float]:
         """Start, wait for requests in flight, signal, and check the graceful stop; returns (output, exit s)."""
         t0 = time.perf_counter()
         calls_before = _llm_calls(url)
@@ -278,10 +300,12 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
         assert store_integrity_problems(url) == {}  # an iteration is recorded whole or not at all
         recorded = store_rows(url, "SELECT count(DISTINCT iteration) FROM candidates")[0][0]
         _no_uvicorn_left(servers)
-        report.append(f"  {label}: signalled at '{seen}', exit {rc} after {took:.1f} s; stored 'interrupted', "
-                      f"Prefect flow run CANCELLED; {_llm_calls(url)} answers stored = {server_answers} delivered, "
-                      f"{recorded} iterations recorded; "
-                      f"{len(after.splitlines())} lines after the signal; phase {time.perf_counter() - t0:.0f} s")
+        report.append(
+            f"  {label}: signalled at '{seen}', exit {rc} after {took:.1f} s; stored 'interrupted', "
+            f"Prefect flow run CANCELLED; {_llm_calls(url)} answers stored = {server_answers} delivered, "
+            f"{recorded} iterations recorded; "
+            f"{len(after.splitlines())} lines after the signal; phase {time.perf_counter() - t0:.0f} s"
+        )
         return after, took
 
     def to_group(sig):
@@ -291,17 +315,25 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
         os.write(master, b"\x03")
 
     # 1. run, ^C to the process group (the terminal's way: the Prefect server child is in a session of its own)
-    graceful("run, SIGINT to the process group", _cli_args(url, "stoppable", server.base_url, tiny_generator_dir,
-                                                            iterations=4), to_group(signal.SIGINT), 130)
+    graceful(
+        "run, SIGINT to the process group",
+        _cli_args(url, "stoppable", server.base_url, tiny_generator_dir, iterations=4),
+        to_group(signal.SIGINT),
+        130,
+    )
     run_id = _run_row(url)[0]
     resume = ["resume", run_id, "--store", url]
     # 2. resume, SIGTERM to the CLI process (kill PID, a supervisor, docker stop)
-    graceful("resume, SIGTERM to the process", resume, lambda proc, master: proc.send_signal(signal.SIGTERM), 143,
-             api=True)
+    graceful(
+        "resume, SIGTERM to the process", resume, lambda proc, master: proc.send_signal(signal.SIGTERM), 143, api=True
+    )
     # 3. resume in a terminal, ^C typed
     after, _ = graceful("resume in a pty, ^C typed", resume, type_ctrl_c, 130, pty=True)
-    lines = [ln for ln in after.replace("\r", "\n").splitlines() if ln.strip() and "step/s" not in ln
-             and "s/step" not in ln and "?step" not in ln]
+    lines = [
+        ln
+        for ln in after.replace("\r", "\n").splitlines()
+        if ln.strip() and "step/s" not in ln and "s/step" not in ln and "?step" not in ln
+    ]
     assert len(lines) <= 4, lines  # ^C echo, "stopping at the next safe point", the hint (+ the closed bar)
     assert lines[-1].startswith("interrupted: resume with"), lines
 
@@ -330,20 +362,30 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
     # answers the server sent to the dead process: lost with it (paid again at the resume), at most one iteration's
     lost = server.stats()["completions"] - answers_before - (_llm_calls(url) - calls_before)
     assert 0 <= lost <= 3
-    report.append(f"  resume in a pty, ^C twice: signalled at '{seen}', exit {rc} {took:.2f} s after the second; "
-                  f"stored '{_run_row(url)[1]}' (left as killed); {_llm_calls(url) - calls_before} answers stored, "
-                  f"{lost} delivered to the dead process; phase {time.perf_counter() - t0:.0f} s")
+    report.append(
+        f"  resume in a pty, ^C twice: signalled at '{seen}', exit {rc} {took:.2f} s after the second; "
+        f"stored '{_run_row(url)[1]}' (left as killed); {_llm_calls(url) - calls_before} answers stored, "
+        f"{lost} delivered to the dead process; phase {time.perf_counter() - t0:.0f} s"
+    )
 
     # 5. resume to the end, fast
     t0 = time.perf_counter()
     server.set_faults(FaultConfig())
-    done = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", *resume], env=api_env, cwd=REPO, text=True,
-                          capture_output=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "instructzero.flows.cli", *resume],
+        env=api_env,
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_id, status, flow_run_id = _run_row(url)
     assert status == "completed" and _flow_run_state(prefect_home, flow_run_id, api=True) == "COMPLETED"
     assert store_rows(url, "SELECT count(DISTINCT iteration) FROM candidates")[0][0] == 5
     assert _llm_calls(url) == server.stats()["completions"] - lost  # every answer stored once, none paid twice
-    report.append(f"  resume to the end: completed, Prefect flow run COMPLETED, {_llm_calls(url)} answers stored = "
-                  f"{server.stats()['completions']} delivered; phase {time.perf_counter() - t0:.0f} s")
+    report.append(
+        f"  resume to the end: completed, Prefect flow run COMPLETED, {_llm_calls(url)} answers stored = "
+        f"{server.stats()['completions']} delivered; phase {time.perf_counter() - t0:.0f} s"
+    )
     print(f"\nCtrl-C / SIGTERM ({time.perf_counter() - t_all:.0f} s in all):\n" + "\n".join(report))

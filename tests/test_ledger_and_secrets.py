@@ -61,9 +61,11 @@ def test_cost_per_run_counts_only_what_was_sent(
     cost = _cost(url, ext)
     first, second = cost["first"], cost["second"]
     n_rows = store_rows(url, "SELECT count(*) FROM llm_calls")[0][0]
-    print(f"\nledger: first run sent {sent_first} requests (paid_calls {first['paid_calls']}, "
-          f"{first['tokens_in']} tokens in); second run sent {sent_second} (paid_calls {second['paid_calls']}, "
-          f"cache hits {second['cached_calls']} of {second['calls']})")
+    print(
+        f"\nledger: first run sent {sent_first} requests (paid_calls {first['paid_calls']}, "
+        f"{first['tokens_in']} tokens in); second run sent {sent_second} (paid_calls {second['paid_calls']}, "
+        f"cache hits {second['cached_calls']} of {second['calls']})"
+    )
     assert sent_first > 0 and first["paid_calls"] == sent_first == n_rows
     assert first["tokens_in"] == store_rows(url, "SELECT sum(prompt_tokens) FROM llm_calls")[0][0] > 0
     assert sent_second == 0
@@ -77,8 +79,10 @@ def test_cost_per_run_counts_only_what_was_sent(
     _run({**overrides, "name": "second"})
     sent_again = server.stats()["completions"] - sent_first
     again = _cost(url, ext)["second"]
-    print(f"ledger: after deleting the store, the rerun sent {sent_again} requests (paid_calls "
-          f"{again['paid_calls']}, llm_calls rows {store_rows(url, 'SELECT count(*) FROM llm_calls')[0][0]})")
+    print(
+        f"ledger: after deleting the store, the rerun sent {sent_again} requests (paid_calls "
+        f"{again['paid_calls']}, llm_calls rows {store_rows(url, 'SELECT count(*) FROM llm_calls')[0][0]})"
+    )
     assert sent_again == sent_first and again["paid_calls"] == sent_again
     assert again["calls"] > 0 and again["cached_calls"] == 0
 
@@ -88,15 +92,18 @@ def test_retries_have_one_count(prefect_harness, isolated_results, make_server, 
     from instructzero.servers.faults import FaultConfig
 
     url = f"sqlite:///{tmp_path / 'retries.db'}"
-    server = make_server("rule", model_name="rule-based",
-                         faults=FaultConfig(script=("500", "ok", "429", "ok", "500", "500", "ok")))
+    server = make_server(
+        "rule", model_name="rule-based", faults=FaultConfig(script=("500", "ok", "429", "ok", "500", "500", "ok"))
+    )
     overrides = tiny_run_overrides(url, server.base_url, tiny_generator_dir)
     overrides["black_box"].update(concurrency=1)
     summary = _run({**overrides, "name": "faulty"})
     cost = _cost(url, tmp_path / "ext")["faulty"]
     stored = store_rows(url, "SELECT sum(retries) FROM llm_calls WHERE run_id = :r", r=summary.run_id)[0][0]
     stats = server.stats()
-    print(f"\nretries: {stats.get('faults', stats)}; llm_calls.retries {stored}; cost_per_run.retries {cost['retries']}")
+    print(
+        f"\nretries: {stats.get('faults', stats)}; llm_calls.retries {stored}; cost_per_run.retries {cost['retries']}"
+    )
     assert cost["retries"] == stored == 4
 
 
@@ -104,9 +111,9 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     """Prefect retries a failed zero-shot-evaluate task; its first attempt had paid for one answer (after one
     retry) and its second takes that answer from the cache. The retry is in the ledger once, `cost_per_run` says
     so, and no other table keeps a second count (evaluations.retries said 0 here while llm_calls said 1)."""
-    from instructzero.servers.faults import FaultConfig
     from sqlalchemy import create_engine, inspect
 
+    from instructzero.servers.faults import FaultConfig
     from instructzero.tasks.data.task_data import Example
     from instructzero.tasks.errors import BlackBoxError
     from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
@@ -116,17 +123,24 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     url = f"sqlite:///{tmp_path / 'retried.db'}"
     # One request at a time, no backoff: e1 gets 500, e2 gets 500, e1's retry is answered, e2's retry fails.
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(script=("500", "500", "ok", "500")))
-    settings = BlackBoxSettings(base_url=server.base_url, model="rule-based", api="completions", max_tokens=8,
-                                max_retries=1, concurrency=1, retry_base_delay_s=0.0)
+    settings = BlackBoxSettings(
+        base_url=server.base_url,
+        model="rule-based",
+        api="completions",
+        max_tokens=8,
+        max_retries=1,
+        concurrency=1,
+        retry_base_delay_s=0.0,
+    )
     examples = [Example("e1", "2 3", ("5",)), Example("e2", "4 4", ("8",))]
     store = RunStore(url)
-    run = store.create_run(name="retried", task="sum", config={}, seed=0, versions={}, projection_hash=None,
-                           splits={"dev": ["e1", "e2"]})
+    run = store.create_run(
+        name="retried", task="sum", config={}, seed=0, versions={}, projection_hash=None, splits={"dev": ["e1", "e2"]}
+    )
     evaluate = zero_shot_evaluate.fn
     with pytest.raises(BlackBoxError, match="failed after 2 attempts"):
         evaluate("Add the numbers.", examples, "exact_match", "{instruction}\n{input}\n", settings, url, run.id)
-    result = evaluate("Add the numbers.", examples, "exact_match", "{instruction}\n{input}\n", settings, url,
-                      run.id)
+    result = evaluate("Add the numbers.", examples, "exact_match", "{instruction}\n{input}\n", settings, url, run.id)
     dev = to_evaluation_in(result, split="dev", model="rule-based")
     candidate = make_candidate(0, "Add the numbers.", {"e1": 1.0, "e2": 1.0}, phase="init")
     store.record_iteration(run.id, 0, [dataclasses.replace(candidate, dev=dev)])
@@ -136,13 +150,18 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     ledger = store_rows(url, "SELECT request_hash, retries FROM llm_calls WHERE run_id = :r", r=run.id)
     engine = create_engine(url)
     try:
-        with_retries = {t for t in inspect(engine).get_table_names()
-                        if "retries" in {c["name"] for c in inspect(engine).get_columns(t)}}
+        with_retries = {
+            t
+            for t in inspect(engine).get_table_names()
+            if "retries" in {c["name"] for c in inspect(engine).get_columns(t)}
+        }
     finally:
         engine.dispose()
-    print(f"\nretried evaluation: faults {server.stats()['faults']}; ledger rows (retries) "
-          f"{sorted(r for _, r in ledger)}; cost_per_run.retries {cost['retries']}; "
-          f"tables with a retries column: {sorted(with_retries)}")
+    print(
+        f"\nretried evaluation: faults {server.stats()['faults']}; ledger rows (retries) "
+        f"{sorted(r for _, r in ledger)}; cost_per_run.retries {cost['retries']}; "
+        f"tables with a retries column: {sorted(with_retries)}"
+    )
     assert server.stats()["faults"] == {"500": 3}
     assert (result.n_calls, result.n_cached) == (2, 1)  # e1 came from the cache on the second attempt
     assert sorted(r for _, r in ledger) == [0, 1] and cost["retries"] == 1 and cost["paid_calls"] == 2
@@ -159,7 +178,9 @@ def test_redacted_store_url_is_resolved_from_the_environment(monkeypatch) -> Non
     with pytest.raises(ConfigError, match="redacted.*INSTRUCTZERO_STORE_URL"):
         resolve_store_url(recorded)
     monkeypatch.setenv("INSTRUCTZERO_STORE_URL", "postgresql://iz:s3cret@db-host:5432/instructzero")
-    assert build_config(store_url=recorded).with_store_secret().store_url.endswith("iz:s3cret@db-host:5432/instructzero")
+    assert (
+        build_config(store_url=recorded).with_store_secret().store_url.endswith("iz:s3cret@db-host:5432/instructzero")
+    )
     monkeypatch.setenv("INSTRUCTZERO_STORE_URL", "postgresql://iz:s3cret@other-host/instructzero")
     with pytest.raises(ConfigError, match="redacted"):
         resolve_store_url(recorded)
@@ -188,8 +209,11 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
     secrets = (password, key)
     tables = [r[0] for r in store_rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     for table in tables:
-        leaks += [f"store {table}" for row in store_rows(url, f'SELECT * FROM "{table}"')
-                  if any(secret in str(row) for secret in secrets)]
+        leaks += [
+            f"store {table}"
+            for row in store_rows(url, f'SELECT * FROM "{table}"')
+            if any(secret in str(row) for secret in secrets)
+        ]
     out, err = capfd.readouterr()
     leaks += ["stdout"] if any(secret in out for secret in secrets) else []
     leaks += ["stderr"] if any(secret in err for secret in secrets) else []
@@ -201,8 +225,9 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
             artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}))
             found = [f"prefect log {log.id}" for log in logs if any(x in log.message for x in secrets)]
-            found += [f"artifact {a.key}" for a in artifacts
-                      if any(x in str(a.data) + str(a.description) for x in secrets)]
+            found += [
+                f"artifact {a.key}" for a in artifacts if any(x in str(a.data) + str(a.description) for x in secrets)
+            ]
             found += ["flow run parameters"] if any(x in str(flow_run.parameters) for x in secrets) else []
             assert "***" in str(flow_run.parameters)
             return len(logs), found
@@ -212,8 +237,10 @@ def test_store_password_never_reaches_store_prefect_logs_or_artifacts(
     for results in isolated_results.rglob("*"):
         if results.is_file() and any(x.encode() in results.read_bytes() for x in secrets):
             leaks.append(f"persisted result {results.name}")
-    print(f"\nstore password: searched {len(tables)} tables, stdout/stderr, logging, {n_logs} Prefect logs, "
-          f"artifacts, flow-run parameters, persisted results: leaks {leaks}")
+    print(
+        f"\nstore password: searched {len(tables)} tables, stdout/stderr, logging, {n_logs} Prefect logs, "
+        f"artifacts, flow-run parameters, persisted results: leaks {leaks}"
+    )
     assert leaks == []
 
     # A config that travelled as JSON (a deployment's parameters) names the store redacted; the flow takes the
@@ -232,8 +259,14 @@ def test_credentials_in_the_black_box_url_never_show_in_its_errors(make_server) 
     key = "bb-" + uuid.uuid4().hex[:16]
     server = make_server("rule", model_name="rule-based", strict_model=True)  # 404 for another model
     for base_url in (server.base_url.replace("http://", f"http://iz:{key}@"), f"http://iz:{key}@127.0.0.1:9/v1"):
-        settings = BlackBoxSettings(base_url=base_url, model="not-served", api="completions", max_retries=0,
-                                    timeout_s=2.0, api_key_env="IZ_TEST_NO_KEY")
+        settings = BlackBoxSettings(
+            base_url=base_url,
+            model="not-served",
+            api="completions",
+            max_retries=0,
+            timeout_s=2.0,
+            api_key_env="IZ_TEST_NO_KEY",
+        )
         client = BlackBoxClient(settings)
         with pytest.raises(BlackBoxError) as info:
             client.complete_many_sync(["Instruction: Add.\n\nInput: 1 2\nOutput:"])

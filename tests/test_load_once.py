@@ -51,8 +51,17 @@ def test_the_real_generator_loads_once_for_concurrent_callers(tiny_generator_dir
     from instructzero.tasks.prefect_tasks import GeneratorSpec, load_generator
 
     load_generator.cache_clear()
-    spec = GeneratorSpec(model=str(tiny_generator_dir), cache_dir=str(tmp_path), n_soft_tokens=2, intrinsic_dim=4,
-                         projection_seed=0, max_new_tokens=4, device="cpu", template=None, batch_size=2)
+    spec = GeneratorSpec(
+        model=str(tiny_generator_dir),
+        cache_dir=str(tmp_path),
+        n_soft_tokens=2,
+        intrinsic_dim=4,
+        projection_seed=0,
+        max_new_tokens=4,
+        device="cpu",
+        template=None,
+        batch_size=2,
+    )
     barrier = threading.Barrier(4)
 
     def load() -> object:

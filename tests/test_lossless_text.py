@@ -49,20 +49,37 @@ def test_hostile_answers_reach_the_ledger_and_come_back_unchanged(store_url: str
     UnicodeEncodeError on both backends."""
     store = RunStore(store_url)
     for i, answer in enumerate(HOSTILE):
-        store.put_llm_call(LLMCall(request_hash=f"{i:064x}", model="m", prompt=f"prompt {answer}",
-                                   response_text=answer, prompt_tokens=3, completion_tokens=1, latency_s=0.1,
-                                   retries=0, run_id="r"))
+        store.put_llm_call(
+            LLMCall(
+                request_hash=f"{i:064x}",
+                model="m",
+                prompt=f"prompt {answer}",
+                response_text=answer,
+                prompt_tokens=3,
+                completion_tokens=1,
+                latency_s=0.1,
+                retries=0,
+                run_id="r",
+            )
+        )
     assert [store.get_llm_call(f"{i:064x}").response_text for i in range(len(HOSTILE))] == list(HOSTILE)
     assert [store.get_llm_call(f"{i:064x}").prompt for i in range(len(HOSTILE))] == [f"prompt {a}" for a in HOSTILE]
     assert store.llm_spend("r")[0] == len(HOSTILE)
-    raw = dict(_raw(store_url, "SELECT response_text, prompt FROM llm_calls WHERE request_hash = "
-                               f"'{0:064x}'"))
+    raw = dict(_raw(store_url, f"SELECT response_text, prompt FROM llm_calls WHERE request_hash = '{0:064x}'"))
     assert raw == {f"a{ESCAPE}0b": f"prompt a{ESCAPE}0b"}  # what SQL analysis sees: escaped, not truncated
 
-    run = store.create_run(name="r", task="sum", config={}, seed=0, versions={}, projection_hash=None,
-                           splits={"dev": [], "test": ["t0", "t1"]})
-    store.record_test_evaluation(run.id, "Sum\x00them.", make_evaluation({"t0": 1.0, "t1": 0.0}, split="test",
-                                                                        prefix="\ud800\x00"))
+    run = store.create_run(
+        name="r",
+        task="sum",
+        config={},
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits={"dev": [], "test": ["t0", "t1"]},
+    )
+    store.record_test_evaluation(
+        run.id, "Sum\x00them.", make_evaluation({"t0": 1.0, "t1": 0.0}, split="test", prefix="\ud800\x00")
+    )
     [evaluation] = store.load_evaluations(run.id, "test")
     assert evaluation.instruction == "Sum\x00them."
     assert [x.prediction for x in evaluation.examples] == ["\ud800\x00-t0", "\ud800\x00-t1"]
@@ -70,8 +87,7 @@ def test_hostile_answers_reach_the_ledger_and_come_back_unchanged(store_url: str
 
 def test_a_lone_surrogate_in_a_task_file_is_one_line_naming_the_place(tmp_path) -> None:
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"input": "ok", "output": "fine"}) + "\n"
-                    + '{"input": "bad \\ud800", "output": "x"}\n')
+    path.write_text(json.dumps({"input": "ok", "output": "fine"}) + "\n" + '{"input": "bad \\ud800", "output": "x"}\n')
     with pytest.raises(TaskDataError, match="lone surrogate U\\+D800") as info:
         load_task(str(path), None)
     assert "\n" not in str(info.value) and "line 2" in str(info.value)

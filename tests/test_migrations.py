@@ -105,8 +105,11 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
 def test_out_of_date_store_is_refused_until_upgraded(store_url: str, newer_code: Path) -> None:
     upgrade_store(store_url, "0001_initial")
     assert head_revision() == "0004_test_note"
-    with pytest.raises(StoreError, match=r"revision '0001_initial' but this version needs '0004_test_note'.*"
-                                         r"instructzero db upgrade"):
+    with pytest.raises(
+        StoreError,
+        match=r"revision '0001_initial' but this version needs '0004_test_note'.*"
+        r"instructzero db upgrade",
+    ):
         RunStore(store_url)
     assert upgrade_store(store_url) == "0004_test_note"
     engine = create_engine(normalize_url(store_url))
@@ -142,10 +145,13 @@ def test_bad_target_revision(sqlite_url: str) -> None:
 def test_0002_adds_the_lease_and_redacts_stored_store_urls(store_url: str) -> None:
     """A store from before 0002 kept the store URL's password in runs.config; the upgrade redacts it."""
     upgrade_store(store_url, "0001_initial")
-    execute(store_url, "INSERT INTO runs (id, name, task, status, config, seed, versions, splits, started_at) "
-                       "VALUES ('r1', 'old', 'sum', 'running', "
-                       "'{\"store_url\": \"postgresql+psycopg://iz:s3cret@db/iz\", \"seed\": 0}', 0, '{}', '{}', "
-                       "'2025-01-01 00:00:00')")
+    execute(
+        store_url,
+        "INSERT INTO runs (id, name, task, status, config, seed, versions, splits, started_at) "
+        "VALUES ('r1', 'old', 'sum', 'running', "
+        "'{\"store_url\": \"postgresql+psycopg://iz:s3cret@db/iz\", \"seed\": 0}', 0, '{}', '{}', "
+        "'2025-01-01 00:00:00')",
+    )
     assert upgrade_store(store_url) == "0003_one_retry_count"
     with RunStore(store_url) as store:
         run = store.get_run("r1")

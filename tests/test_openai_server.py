@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -100,8 +100,10 @@ def test_concurrent_requests_overlap_with_latency(make_server: Callable[..., Ser
 
     async def burst() -> list[str]:
         async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
-            calls = [client.completions.create(model="m", prompt=render_zero_shot("Add.", f"{i} 1"), max_tokens=3)
-                     for i in range(5)]
+            calls = [
+                client.completions.create(model="m", prompt=render_zero_shot("Add.", f"{i} 1"), max_tokens=3)
+                for i in range(5)
+            ]
             return [r.choices[0].text for r in await asyncio.gather(*calls)]
 
     assert asyncio.run(burst()) == ["1", "2", "3", "4", "5"]
@@ -194,10 +196,13 @@ def test_transformers_micro_batch_matches_single_requests(gemma_server: ServerHa
 
 # --------------------------------------------------------------------------------- the packaged chat black boxes
 @pytest.mark.slow
-@pytest.mark.parametrize(("server_fixture", "model"), [
-    ("default_black_box_url", "qwen2.5-coder-0.5b-instruct"),  # the default: Qwen2.5-Coder-0.5B-Instruct, ChatML
-    ("smollm2_server_url", "smollm2-135m-instruct"),  # the other packaged chat model, through the same code path
-])
+@pytest.mark.parametrize(
+    ("server_fixture", "model"),
+    [
+        ("default_black_box_url", "qwen2.5-coder-0.5b-instruct"),  # the default: Qwen2.5-Coder-0.5B-Instruct, ChatML
+        ("smollm2_server_url", "smollm2-135m-instruct"),  # the other packaged chat model, through the same code path
+    ],
+)
 def test_packaged_chat_model_follows_an_instruction_over_http(
     server_fixture: str, model: str, request: pytest.FixtureRequest
 ) -> None:
@@ -211,12 +216,16 @@ def test_packaged_chat_model_follows_an_instruction_over_http(
     """
     from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 
-    client = openai.OpenAI(base_url=request.getfixturevalue(server_fixture), api_key="not-needed", max_retries=0,
-                           timeout=120)
+    client = openai.OpenAI(
+        base_url=request.getfixturevalue(server_fixture), api_key="not-needed", max_retries=0, timeout=120
+    )
 
     def ask(instruction: str, text: str) -> Any:
         return client.chat.completions.create(
-            model=model, max_tokens=16, stop=["\n"], temperature=0,
+            model=model,
+            max_tokens=16,
+            stop=["\n"],
+            temperature=0,
             messages=[{"role": "user", "content": render_zero_shot(instruction, text)}],
         )
 
@@ -237,8 +246,9 @@ def test_packaged_chat_model_follows_an_instruction_over_http(
     templated = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
     assert bare.usage.prompt_tokens == len(templated) > len(tok(message)["input_ids"])
     if model.startswith("qwen"):  # ChatML: the server's prompt is the template's, turn markers and all
-        text = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
-                                       tokenize=False)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False
+        )
         assert text.count("<|im_start|>") >= 2 and text.endswith("<|im_start|>assistant\n")
 
 

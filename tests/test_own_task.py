@@ -19,10 +19,48 @@ from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSetti
 from tests.plugins.prefect import store_rows, tiny_run_overrides
 
 UPPER = "Convert the input to upper case."
-WORDS = ["apple", "blue sky", "cat", "dog house", "eel", "fig tree", "goat", "hat", "ink well", "jar", "kite",
-         "lamp post", "moon", "nut", "owl", "pen", "quilt", "rose", "sun", "tea", "urn", "vase", "wolf", "yak",
-         "zebra", "ant hill", "bee", "cow", "duck pond", "elk", "fox", "gnu", "hen", "ivy", "jay", "koi", "lynx",
-         "mole", "newt", "oak"]
+WORDS = [
+    "apple",
+    "blue sky",
+    "cat",
+    "dog house",
+    "eel",
+    "fig tree",
+    "goat",
+    "hat",
+    "ink well",
+    "jar",
+    "kite",
+    "lamp post",
+    "moon",
+    "nut",
+    "owl",
+    "pen",
+    "quilt",
+    "rose",
+    "sun",
+    "tea",
+    "urn",
+    "vase",
+    "wolf",
+    "yak",
+    "zebra",
+    "ant hill",
+    "bee",
+    "cow",
+    "duck pond",
+    "elk",
+    "fox",
+    "gnu",
+    "hen",
+    "ivy",
+    "jay",
+    "koi",
+    "lynx",
+    "mole",
+    "newt",
+    "oak",
+]
 
 
 @pytest.fixture
@@ -42,27 +80,40 @@ def _scores(base_url: str, path: Path, scoring: dict) -> tuple[float, float]:
     return empty.mean_score, upper.mean_score
 
 
-def test_case_sensitive_normalisation_makes_an_upper_case_task_scorable(echo_server_url: str,
-                                                                         upper_task: Path) -> None:
+def test_case_sensitive_normalisation_makes_an_upper_case_task_scorable(echo_server_url: str, upper_task: Path) -> None:
     # the default lower-cases both sides: the black box's echo of the input already "matches"
     assert _scores(echo_server_url, upper_task, {}) == (1.0, 1.0)
     assert _scores(echo_server_url, upper_task, {"normalize": "no-lowercase"}) == (0.0, 1.0)
 
 
 def test_a_task_too_small_for_the_test_size_says_so_in_one_line(upper_task: Path, capsys) -> None:
-    argv = ["estimate", "--task", str(upper_task), "--black-box-url", "http://127.0.0.1:9/v1",
-            "--black-box-model", "rule-based"]
+    argv = [
+        "estimate",
+        "--task",
+        str(upper_task),
+        "--black-box-url",
+        "http://127.0.0.1:9/v1",
+        "--black-box-model",
+        "rule-based",
+    ]
     assert main(argv) == 0  # default sizes: 5 exemplars, 10 dev, 30 test of 40 examples
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: task 'upper' has 40 distinct inputs: test gets 25 of the 30 requested (exemplars, then "
-                     "dev, then test are drawn, never sharing an input)"]
+    assert notes == [
+        "note: task 'upper' has 40 distinct inputs: test gets 25 of the 30 requested (exemplars, then "
+        "dev, then test are drawn, never sharing an input)"
+    ]
     assert main([*argv, "--n-test", "25"]) == 0
     assert "note:" not in capsys.readouterr().err
 
 
-def test_a_run_scores_its_own_way_and_records_it(prefect_harness, isolated_results, tiny_generator_dir,
-                                                 make_server: Callable[..., ServerHandle], upper_task: Path,
-                                                 tmp_path: Path) -> None:
+def test_a_run_scores_its_own_way_and_records_it(
+    prefect_harness,
+    isolated_results,
+    tiny_generator_dir,
+    make_server: Callable[..., ServerHandle],
+    upper_task: Path,
+    tmp_path: Path,
+) -> None:
     from instructzero.flows.instruction_search import instructzero_flow
     from instructzero.storage.repository import RunStore
 
@@ -70,8 +121,10 @@ def test_a_run_scores_its_own_way_and_records_it(prefect_harness, isolated_resul
     url = f"sqlite:///{tmp_path / 'own.db'}"
     overrides = tiny_run_overrides(url, server.base_url, tiny_generator_dir, task=str(upper_task), iterations=0)
     overrides["black_box"].update(api="chat", instruction_role="system")
-    overrides.update(scoring={"metric": "exact_match", "normalize": "no-lowercase"},
-                     report={"baselines": [UPPER], "n_bootstrap": 200})
+    overrides.update(
+        scoring={"metric": "exact_match", "normalize": "no-lowercase"},
+        report={"baselines": [UPPER], "n_bootstrap": 200},
+    )
     summary = instructzero_flow(build_config(**overrides))
 
     rows = {r.label: r.accuracy for r in summary.comparison}

@@ -1,4 +1,5 @@
-"""One import name: the project installs under `instructzero.*`, so a user's own tasks.py / flows.py cannot shadow it."""
+"""One import name: the project installs under `instructzero.*`, so a user's own tasks.py / flows.py cannot shadow
+it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_every_source_folder_is_an_installed_package() -> None:
     assert mapping == {f"instructzero.{folder}": folder for folder in FOLDERS}
     expected = {
         "instructzero." + ".".join(directory.relative_to(REPO).parts)
-        for folder in FOLDERS for directory in [REPO / folder, *(REPO / folder).rglob("*")]
+        for folder in FOLDERS
+        for directory in [REPO / folder, *(REPO / folder).rglob("*")]
         if directory.is_dir() and directory.name != "__pycache__" and any(directory.glob("*.py"))
     }
     assert set(setuptools["packages"]) == expected
@@ -27,7 +29,7 @@ def test_every_source_folder_is_an_installed_package() -> None:
 def _user_project(tmp_path: Path) -> Path:
     """A working directory like many users': its own tasks.py (Prefect, Celery, invoke), flows.py, storage.py ..."""
     for name in FOLDERS:
-        (tmp_path / f"{name}.py").write_text(f"raise ImportError(\"the user's own {name}.py was imported\")\n")
+        (tmp_path / f"{name}.py").write_text(f'raise ImportError("the user\'s own {name}.py was imported")\n')
     return tmp_path
 
 
@@ -44,9 +46,22 @@ def test_the_cli_works_next_to_a_users_own_tasks_py(tmp_path: Path) -> None:
     assert "word_sorting" in listed.stdout
     # `python -m` puts the working directory first on sys.path: the strongest case for shadowing
     estimate = subprocess.run(
-        [sys.executable, "-m", "instructzero.flows.cli", "estimate", "--task", "sum",
-         "--store", f"sqlite:///{tmp_path / 'store.db'}"],
-        cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "instructzero.flows.cli",
+            "estimate",
+            "--task",
+            "sum",
+            "--store",
+            f"sqlite:///{tmp_path / 'store.db'}",
+        ],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert estimate.returncode == 0, estimate.stderr
     assert "calls" in estimate.stdout
 
@@ -59,8 +74,10 @@ def test_a_script_importing_the_flow_works_next_to_a_users_own_modules(tmp_path:
         "from instructzero.storage.repository import RunStore\n"
         "from instructzero.tasks.data.task_data import load_task\n"
         "config = RunConfig(data={'task': 'sum'})\n"
-        "print(instructzero_flow.name, config.data.task, len(load_task('sum', None).examples) > 0, RunStore.__name__)\n")
-    result = subprocess.run([sys.executable, "search.py"], cwd=cwd, env=_env(), capture_output=True, text=True,
-                            timeout=300)
+        "print(instructzero_flow.name, config.data.task, len(load_task('sum', None).examples) > 0, RunStore.__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "search.py"], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["instructzero", "sum", "True", "RunStore"]

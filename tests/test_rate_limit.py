@@ -63,8 +63,16 @@ def test_rate_limits_are_config_fields_with_flags() -> None:
 
 
 def _settings(base_url: str, **kw) -> BlackBoxSettings:
-    return BlackBoxSettings(base_url=base_url, model="rule-based", api="completions", api_key_env="IZ_TEST_NO_KEY",
-                            retry_base_delay_s=0.01, retry_max_delay_s=0.05, timeout_s=5.0, **kw)
+    return BlackBoxSettings(
+        base_url=base_url,
+        model="rule-based",
+        api="completions",
+        api_key_env="IZ_TEST_NO_KEY",
+        retry_base_delay_s=0.01,
+        retry_max_delay_s=0.05,
+        timeout_s=5.0,
+        **kw,
+    )
 
 
 def test_the_client_keeps_the_requests_per_window(make_server: Callable[..., ServerHandle], monkeypatch) -> None:

@@ -13,26 +13,44 @@ from instructzero.storage.session import display_url
 SECRET = "s3cr3tValue"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (f"postgresql://iz:{SECRET}@db-host:5432/x", "postgresql://iz:***@db-host:5432/x"),
-    (f"postgresql+psycopg://iz:{SECRET}@127.0.0.1:notaport/db", "postgresql+psycopg://iz:***@127.0.0.1:notaport/db"),
-    (f"host=127.0.0.1 user=iz password='{SECRET}' dbname=x", "host=127.0.0.1 user=iz password=*** dbname=x"),
-    (f"dbname=x password={SECRET} user=iz", "dbname=x password=*** user=iz"),
-    (f"postgresql://u@host/db?password={SECRET}&sslmode=require", "postgresql://u@host/db?password=***&sslmode=require"),
-    (f"http://user:{SECRET}@host/v1", "http://user:***@host/v1"),
-    (f"https://h/v1?api_key={SECRET}&x=1", "https://h/v1?api_key=***&x=1"),
-    (f"https://h/v1?access_token={SECRET}", "https://h/v1?access_token=***"),
-    (f"PGPASSWORD={SECRET} client_secret={SECRET}", "PGPASSWORD=*** client_secret=***"),
-    (f'{{"password": "{SECRET}", "user": "iz"}}', '{"password": "***", "user": "iz"}'),
-    (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
-    ("key sk-abcdefghijklmnopqrstuvwx in a message", "key sk-*** in a message"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"postgresql://iz:{SECRET}@db-host:5432/x", "postgresql://iz:***@db-host:5432/x"),
+        (
+            f"postgresql+psycopg://iz:{SECRET}@127.0.0.1:notaport/db",
+            "postgresql+psycopg://iz:***@127.0.0.1:notaport/db",
+        ),
+        (f"host=127.0.0.1 user=iz password='{SECRET}' dbname=x", "host=127.0.0.1 user=iz password=*** dbname=x"),
+        (f"dbname=x password={SECRET} user=iz", "dbname=x password=*** user=iz"),
+        (
+            f"postgresql://u@host/db?password={SECRET}&sslmode=require",
+            "postgresql://u@host/db?password=***&sslmode=require",
+        ),
+        (f"http://user:{SECRET}@host/v1", "http://user:***@host/v1"),
+        (f"https://h/v1?api_key={SECRET}&x=1", "https://h/v1?api_key=***&x=1"),
+        (f"https://h/v1?access_token={SECRET}", "https://h/v1?access_token=***"),
+        (f"PGPASSWORD={SECRET} client_secret={SECRET}", "PGPASSWORD=*** client_secret=***"),
+        (f'{{"password": "{SECRET}", "user": "iz"}}', '{"password": "***", "user": "iz"}'),
+        (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
+        ("key sk-abcdefghijklmnopqrstuvwx in a message", "key sk-*** in a message"),
+    ],
+)
 def test_every_form_is_masked(text: str, expected: str) -> None:
     assert redact_secrets(text) == expected and SECRET not in redact_secrets(text)
 
 
-@pytest.mark.parametrize("text", ["sqlite:///x.db", "user=iz dbname=x port=5432", "monkey=3", "http://host:8000/v1",
-                                  "invalid setting budget.max_total_tokens='lots'", "tokens=12 passwords_tried=3"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sqlite:///x.db",
+        "user=iz dbname=x port=5432",
+        "monkey=3",
+        "http://host:8000/v1",
+        "invalid setting budget.max_total_tokens='lots'",
+        "tokens=12 passwords_tried=3",
+    ],
+)
 def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert redact_secrets(text) == text
 
@@ -45,8 +63,10 @@ def test_display_url_masks_query_passwords_and_unparsable_urls() -> None:
 def test_stored_config_json_carries_no_black_box_credentials() -> None:
     from instructzero.flows.params import build_config
 
-    config = build_config(black_box={"base_url": f"http://user:{SECRET}@127.0.0.1:1/v1?api_key={SECRET}"},
-                          store_url=f"postgresql://iz@db/x?password={SECRET}")
+    config = build_config(
+        black_box={"base_url": f"http://user:{SECRET}@127.0.0.1:1/v1?api_key={SECRET}"},
+        store_url=f"postgresql://iz@db/x?password={SECRET}",
+    )
     dumped = config.model_dump_json()
     assert SECRET not in dumped
     assert json.loads(dumped)["black_box"]["base_url"] == "http://user:***@127.0.0.1:1/v1?api_key=***"

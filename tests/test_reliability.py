@@ -34,13 +34,43 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _cli_args(store_url: str, name: str, base_url: str, generator_dir: Path, *, task: str = "sum",
-              iterations: int = 1) -> list[str]:
+def _cli_args(
+    store_url: str, name: str, base_url: str, generator_dir: Path, *, task: str = "sum", iterations: int = 1
+) -> list[str]:
     return [
-        "run", "--task", task, "--name", name, "--store", store_url, "--black-box-url", base_url,
-        "--black-box-model", "rule-based", "--black-box-api", "completions", "--generator", str(generator_dir),
-        "--device", "cpu", "--n-exemplars", "2", "--n-dev", "3", "--n-test", "3", "--max-new-tokens", "8",
-        "--max-tokens", "8", "--init", "2", "--iterations", str(iterations), "--batch", "1",
+        "run",
+        "--task",
+        task,
+        "--name",
+        name,
+        "--store",
+        store_url,
+        "--black-box-url",
+        base_url,
+        "--black-box-model",
+        "rule-based",
+        "--black-box-api",
+        "completions",
+        "--generator",
+        str(generator_dir),
+        "--device",
+        "cpu",
+        "--n-exemplars",
+        "2",
+        "--n-dev",
+        "3",
+        "--n-test",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--max-tokens",
+        "8",
+        "--init",
+        "2",
+        "--iterations",
+        str(iterations),
+        "--batch",
+        "1",
     ]
 
 
@@ -48,21 +78,39 @@ def _subprocess_env(cli_env: dict[str, str], api_url: str, results_dir: Path) ->
     """CLI subprocess env: the session's Prefect API (no ephemeral server per process), own result storage."""
     env = dict(cli_env)
     env.update(
-        PREFECT_API_URL=api_url, PREFECT_LOCAL_STORAGE_PATH=str(results_dir), PYTHONPATH=str(REPO),
-        INSTRUCTZERO_BO__NUM_RESTARTS="2", INSTRUCTZERO_BO__RAW_SAMPLES="16", PREFECT_LOGGING_LEVEL="INFO",
+        PREFECT_API_URL=api_url,
+        PREFECT_LOCAL_STORAGE_PATH=str(results_dir),
+        PYTHONPATH=str(REPO),
+        INSTRUCTZERO_BO__NUM_RESTARTS="2",
+        INSTRUCTZERO_BO__RAW_SAMPLES="16",
+        PREFECT_LOGGING_LEVEL="INFO",
     )
     return env
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "instructzero.flows.cli", *args],
+        env=env,
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _candidates(store_url: str, run_id: str) -> list[tuple]:
     return [
-        (c.iteration, c.index, c.phase, c.instruction, c.dev_score, c.test_score,
-         SoftPromptVector(c.z or ()), tuple(sorted(c.dev_example_scores.items())))
+        (
+            c.iteration,
+            c.index,
+            c.phase,
+            c.instruction,
+            c.dev_score,
+            c.test_score,
+            SoftPromptVector(c.z or ()),
+            tuple(sorted(c.dev_example_scores.items())),
+        )
         for c in RunStore(store_url).load_candidates(run_id)
     ]
 
@@ -84,9 +132,12 @@ def test_two_runs_writing_one_store_at_once_lose_and_mix_nothing(
         # Two processes (SQLite locking is per file, across processes) start on a fresh store at the same moment:
         # store creation and migration race too.
         env = _subprocess_env(cli_env, prefect_api_url, tmp_path / "results")
-        procs = {task: _spawn(_cli_args(store_url, f"conc-{task}", server.base_url, tiny_generator_dir, task=task,
-                                        iterations=2), env)
-                 for task in ("sum", "diff")}
+        procs = {
+            task: _spawn(
+                _cli_args(store_url, f"conc-{task}", server.base_url, tiny_generator_dir, task=task, iterations=2), env
+            )
+            for task in ("sum", "diff")
+        }
         outputs = {task: p.communicate(timeout=300)[0] for task, p in procs.items()}
         for task, p in procs.items():
             assert p.returncode == 0, outputs[task][-3000:]
@@ -102,8 +153,9 @@ def test_two_runs_writing_one_store_at_once_lose_and_mix_nothing(
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=contextvars.copy_context().run, args=(run, task))
-                   for task in ("sum", "diff")]
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(run, task)) for task in ("sum", "diff")
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -124,8 +176,10 @@ def test_two_runs_writing_one_store_at_once_lose_and_mix_nothing(
     assert store_integrity_problems(store_url) == {}
     n_calls = store_rows(store_url, "SELECT count(*) FROM llm_calls")[0][0]
     stats = server.stats()
-    print(f"\nconcurrency/{backend}: 2 runs x 4 candidates, {n_calls} llm_calls rows, "
-          f"{stats['completions']} completions served, max in flight {stats['max_in_flight']}")
+    print(
+        f"\nconcurrency/{backend}: 2 runs x 4 candidates, {n_calls} llm_calls rows, "
+        f"{stats['completions']} completions served, max in flight {stats['max_in_flight']}"
+    )
     assert n_calls == stats["completions"]  # each paid answer stored exactly once
 
 
@@ -133,12 +187,21 @@ def test_two_runs_writing_one_store_at_once_lose_and_mix_nothing(
 def test_random_faults_are_retried_bounded_and_counted(
     prefect_harness, isolated_results, make_server, tiny_generator_dir, sqlite_url
 ) -> None:
-    faults = FaultConfig(rate_429=0.12, rate_500=0.12, rate_timeout=0.04, rate_malformed=0.06, rate_empty=0.06,
-                         hang_s=3.0, seed=7, script=("429", "ok", "500", "timeout", "ok", "malformed", "empty"))
+    faults = FaultConfig(
+        rate_429=0.12,
+        rate_500=0.12,
+        rate_timeout=0.04,
+        rate_malformed=0.06,
+        rate_empty=0.06,
+        hang_s=3.0,
+        seed=7,
+        script=("429", "ok", "500", "timeout", "ok", "malformed", "empty"),
+    )
     server = make_server("rule", model_name="rule-based", faults=faults)
     max_retries = 8
-    overrides = tiny_run_overrides(sqlite_url, server.base_url, tiny_generator_dir, iterations=2,
-                                   max_retries=max_retries, timeout_s=1.0)
+    overrides = tiny_run_overrides(
+        sqlite_url, server.base_url, tiny_generator_dir, iterations=2, max_retries=max_retries, timeout_s=1.0
+    )
     summary = _in_process_run(overrides)
 
     store = RunStore(sqlite_url)
@@ -146,9 +209,12 @@ def test_random_faults_are_retried_bounded_and_counted(
     stats = server.stats()
     injected = sum(stats["faults"].values())
     call_retries, max_call_retries, n_calls = store_rows(
-        sqlite_url, "SELECT sum(retries), max(retries), count(*) FROM llm_calls")[0]
-    print(f"\nfaults: injected {dict(stats['faults'])} = {injected} over {stats['completion_requests']} requests; "
-          f"{n_calls} answers stored; retries in the ledger: {call_retries} (max {max_call_retries} per call)")
+        sqlite_url, "SELECT sum(retries), max(retries), count(*) FROM llm_calls"
+    )[0]
+    print(
+        f"\nfaults: injected {dict(stats['faults'])} = {injected} over {stats['completion_requests']} requests; "
+        f"{n_calls} answers stored; retries in the ledger: {call_retries} (max {max_call_retries} per call)"
+    )
     assert set(stats["faults"]) == {"429", "500", "timeout", "malformed", "empty"}
     assert call_retries == injected  # every injected fault cost exactly one counted retry
     assert max_call_retries <= max_retries
@@ -163,8 +229,9 @@ def test_dead_endpoint_fails_clearly_and_the_run_resumes_later(
 
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=0.3))
     port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
-    overrides = tiny_run_overrides(sqlite_url, server.base_url, tiny_generator_dir, iterations=2, max_retries=2,
-                                   timeout_s=2.0, n_init=2)
+    overrides = tiny_run_overrides(
+        sqlite_url, server.base_url, tiny_generator_dir, iterations=2, max_retries=2, timeout_s=2.0, n_init=2
+    )
     overrides["name"] = "dies"
     store = RunStore(sqlite_url)
 
@@ -201,9 +268,11 @@ def test_dead_endpoint_fails_clearly_and_the_run_resumes_later(
     assert [c[:5] for c in _candidates(sqlite_url, run.id)[: len(kept)]] == [c[:5] for c in kept]
     assert store.completed_iterations(run.id) == [0, 1, 2]
     assert summary.n_candidates == 4 and store_integrity_problems(sqlite_url) == {}
-    print(f"\ndead endpoint: run failed {failed_after:.1f}s after start with iterations {kept_iterations} kept "
-          f"({len(kept)} candidates); resumed to "
-          f"{summary.n_candidates} candidates")
+    print(
+        f"\ndead endpoint: run failed {failed_after:.1f}s after start with iterations {kept_iterations} kept "
+        f"({len(kept)} candidates); resumed to "
+        f"{summary.n_candidates} candidates"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ crashes
@@ -247,8 +316,7 @@ class _Lines:
         return "".join(self.lines)
 
 
-def _kill_during(proc: subprocess.Popen, lines: _Lines, phase: str, iteration: int, server, rng: random.Random
-                 ) -> str:
+def _kill_during(proc: subprocess.Popen, lines: _Lines, phase: str, iteration: int, server, rng: random.Random) -> str:
     """Send SIGKILL at `phase` of `iteration`; returns what was observed just before the kill."""
     if phase == "generation":  # the proposal is done; the generate task starts next (tiny model: ~0.1 s)
         assert lines.wait_for("Task run 'propose-prompt", iteration + 1), lines.drain()[-3000:]
@@ -296,8 +364,10 @@ def test_kill_9_anywhere_in_an_iteration_then_resume_matches_an_uninterrupted_ru
         iteration = 0 if phase == "evaluation" else rng.choice([0, 1, 2])
         store_url = f"sqlite:///{tmp_path / f'crash-{trial}.db'}"
         results_dir = tmp_path / f"results-{trial}"
-        proc = _spawn(_cli_args(store_url, "crash", server.base_url, tiny_generator_dir, iterations=2),
-                      _subprocess_env(cli_env, prefect_api_url, results_dir))
+        proc = _spawn(
+            _cli_args(store_url, "crash", server.base_url, tiny_generator_dir, iterations=2),
+            _subprocess_env(cli_env, prefect_api_url, results_dir),
+        )
         lines = _Lines(proc)
         observed = _kill_during(proc, lines, phase, iteration, server, rng)
         proc.wait(timeout=30)
@@ -322,23 +392,31 @@ def test_kill_9_anywhere_in_an_iteration_then_resume_matches_an_uninterrupted_ru
         assert [c[:5] + c[6:] for c in got] == [c[:5] + c[6:] for c in expected]
         assert [c[5] for c in got] == [c[5] for c in expected]  # the same test evaluation
         assert (summary.best_instruction, summary.dev_score, summary.test_score) == (
-            reference.best_instruction, reference.dev_score, reference.test_score)
+            reference.best_instruction,
+            reference.dev_score,
+            reference.test_score,
+        )
         assert store.get_run(run.id).status == "completed"
         assert store_integrity_problems(store_url) == {}
         calls = store_rows(store_url, "SELECT count(*) FROM llm_calls")[0][0]
         assert calls == expected_calls
         landed = "after" if iteration in done_at_kill else "before"
-        report.append(f"  trial {trial}: kill aimed at {phase} of iteration {iteration} ({observed}), landed {landed} "
-                      f"its record; store then held iterations {done_at_kill} and {calls_at_kill} paid answers; "
-                      f"resumed -> identical "
-                      f"{len(got)} candidates, {calls} llm_calls (reference {expected_calls})")
+        report.append(
+            f"  trial {trial}: kill aimed at {phase} of iteration {iteration} ({observed}), landed {landed} "
+            f"its record; store then held iterations {done_at_kill} and {calls_at_kill} paid answers; "
+            f"resumed -> identical "
+            f"{len(got)} candidates, {calls} llm_calls (reference {expected_calls})"
+        )
     print(f"\ncrash trials (INSTRUCTZERO_CRASH_SEED={seed}):\n" + "\n".join(report))
 
 
 # ------------------------------------------------------------------------------------------------ bad input
 def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cli_error(capsys, argv: list[str]) -> str:
@@ -376,8 +454,9 @@ def test_bad_cli_input_is_one_clear_line_and_writes_nothing(
     argv, expected, capsys, malformed_data_dir, tmp_path_factory, tmp_path
 ) -> None:
     own = tmp_path_factory.mktemp("own-task")
-    (own / "one_input.jsonl").write_text('{"input": "a", "output": "A"}\n{"input": " a", "output": "A"}\n'
-                                         '{"input": "A ", "output": "A"}\n')
+    (own / "one_input.jsonl").write_text(
+        '{"input": "a", "output": "A"}\n{"input": " a", "output": "A"}\n{"input": "A ", "output": "A"}\n'
+    )
     store = tmp_path / "untouched.db"
     argv = [a.replace("{malformed}", str(malformed_data_dir)).replace("{own}", str(own)) for a in argv]
     if "--store" not in argv:
@@ -488,8 +567,7 @@ def test_api_key_never_reaches_store_logs_or_artifacts(
         async with get_client() as client:
             run = (await client.read_flow_runs(limit=1, sort="START_TIME_DESC"))[0]
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-            artifacts = await client.read_artifacts(
-                flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
+            artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
             found = [f"prefect log {log.id}" for log in logs if secret in log.message]
             found += [f"artifact {a.key}" for a in artifacts if secret in str(a.data) + str(a.description)]
             found += ["flow run parameters"] if secret in str(run.parameters) else []
@@ -500,7 +578,9 @@ def test_api_key_never_reaches_store_logs_or_artifacts(
     for results in isolated_results.rglob("*"):
         if results.is_file() and secret.encode() in results.read_bytes():
             leaks.append(f"persisted result {results.name}")
-    print(f"\nsecrets: searched {len(tables)} tables ({n_cells} cells), the db files, stdout/stderr, "
-          f"{n_logs} Prefect logs, {n_artifacts} artifacts, persisted results: leaks {leaks}")
+    print(
+        f"\nsecrets: searched {len(tables)} tables ({n_cells} cells), the db files, stdout/stderr, "
+        f"{n_logs} Prefect logs, {n_artifacts} artifacts, persisted results: leaks {leaks}"
+    )
     assert n_logs > 0 and n_artifacts > 0
     assert leaks == []

@@ -37,10 +37,16 @@ def store(store_url: str):
 
 
 def new_run(store: RunStore, name: str = "run") -> RunRecord:
-    return store.create_run(name=name, task="sum", config={"lr": 0.1, "nested": {"k": [1, 2]}}, seed=7,
-                            versions={"torch": "2.13.0"}, projection_hash="a" * 64,
-                            splits={"dev": ["d0", "d1"], "test": ["t0"]},
-                            datasets=[DatasetIn("sum", "dev", "c" * 64, ("d0", "d1"))])
+    return store.create_run(
+        name=name,
+        task="sum",
+        config={"lr": 0.1, "nested": {"k": [1, 2]}},
+        seed=7,
+        versions={"torch": "2.13.0"},
+        projection_hash="a" * 64,
+        splits={"dev": ["d0", "d1"], "test": ["t0"]},
+        datasets=[DatasetIn("sum", "dev", "c" * 64, ("d0", "d1"))],
+    )
 
 
 EXACT_Z = (0.1, 1.0 / 3.0, -math.pi, 1e-300, -2.5e-17, math.nextafter(1.0, 2.0), 5e-324, -0.0, 123456789.123456789)
@@ -54,13 +60,23 @@ def test_create_record_load_round_trip(store: RunStore) -> None:
     assert got.config == {"lr": 0.1, "nested": {"k": [1, 2]}} and got.splits["test"] == ["t0"]
     assert store.load_datasets(run.id)[0].example_ids == ("d0", "d1")
 
-    store.record_iteration(run.id, 0, [
-        make_candidate(0, "Add the numbers.", {"d0": 1.0, "d1": 0.0}, phase="init", z=EXACT_Z, acquisition_value=None),
-        make_candidate(1, "Sum them.", {"d0": 1.0, "d1": 1.0}, phase="init", z=EXACT_Z[::-1]),
-    ])
-    store.record_iteration(run.id, 1, [
-        make_candidate(0, "Baseline", {"d0": 0.0, "d1": 0.0}, phase="baseline", z=None, acquisition_value=None),
-    ])
+    store.record_iteration(
+        run.id,
+        0,
+        [
+            make_candidate(
+                0, "Add the numbers.", {"d0": 1.0, "d1": 0.0}, phase="init", z=EXACT_Z, acquisition_value=None
+            ),
+            make_candidate(1, "Sum them.", {"d0": 1.0, "d1": 1.0}, phase="init", z=EXACT_Z[::-1]),
+        ],
+    )
+    store.record_iteration(
+        run.id,
+        1,
+        [
+            make_candidate(0, "Baseline", {"d0": 0.0, "d1": 0.0}, phase="baseline", z=None, acquisition_value=None),
+        ],
+    )
     cands = store.load_candidates(run.id)
     assert [(c.iteration, c.index) for c in cands] == [(0, 0), (0, 1), (1, 0)]
     first = cands[0]
@@ -148,10 +164,22 @@ def test_replay_is_idempotent_and_conflicts_are_refused(store: RunStore, store_u
 
 def test_identical_instructions_share_one_row(store: RunStore, store_url: str) -> None:
     run = new_run(store)
-    store.record_iteration(run.id, 0, [make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.1,)),
-                                       make_candidate(1, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.2,))])
-    store.record_iteration(run.id, 1, [make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.3,)),
-                                       make_candidate(1, "Different.", {"d0": 0.0, "d1": 0.0}, z=(0.4,))])
+    store.record_iteration(
+        run.id,
+        0,
+        [
+            make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.1,)),
+            make_candidate(1, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.2,)),
+        ],
+    )
+    store.record_iteration(
+        run.id,
+        1,
+        [
+            make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.3,)),
+            make_candidate(1, "Different.", {"d0": 0.0, "d1": 0.0}, z=(0.4,)),
+        ],
+    )
     c = counts(store_url)
     assert (c["instructions"], c["evaluations"], c["candidates"], c["example_scores"]) == (2, 2, 4, 4)
     cands = store.load_candidates(run.id)
@@ -173,14 +201,25 @@ def test_input_validation(store: RunStore) -> None:
     with pytest.raises(StoreError, match="'dev'"):
         store.record_test_evaluation(run.id, "a", make_evaluation({"d0": 1.0}, split="dev"))
     with pytest.raises(StoreError, match="'test' evaluation"):
-        store.record_iteration(run.id, 0, [replace(make_candidate(0, "a", {"d0": 1}),
-                                                   dev=make_evaluation({"t0": 1}, split="test"))])
+        store.record_iteration(
+            run.id, 0, [replace(make_candidate(0, "a", {"d0": 1}), dev=make_evaluation({"t0": 1}, split="test"))]
+        )
     assert store.completed_iterations(run.id) == []
 
 
 def _call(h: str, text_: str = "42", run_id: str | None = None) -> LLMCall:
-    return LLMCall(request_hash=h, model="m", prompt=f"prompt {h}", response_text=text_, prompt_tokens=5,
-                   completion_tokens=1, latency_s=0.25, retries=1, cost_usd=0.001, run_id=run_id)
+    return LLMCall(
+        request_hash=h,
+        model="m",
+        prompt=f"prompt {h}",
+        response_text=text_,
+        prompt_tokens=5,
+        completion_tokens=1,
+        latency_s=0.25,
+        retries=1,
+        cost_usd=0.001,
+        run_id=run_id,
+    )
 
 
 def test_llm_call_cache(store: RunStore) -> None:
@@ -288,11 +327,17 @@ def test_sqlite_connection_settings(sqlite_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
 
 
-@pytest.mark.parametrize("url, fragment", [
-    ("foo://x", "cannot open store 'foo://x'"),
-    ("sqlite:////proc/definitely/not/here.db", "cannot open store 'sqlite:////proc/definitely/not/here.db'"),
-    ("postgresql://nobody:secret@127.0.0.1:1/db", "cannot open store 'postgresql+psycopg://nobody:***@127.0.0.1:1/db'"),
-])
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("foo://x", "cannot open store 'foo://x'"),
+        ("sqlite:////proc/definitely/not/here.db", "cannot open store 'sqlite:////proc/definitely/not/here.db'"),
+        (
+            "postgresql://nobody:secret@127.0.0.1:1/db",
+            "cannot open store 'postgresql+psycopg://nobody:***@127.0.0.1:1/db'",
+        ),
+    ],
+)
 def test_bad_url_message(url: str, fragment: str) -> None:
     with pytest.raises(StoreError) as info:
         RunStore(url)
@@ -315,4 +360,3 @@ def test_timestamps_are_utc(store: RunStore) -> None:
     run = new_run(store)
     assert run.started_at.utcoffset().total_seconds() == 0
     assert abs((datetime.now(run.started_at.tzinfo) - store.get_run(run.id).started_at).total_seconds()) < 60
-

@@ -15,11 +15,19 @@ from instructzero.tasks.data.task_data import load_task
 def _stored_run(url: str, status: str) -> str:
     config = build_config(name="nightly", store_url=url)
     data = load_task(config.data.task, config.data.data_dir)
-    splits = make_splits(data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev,
-                         n_test=config.data.n_test, seed=config.seed)
+    splits = make_splits(
+        data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed
+    )
     store = RunStore(url)
-    run = store.create_run(name="nightly", task=data.name, config=config.recorded(), seed=config.seed, versions={},
-                           projection_hash=None, splits=splits.manifest())
+    run = store.create_run(
+        name="nightly",
+        task=data.name,
+        config=config.recorded(),
+        seed=config.seed,
+        versions={},
+        projection_hash=None,
+        splits=splits.manifest(),
+    )
     store.set_run_status(run.id, status)
     return run.id
 

@@ -25,8 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _new_run(store: RunStore, name: str, owner: str | None):
-    return store.create_run(name=name, task="sum", config={}, seed=0, versions={}, projection_hash=None,
-                            splits={"dev": ["d0"]}, lease_owner=owner)
+    return store.create_run(
+        name=name,
+        task="sum",
+        config={},
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits={"dev": ["d0"]},
+        lease_owner=owner,
+    )
 
 
 def test_lease_claim_heartbeat_takeover(store_url: str) -> None:
@@ -120,13 +128,26 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
     url = f"sqlite:///{tmp_path / 'lease.db'}"
     # Answers take 45 s while the first process lives, so it is surely mid-run when the second one starts.
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=45.0))
-    env = dict(cli_env, PYTHONPATH=str(REPO), INSTRUCTZERO_LEASE_TIMEOUT_S="3", PREFECT_LOCAL_STORAGE_PATH=str(
-        tmp_path / "results"), INSTRUCTZERO_BO__NUM_RESTARTS="2", INSTRUCTZERO_BO__RAW_SAMPLES="16")
+    env = dict(
+        cli_env,
+        PYTHONPATH=str(REPO),
+        INSTRUCTZERO_LEASE_TIMEOUT_S="3",
+        PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"),
+        INSTRUCTZERO_BO__NUM_RESTARTS="2",
+        INSTRUCTZERO_BO__RAW_SAMPLES="16",
+    )
     env.pop("PREFECT_API_URL", None)  # the first process starts its own ephemeral Prefect server
     args = _cli_args(url, "one-owner", server.base_url, tiny_generator_dir, iterations=3)
-    first = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "instructzero.flows.cli", *args],
+        env=env,
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         def held() -> bool:
             if not (tmp_path / "lease.db").exists():
                 return False
@@ -137,10 +158,18 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
             return bool(rows and rows[0][0])
 
         _wait_for("the first process to hold the run", held)
-        servers = _wait_for("the ephemeral Prefect server", lambda: {
-            p for p in _descendants(first.pid) if "uvicorn" in Path(f"/proc/{p}/cmdline").read_text()})
-        second = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", *args], env=env, cwd=REPO, text=True,
-                                capture_output=True, timeout=120)
+        servers = _wait_for(
+            "the ephemeral Prefect server",
+            lambda: {p for p in _descendants(first.pid) if "uvicorn" in Path(f"/proc/{p}/cmdline").read_text()},
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "instructzero.flows.cli", *args],
+            env=env,
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
         assert second.returncode == 2, second.stdout + second.stderr
         assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: "), second.stderr
         assert "being run by another process" in second.stderr
@@ -168,18 +197,32 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         del os.environ["INSTRUCTZERO_LEASE_TIMEOUT_S"]
     run_id = listing.split()[0]
     resume_env = dict(env, PREFECT_API_URL=prefect_api_url)
-    resumed = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url], env=resume_env,
-                             cwd=REPO, text=True, capture_output=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url],
+        env=resume_env,
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     finished = store_rows(url, "SELECT status, finished_at, lease_owner FROM runs")
     assert finished[0][0] == "completed" and finished[0][2] is None
-    again = subprocess.run([sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url], env=resume_env,
-                           cwd=REPO, text=True, capture_output=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url],
+        env=resume_env,
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr
     assert "Starting temporary server" not in again.stdout + again.stderr
     assert store_rows(url, "SELECT status, finished_at, lease_owner FROM runs") == finished
-    print(f"\nlease: second process refused ({second.stderr.strip()[:80]}...), kill -9 left {len(servers)} Prefect "
-          f"server process(es) that exited with it, the stale run was resumed once, a second resume ran nothing")
+    print(
+        f"\nlease: second process refused ({second.stderr.strip()[:80]}...), kill -9 left {len(servers)} Prefect "
+        f"server process(es) that exited with it, the stale run was resumed once, a second resume ran nothing"
+    )
 
 
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> None:
@@ -211,12 +254,22 @@ print("started", start_ephemeral_api(), flush=True)
 
 def _start_apis(home: Path, n: int, cli_env: dict[str, str], delay_s: float) -> list[subprocess.Popen]:
     """`n` processes that start the ephemeral Prefect API on `home` at the same instant, `delay_s` from now."""
-    env = dict(cli_env, PYTHONPATH=str(REPO), PREFECT_HOME=str(home),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")
+    env = dict(
+        cli_env, PYTHONPATH=str(REPO), PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240"
+    )
     env.pop("PREFECT_API_URL", None)
     at = str(time.time() + delay_s)
-    return [subprocess.Popen([sys.executable, "-c", _START_API, at], env=env, cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(n)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", _START_API, at],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(n)
+    ]
 
 
 def test_first_runs_sharing_a_fresh_prefect_home_start_one_at_a_time(cli_env, tmp_path) -> None:
@@ -244,4 +297,4 @@ def test_first_runs_sharing_a_fresh_prefect_home_start_one_at_a_time(cli_env, tm
         fcntl.flock(lock, fcntl.LOCK_UN)
     output = waiting.communicate(timeout=300)[0]
     assert waiting.returncode == 0 and "started http://127.0.0.1" in output, output[-3000:]
-    print(f"\nfresh PREFECT_HOME: 3 simultaneous first starts, no traceback; a start waited 15 s on a held lock")
+    print("\nfresh PREFECT_HOME: 3 simultaneous first starts, no traceback; a start waited 15 s on a held lock")

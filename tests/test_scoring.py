@@ -90,8 +90,19 @@ def test_whitespace_collapsing_is_off_by_default_and_can_be_switched_on() -> Non
 
 
 @pytest.mark.parametrize(
-    "text", ["Positive", "  the answer\nsecond line", "Paris. It is the capital.", "salt and pepper",
-             "Sentence 1: It rained.", "twenty-one", "Hello, world!", "3.5", "The result is 12.", "a - b ..c"],
+    "text",
+    [
+        "Positive",
+        "  the answer\nsecond line",
+        "Paris. It is the capital.",
+        "salt and pepper",
+        "Sentence 1: It rained.",
+        "twenty-one",
+        "Hello, world!",
+        "3.5",
+        "The result is 12.",
+        "a - b ..c",
+    ],
 )
 def test_auto_is_exactly_the_instruction_induction_normalisation(text: str) -> None:
     assert normalize(text, AUTO) == normalize_prediction(text)
@@ -129,8 +140,17 @@ def test_auto_scores_like_every_stored_run_and_is_recorded() -> None:
     config = build_config()
     assert config.scoring.scorer("f1") == Scorer("f1", AUTO)  # auto: the task's own metric, today's steps
     recorded = config.recorded()["scoring"]
-    assert recorded == {"metric": "auto", "normalize": {"fillers": True, "first_line": True, "first_period": True,
-                                                        "lowercase": True, "punctuation": True, "whitespace": False}}
+    assert recorded == {
+        "metric": "auto",
+        "normalize": {
+            "fillers": True,
+            "first_line": True,
+            "first_period": True,
+            "lowercase": True,
+            "punctuation": True,
+            "whitespace": False,
+        },
+    }
     custom = build_config(scoring={"metric": "contains", "normalize": "no-lowercase"})
     assert custom.scoring.scorer("exact_match") == Scorer("contains", Normalization(lowercase=False))
     assert config_from_record(custom.recorded()).scoring == custom.scoring
@@ -151,8 +171,9 @@ def test_scoring_from_the_environment(monkeypatch) -> None:
         (["--normalize", "no-shouting"], "no-shouting"),
     ],
 )
-def test_a_bad_metric_flag_is_one_line_exit_2_before_anything_runs(flags: list[str], needle: str, tmp_path: Path,
-                                                                   capsys, monkeypatch) -> None:
+def test_a_bad_metric_flag_is_one_line_exit_2_before_anything_runs(
+    flags: list[str], needle: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--task", "sum", *flags]) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from instructzero.tasks.search_view import (
-    CurvePoint, Reference, best_so_far, candidate_rows, curve_markdown, curve_svg, queries_markdown, store_queries,
+    CurvePoint,
+    Reference,
+    best_so_far,
+    candidate_rows,
+    curve_markdown,
+    curve_svg,
+    queries_markdown,
+    store_queries,
     unicode_bar,
 )
 
@@ -41,19 +48,34 @@ def _svg(markdown: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ pure builders
 def test_curve_points_are_the_best_so_far_by_iteration() -> None:
-    history = [Cand(2, 0, 0.5), Cand(0, 0, 0.2), Cand(0, 1, 0.4, "init"), Cand(1, 0, 0.3), Cand(3, 0, None),
-               Cand(3, 1, 0.9), Cand(4, 0, None)]
+    history = [
+        Cand(2, 0, 0.5),
+        Cand(0, 0, 0.2),
+        Cand(0, 1, 0.4, "init"),
+        Cand(1, 0, 0.3),
+        Cand(3, 0, None),
+        Cand(3, 1, 0.9),
+        Cand(4, 0, None),
+    ]
     assert best_so_far(history) == [
-        CurvePoint(0, 2, 0.4, 0.4), CurvePoint(1, 1, 0.3, 0.4), CurvePoint(2, 1, 0.5, 0.5),
-        CurvePoint(3, 2, 0.9, 0.9), CurvePoint(4, 1, None, 0.9),
+        CurvePoint(0, 2, 0.4, 0.4),
+        CurvePoint(1, 1, 0.3, 0.4),
+        CurvePoint(2, 1, 0.5, 0.5),
+        CurvePoint(3, 2, 0.9, 0.9),
+        CurvePoint(4, 1, None, 0.9),
     ]
     assert best_so_far([]) == []
     assert best_so_far([Cand(0, 0, None)]) == [CurvePoint(0, 1, None, None)]
 
 
 def test_candidate_rows_best_first_ties_in_recording_order_top_n() -> None:
-    history = [Cand(0, 0, 0.5, "init", "a"), Cand(0, 1, 0.9, "init", "b"), Cand(1, 0, 0.5, "bo", "c"),
-               Cand(1, 1, None, "bo", "d"), Cand(2, 0, 0.7, "bo", "e")]
+    history = [
+        Cand(0, 0, 0.5, "init", "a"),
+        Cand(0, 1, 0.9, "init", "b"),
+        Cand(1, 0, 0.5, "bo", "c"),
+        Cand(1, 1, None, "bo", "d"),
+        Cand(2, 0, 0.7, "bo", "e"),
+    ]
     rows = candidate_rows(history, top_n=4)
     assert [r["instruction"] for r in rows] == ["b", "e", "a", "c"]
     assert rows[0] == {"iteration": 0, "index": 1, "phase": "init", "dev_score": 0.9, "instruction": "b"}
@@ -65,8 +87,11 @@ def test_curve_markdown_lists_every_iteration_and_draws_the_references() -> None
     refs = [Reference("found", 0.9), Reference("empty", 0.0), Reference("constant", 0.533)]
     md = curve_markdown(points, refs, last_iteration=5, run_name="my-run")
     table = [line for line in md.splitlines() if re.match(r"\| \d", line)]
-    assert table == ["| 0 | 1 | 0.250 | 0.250 | █████ |", "| 1 | 1 | 0.750 | 0.750 | ███████████████ |",
-                     "| 2 | 1 | 0.500 | 0.750 | ███████████████ |"]
+    assert table == [
+        "| 0 | 1 | 0.250 | 0.250 | █████ |",
+        "| 1 | 1 | 0.750 | 0.750 | ███████████████ |",
+        "| 2 | 1 | 0.500 | 0.750 | ███████████████ |",
+    ]
     assert "best dev score so far: 0.750** after iteration 2 of 5" in md
     assert "on test: found 0.900, empty 0.000, constant 0.533" in md
     svg = _svg(md)
@@ -105,7 +130,7 @@ def test_store_queries_mask_the_password_and_name_the_run() -> None:
     # a relative SQLite path is made absolute, so the command works from any directory
     (what, command), *_ = store_queries("sqlite:///runs/iz.db", "r1", cwd=Path("/data"))
     assert what == "the best-so-far curve"
-    assert command.startswith("instructzero sql --store sqlite:////data/runs/iz.db \"SELECT iteration")
+    assert command.startswith('instructzero sql --store sqlite:////data/runs/iz.db "SELECT iteration')
     assert "INSTRUCTZERO_STORE_URL" not in queries_markdown("sqlite:////data/iz.db", "r1")
 
 
@@ -123,6 +148,7 @@ def test_a_failing_prefect_api_logs_one_warning_and_the_run_goes_on(monkeypatch)
     for name in ("create_markdown_artifact", "create_table_artifact", "create_progress_artifact"):
         monkeypatch.setattr(sa, name, refuse)
     run = SimpleNamespace(id="abcdef0123456789", name="r")
+
     class Collect(logging.Handler):
         def __init__(self) -> None:
             super().__init__(logging.WARNING)
@@ -160,6 +186,7 @@ def test_each_artifact_is_created_once_then_updated_every_iteration(monkeypatch)
         def make(**kwargs):
             created[kwargs["key"]] = (kind, uuid4())
             return created[kwargs["key"]][1]
+
         return make
 
     monkeypatch.setattr(sa, "create_markdown_artifact", create("markdown"))
@@ -185,8 +212,9 @@ def test_each_artifact_is_created_once_then_updated_every_iteration(monkeypatch)
     table = [u for u in updates if u[0] == table_id]
     assert len(curve) == len(table) == 3  # iterations 1 and 2, then the test report
     assert [u[1] for u in updates if u[1] == "progress"] == ["progress"] * 4
-    assert curve[-1][1] == curve_markdown(best_so_far(history), [Reference("found", 0.6), Reference("empty", 0.1)],
-                                          last_iteration=2, run_name="r")
+    assert curve[-1][1] == curve_markdown(
+        best_so_far(history), [Reference("found", 0.6), Reference("empty", 0.1)], last_iteration=2, run_name="r"
+    )
     assert json.loads(table[-1][1]) == candidate_rows(history)
     assert table[-1][2] == "Best instructions of run r (test score of the best: 0.600)"
     assert table[0][2] == "Best instructions of run r (iteration 1 of 2 recorded)"
@@ -212,10 +240,15 @@ def test_flow_run_has_curve_table_and_query_artifacts_matching_the_store(
     server = make_server("rule", model_name="rule-based")
     iterations = 2
     started = time.perf_counter()
-    summary = instructzero_flow(build_config(**{
-        **tiny_run_overrides(url, server.base_url, tiny_generator_dir, iterations=iterations), "name": "artifacts",
-        "report": {"baselines": ["Add the numbers."]},
-    }))
+    summary = instructzero_flow(
+        build_config(
+            **{
+                **tiny_run_overrides(url, server.base_url, tiny_generator_dir, iterations=iterations),
+                "name": "artifacts",
+                "report": {"baselines": ["Add the numbers."]},
+            }
+        )
+    )
     run_s = time.perf_counter() - started
     run = RunStore(url).get_run(summary.run_id)
     history = RunStore(url).load_candidates(run.id)
@@ -225,11 +258,13 @@ def test_flow_run_has_curve_table_and_query_artifacts_matching_the_store(
         async with get_client() as client:
             found = {}
             for name, key in keys.items():
-                found[name] = (await client.read_artifacts(
-                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                    flow_run_filter=FlowRunFilter(id={"any_": [run.prefect_flow_run_id]}),
-                    sort=ArtifactSort.CREATED_DESC,
-                ))[::-1]  # oldest first
+                found[name] = (
+                    await client.read_artifacts(
+                        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                        flow_run_filter=FlowRunFilter(id={"any_": [run.prefect_flow_run_id]}),
+                        sort=ArtifactSort.CREATED_DESC,
+                    )
+                )[::-1]  # oldest first
             return found
 
     found = asyncio.run(versions())
@@ -244,7 +279,9 @@ def test_flow_run_has_curve_table_and_query_artifacts_matching_the_store(
     assert f"after iteration {iterations} of {iterations}" in latest_curve.data
     assert latest_curve.updated > latest_curve.created and latest_table.updated > latest_table.created
     assert latest_curve.data == curve_markdown(
-        points, [Reference(r.label, r.accuracy) for r in summary.comparison], last_iteration=iterations,
+        points,
+        [Reference(r.label, r.accuracy) for r in summary.comparison],
+        last_iteration=iterations,
         run_name=run.name,
     )
     assert {"found", "empty", "baseline-1", "constant"} <= {r.label for r in summary.comparison}
@@ -260,8 +297,10 @@ def test_flow_run_has_curve_table_and_query_artifacts_matching_the_store(
         _, table_rows = analytics.query(commands[1][1])
         _, report_rows = analytics.query(commands[2][1])
     assert [(it, n, best, so_far) for it, n, best, so_far in curve_rows] == [
-        (p.iteration, p.n_candidates, p.best_dev, p.best_so_far) for p in points]
-    assert [dict(zip(("iteration", "index", "phase", "dev_score", "instruction"), r)) for r in table_rows] \
-        == candidate_rows(history)
+        (p.iteration, p.n_candidates, p.best_dev, p.best_so_far) for p in points
+    ]
+    assert [
+        dict(zip(("iteration", "index", "phase", "dev_score", "instruction"), r)) for r in table_rows
+    ] == candidate_rows(history)
     assert {k: v for k, v in report_rows} == {f"report.{r.label}.accuracy": r.accuracy for r in summary.comparison}
     print(f"test wall time {time.perf_counter() - started:.1f} s")

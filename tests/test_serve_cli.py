@@ -31,14 +31,31 @@ def test_serve_says_how_to_use_it_and_answers(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "instructzero.flows.cli", "serve", "--backend", "rule", "--port", str(port),
-                               "--served-model-name", "rules"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "instructzero.flows.cli",
+            "serve",
+            "--backend",
+            "rule",
+            "--port",
+            str(port),
+            "--served-model-name",
+            "rules",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = server.stdout.readline()
         assert first.startswith(f"serving 'rules' (rule) at http://127.0.0.1:{port}/v1")
-        assert (f"instructzero run --black-box-url http://127.0.0.1:{port}/v1 --black-box-model rules "
-                "--black-box-api completions") in first
+        assert (
+            f"instructzero run --black-box-url http://127.0.0.1:{port}/v1 --black-box-model rules "
+            "--black-box-api completions"
+        ) in first
         deadline = time.monotonic() + 30
         while True:
             try:

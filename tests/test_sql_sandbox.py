@@ -103,13 +103,15 @@ HOSTILE = [
 
 def _fingerprint(url: str) -> str:
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         return hashlib.sha256(path.read_bytes()).hexdigest()
     engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            names = [n for (n,) in conn.execute(text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))]
+            names = [
+                n
+                for (n,) in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))
+            ]
             counts = [(n, conn.execute(text(f'SELECT count(*) FROM "{n}"')).scalar()) for n in names]
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             return str((counts, version))
@@ -135,19 +137,20 @@ def hostile_setup(store_url: str, tmp_path: Path) -> dict:
         conn.execute("CREATE TABLE secrets (v TEXT)")
         conn.execute("INSERT INTO secrets VALUES (?)", (OTHER_ROW,))
     conn.close()
-    return {"url": url, "pg": pg, "other": str(other), "tmp": str(scratch),
-            "ext_dir": tmp_path / "ext"}
+    return {"url": url, "pg": pg, "other": str(other), "tmp": str(scratch), "ext_dir": tmp_path / "ext"}
 
 
 def _statements(setup: dict) -> list[str]:
-    return [s.replace("{other}", setup["other"]).replace("{pg}", setup["pg"]).replace("{tmp}", setup["tmp"])
-            for s in HOSTILE]
+    return [
+        s.replace("{other}", setup["other"]).replace("{pg}", setup["pg"]).replace("{tmp}", setup["tmp"])
+        for s in HOSTILE
+    ]
 
 
 def _never_shown(setup: dict) -> list[str]:
     needles = [PASSWORD, OTHER_ROW, str(Path.home()) + "/", str(setup["ext_dir"])]  # (paths the SQL names are echoed)
     if setup["url"].startswith("sqlite:///"):
-        needles.append(setup["url"][len("sqlite:///"):])
+        needles.append(setup["url"][len("sqlite:///") :])
     return needles
 
 
@@ -175,8 +178,10 @@ def test_hostile_sql_against_the_engine_changes_and_reveals_nothing(hostile_setu
     assert _fingerprint(setup["url"]) == before
     assert sorted(p.name for p in Path(setup["tmp"]).iterdir()) == scratch_before
     backend = "postgres" if setup["url"].startswith("postgresql") else "sqlite"
-    print(f"\nsql sandbox/{backend}: {len(HOSTILE)} hostile statements sent to the engine with the filter bypassed: "
-          f"{outcomes}; store unchanged, no file written, no password/path/other row shown")
+    print(
+        f"\nsql sandbox/{backend}: {len(HOSTILE)} hostile statements sent to the engine with the filter bypassed: "
+        f"{outcomes}; store unchanged, no file written, no password/path/other row shown"
+    )
     assert outcomes["refused by the engine"] >= len(HOSTILE) - 12
 
 

@@ -115,16 +115,18 @@ def test_continuous_scores_match_an_exact_enumeration_by_hand() -> None:
     b = np.array([0.4, 0.5, 0.25, 0.3, 0.1, 0.4, 0.5, 0.05])
     d = (a - b)[a != b]  # the two zero differences cannot flip
     observed = abs(d.sum())
-    extreme = sum(abs(np.dot(signs, np.abs(d))) >= observed - 1e-12
-                  for signs in itertools.product((-1.0, 1.0), repeat=d.size))
+    extreme = sum(
+        abs(np.dot(signs, np.abs(d))) >= observed - 1e-12 for signs in itertools.product((-1.0, 1.0), repeat=d.size)
+    )
     t = paired_test(a, b)
     assert t.test == "sign-flip (exact)"
     assert t.p_value == pytest.approx(extreme / 2**d.size, rel=1e-12)
     # by hand: the non-zero differences are 0.5, 0.5, -0.1, 0.5, 0.5, 0.3 (sum 2.2, |d| sums to 2.4); flipping a
     # set F of them gives |2.4 - 2 F|, which reaches 2.2 only for F = {} or {0.1}: 2 patterns, and their mirrors
     assert t.p_value == pytest.approx(4 / 64, rel=1e-12)
-    scipy_p = stats.permutation_test((d,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
-                                     vectorized=True, n_resamples=np.inf).pvalue
+    scipy_p = stats.permutation_test(
+        (d,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples", vectorized=True, n_resamples=np.inf
+    ).pvalue
     assert t.p_value == pytest.approx(scipy_p, rel=1e-12)
 
 

@@ -35,7 +35,8 @@ def _suite_on(store_url: str, echo_server, tiny_generator_dir: Path) -> None:
     results = benchmark_suite(["sum", "diff"], overrides, name_prefix="t", max_parallel=2)
 
     assert [(r["task"], r["status"], r["name"]) for r in results] == [
-        ("sum", "completed", "t-sum-seed0"), ("diff", "completed", "t-diff-seed0"),
+        ("sum", "completed", "t-sum-seed0"),
+        ("diff", "completed", "t-diff-seed0"),
     ]
     store = RunStore(store_url)
     runs = {r.name: r for r in store.list_runs()}
@@ -50,8 +51,10 @@ def _suite_on(store_url: str, echo_server, tiny_generator_dir: Path) -> None:
     # The two members' prompts differ (different task inputs), so every paid call is in the shared store once.
     n_calls = store_rows(store_url, "SELECT count(*) FROM llm_calls")[0][0]
     stats = echo_server.stats()
-    print(f"suite on {store_url.split(':')[0]}: {len(results)} tasks, {n_calls} llm_calls rows, "
-          f"{stats['completions']} completions served, max in flight {stats['max_in_flight']}")
+    print(
+        f"suite on {store_url.split(':')[0]}: {len(results)} tasks, {n_calls} llm_calls rows, "
+        f"{stats['completions']} completions served, max in flight {stats['max_in_flight']}"
+    )
     assert n_calls == stats["completions"]
 
     # Re-running the same suite resumes (here: finds finished) runs by name; nothing is added or duplicated.
@@ -105,9 +108,8 @@ def test_evaluation_fans_out_over_dask_with_the_same_result(
 ) -> None:
     """Scale-out: the same flow with a DaskTaskRunner (local in-process cluster) writes the same rows."""
     pytest.importorskip("prefect_dask", reason="install the pinned prefect-dask extra for Dask scale-out")
-    from prefect_dask import DaskTaskRunner
-
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect_dask import DaskTaskRunner
 
     from instructzero.flows.instruction_search import instructzero_flow
     from instructzero.flows.params import build_config
@@ -119,18 +121,29 @@ def test_evaluation_fans_out_over_dask_with_the_same_result(
         config = build_config(**tiny_run_overrides(url, server.base_url, tiny_generator_dir, n_init=3))
         flow = instructzero_flow
         if runner == "dask":
-            flow = instructzero_flow.with_options(task_runner=DaskTaskRunner(
-                cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 4, "dashboard_address": None}
-            ))
+            flow = instructzero_flow.with_options(
+                task_runner=DaskTaskRunner(
+                    cluster_kwargs={
+                        "n_workers": 1,
+                        "processes": False,
+                        "threads_per_worker": 4,
+                        "dashboard_address": None,
+                    }
+                )
+            )
         with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / f"results-{runner}"}):
             server.reset_stats()
             summary = flow(config)  # own result storage: nothing is served from the other run's task cache
             served[runner] = server.stats()["completions"]
-        rows[runner] = [(c.iteration, c.index, c.instruction, c.dev_score, c.test_score)
-                        for c in RunStore(url).load_candidates(summary.run_id)]
+        rows[runner] = [
+            (c.iteration, c.index, c.instruction, c.dev_score, c.test_score)
+            for c in RunStore(url).load_candidates(summary.run_id)
+        ]
         assert store_integrity_problems(url) == {}
-    print(f"\ndask: {len(rows['dask'])} candidates, {served['dask']} black-box answers served (threads: "
-          f"{served['threads']}), identical to the thread-pool run: {rows['dask'] == rows['threads']}")
+    print(
+        f"\ndask: {len(rows['dask'])} candidates, {served['dask']} black-box answers served (threads: "
+        f"{served['threads']}), identical to the thread-pool run: {rows['dask'] == rows['threads']}"
+    )
     assert served["dask"] == served["threads"] > 0
     assert len(rows["dask"]) == 4
     assert rows["dask"] == rows["threads"]

@@ -15,12 +15,22 @@ from instructzero.servers.openai_compatible import GenRequest, RuleBackend, Serv
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.task_data import Example
 from instructzero.tasks.errors import ConfigError
-from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings, InMemoryResponseCache, evaluate_instructions
+from instructzero.tasks.evaluation.blackbox import (
+    BlackBoxClient,
+    BlackBoxSettings,
+    InMemoryResponseCache,
+    evaluate_instructions,
+)
 from instructzero.tasks.evaluation.budget import byte_bound
 from instructzero.tasks.evaluation.metrics import Scorer
 from instructzero.tasks.evaluation.normalization import parse_normalization
 from instructzero.tasks.prompts import (
-    SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, SystemPrompt, ZeroShotFormat, render_zero_shot, validate_template,
+    SYSTEM_ROLE_TEMPLATE,
+    ZERO_SHOT_TEMPLATE,
+    SystemPrompt,
+    ZeroShotFormat,
+    render_zero_shot,
+    validate_template,
 )
 
 UPPER = "Convert the input to upper case."
@@ -68,8 +78,9 @@ def test_literal_braces_are_allowed() -> None:
         (["--instruction-role", "system", "--template", "{instruction}: {input}"], "system message"),
     ],
 )
-def test_bad_prompt_flags_are_one_line_exit_2_before_anything_runs(flags: list[str], needle: str, tmp_path: Path,
-                                                                   capsys, monkeypatch) -> None:
+def test_bad_prompt_flags_are_one_line_exit_2_before_anything_runs(
+    flags: list[str], needle: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--task", "sum", *flags]) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()
@@ -89,8 +100,11 @@ def test_system_role_defaults_to_the_template_without_its_instruction_line() -> 
 def test_rendering_per_role() -> None:
     user = ZeroShotFormat()
     system = ZeroShotFormat(SYSTEM_ROLE_TEMPLATE, "system")
-    assert user.render(UPPER, "abc") == render_zero_shot(UPPER, "abc") == ZERO_SHOT_TEMPLATE.format(
-        instruction=UPPER, input="abc")
+    assert (
+        user.render(UPPER, "abc")
+        == render_zero_shot(UPPER, "abc")
+        == ZERO_SHOT_TEMPLATE.format(instruction=UPPER, input="abc")
+    )
     assert system.render(f" {UPPER} ", "abc ") == SystemPrompt(UPPER, SYSTEM_ROLE_TEMPLATE.format(input="abc"))
     assert system.render("  ", "abc") == SYSTEM_ROLE_TEMPLATE.format(input="abc")  # empty: no system message
     assert byte_bound("chat")(system.render(UPPER, "abc")) > byte_bound("chat")(system.render("", "abc"))
@@ -111,8 +125,9 @@ def test_another_template_is_not_answered_from_the_cache(echo_server_url: str) -
     client = BlackBoxClient(settings(echo_server_url), cache=InMemoryResponseCache())
     [first] = evaluate_instructions(client, [UPPER], WORDS, CASE_SENSITIVE)
     [again] = evaluate_instructions(client, [UPPER], WORDS, CASE_SENSITIVE)
-    [other] = evaluate_instructions(client, [UPPER], WORDS, CASE_SENSITIVE,
-                                    template="Task: {instruction}\n\nInput: {input}\nOutput:")
+    [other] = evaluate_instructions(
+        client, [UPPER], WORDS, CASE_SENSITIVE, template="Task: {instruction}\n\nInput: {input}\nOutput:"
+    )
     assert (first.n_cached, again.n_cached, other.n_cached) == (0, 2, 0)
 
 
@@ -142,7 +157,8 @@ def test_system_role_reaches_the_server_as_a_system_message(make_server: Callabl
     assert server.stats()["roles"] == {"system": 2, "user": 4}
     stored = {c.prompt.split("\n\n")[0] for c in cache.data.values()}  # the ledger keeps both messages, labelled
     assert stored == {f"[system]\n{UPPER}\n[user]\nInput: {w}" for w in ("apple pie", "blue sky")} | {
-        f"Input: {w}" for w in ("apple pie", "blue sky")}
+        f"Input: {w}" for w in ("apple pie", "blue sky")
+    }
 
 
 # ---------------------------------------------------------------------------- runs from before these fields
@@ -164,8 +180,15 @@ def test_an_old_run_is_found_again_by_its_name(sqlite_url: str) -> None:
     from instructzero.flows.instruction_search import same_name_run
 
     store = RunStore(sqlite_url)
-    run = store.create_run(name="old", task="sentiment", config=_old_record(name="old", store_url=sqlite_url),
-                           seed=0, versions={}, projection_hash=None, splits={})
+    run = store.create_run(
+        name="old",
+        task="sentiment",
+        config=_old_record(name="old", store_url=sqlite_url),
+        seed=0,
+        versions={},
+        projection_hash=None,
+        splits={},
+    )
     assert same_name_run(build_config(name="old", store_url=sqlite_url)).id == run.id
     with pytest.raises(ConfigError, match="different settings"):
         same_name_run(build_config(name="old", store_url=sqlite_url, scoring={"metric": "f1"}))

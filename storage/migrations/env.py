@@ -1,6 +1,7 @@
 """Alembic environment of the instructzero store.
 
-Configured programmatically by `instructzero.storage.session.alembic_config` (no alembic.ini): either a live connection is
+Configured programmatically by `instructzero.storage.session.alembic_config` (no alembic.ini): either a live connection
+is
 passed in `config.attributes["connection"]` (the normal path, inside the caller's transaction and lock) or
 `sqlalchemy.url` is set.
 """

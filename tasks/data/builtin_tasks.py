@@ -123,18 +123,49 @@ _SUBJECTS = (
     "teacher course app play novel song meal room coffee pizza car bike"
 ).split()
 _POSITIVE = (
-    "wonderful", "excellent", "delightful", "fantastic", "superb", "brilliant", "charming", "lovely",
-    "amazing", "great", "a pleasure", "a joy from start to finish", "worth every penny", "truly inspiring",
-    "beautifully done", "a real treat",
+    "wonderful",
+    "excellent",
+    "delightful",
+    "fantastic",
+    "superb",
+    "brilliant",
+    "charming",
+    "lovely",
+    "amazing",
+    "great",
+    "a pleasure",
+    "a joy from start to finish",
+    "worth every penny",
+    "truly inspiring",
+    "beautifully done",
+    "a real treat",
 )
 _NEGATIVE = (
-    "terrible", "awful", "dreadful", "boring", "disappointing", "horrible", "dull", "painful", "a mess",
-    "a waste of money", "a complete disaster", "poorly made", "unbearable", "frustrating", "a letdown",
+    "terrible",
+    "awful",
+    "dreadful",
+    "boring",
+    "disappointing",
+    "horrible",
+    "dull",
+    "painful",
+    "a mess",
+    "a waste of money",
+    "a complete disaster",
+    "poorly made",
+    "unbearable",
+    "frustrating",
+    "a letdown",
     "far worse than expected",
 )
 _FRAMES = (
-    "The {s} was {v}.", "Honestly, the {s} was {v}.", "I thought the {s} was {v}.", "Our {s} was {v}.",
-    "That {s} is {v}.", "Overall the {s} was {v}.", "My friends agreed: the {s} was {v}.",
+    "The {s} was {v}.",
+    "Honestly, the {s} was {v}.",
+    "I thought the {s} was {v}.",
+    "Our {s} was {v}.",
+    "That {s} is {v}.",
+    "Overall the {s} was {v}.",
+    "My friends agreed: the {s} was {v}.",
     "What can I say, this {s} is {v}.",
 )
 
@@ -176,7 +207,8 @@ HUMAN_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
 def generate_builtin(name: str) -> list[tuple[str, str]]:
     """The (input, output) pairs of built-in task `name`, identical on every call and machine.
 
-    Raises KeyError for an unknown name; `instructzero.tasks.data.task_data.load_task` turns that into a TaskDataError with
+    Raises KeyError for an unknown name; `instructzero.tasks.data.task_data.load_task` turns that into a TaskDataError
+    with
     suggestions.
     """
     make = _GENERATORS[name]

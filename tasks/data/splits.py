@@ -97,8 +97,12 @@ def make_splits(task: TaskData, *, n_exemplars: int, n_dev: int, n_test: int, se
                 f"task {task.name!r}: none of the {len(task.test_pool)} test-pool examples is left once the "
                 f"{len(exemplars)} exemplar and {len(dev)} dev inputs are excluded"
             )
-    note = _shortfall(task, len(pool), (("exemplars", len(exemplars), n_exemplars), ("dev", len(dev), n_dev),
-                                        ("test", len(test), n_test)), carve_test)
+    note = _shortfall(
+        task,
+        len(pool),
+        (("exemplars", len(exemplars), n_exemplars), ("dev", len(dev), n_dev), ("test", len(test), n_test)),
+        carve_test,
+    )
     return Splits(tuple(exemplars), tuple(dev), tuple(test), seed, note)
 
 
@@ -109,7 +113,12 @@ def _shortfall(task: TaskData, n_distinct: int, sizes: Iterable[tuple[str, int, 
     short = [f"{label} gets {got} of the {asked} requested" for label, got, asked in sizes if got < asked]
     if not short:
         return ""
-    where = (f"{n_distinct} distinct inputs" if carved else
-             f"{n_distinct} distinct inputs for exemplars and dev and {len(task.test_pool)} in its test pool")
-    return (f"task {task.name!r} has {where}: {', '.join(short)} (exemplars, then dev, then test are drawn, "
-            "never sharing an input)")
+    where = (
+        f"{n_distinct} distinct inputs"
+        if carved
+        else f"{n_distinct} distinct inputs for exemplars and dev and {len(task.test_pool)} in its test pool"
+    )
+    return (
+        f"task {task.name!r} has {where}: {', '.join(short)} (exemplars, then dev, then test are drawn, "
+        "never sharing an input)"
+    )

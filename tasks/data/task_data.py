@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
 from instructzero.storage.lossless_text import unencodable
+from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
 from instructzero.tasks.errors import TaskDataError
 from instructzero.tasks.evaluation.metrics import MetricName, metric_for_task
 
@@ -248,8 +248,13 @@ def _content_hash(examples: tuple[Example, ...], test_pool: tuple[Example, ...])
 
 
 def _task_data(
-    name: str, source: TaskSource, metric: MetricName, examples: list[Example], test_pool: list[Example],
-    origin: Path | str, human_instructions: tuple[str, ...] = (),
+    name: str,
+    source: TaskSource,
+    metric: MetricName,
+    examples: list[Example],
+    test_pool: list[Example],
+    origin: Path | str,
+    human_instructions: tuple[str, ...] = (),
 ) -> TaskData:
     if not examples:
         raise TaskDataError(f"task {name!r} in {origin} has no examples")
@@ -418,5 +423,12 @@ def _csv_answers(cell: str, where: str) -> tuple[str, ...]:
 
 def _load_builtin(name: str) -> TaskData:
     examples = [Example(f"gen-{i}", x, (y,)) for i, (x, y) in enumerate(generate_builtin(name))]
-    return _task_data(name, "builtin", metric_for_task(name), examples, [], f"tasks/data/builtin_tasks.py:{name}",
-                      human_instructions=HUMAN_INSTRUCTIONS.get(name, ()))
+    return _task_data(
+        name,
+        "builtin",
+        metric_for_task(name),
+        examples,
+        [],
+        f"tasks/data/builtin_tasks.py:{name}",
+        human_instructions=HUMAN_INSTRUCTIONS.get(name, ()),
+    )

@@ -33,13 +33,19 @@ import httpx2  # the HTTP library of the pinned openai SDK: its errors surface w
 import openai
 
 from instructzero.storage.entities import ExampleScore, LLMCall
+from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks import interrupts
+from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
 from instructzero.tasks.evaluation.rate_limit import shared_limiter
-from instructzero.storage.redaction import redact_secrets
-from instructzero.tasks.errors import BlackBoxError, ConfigError
-from instructzero.tasks import interrupts
 from instructzero.tasks.prompts import (
-    ZERO_SHOT_TEMPLATE, Prompt, SystemPrompt, ZeroShotFormat, prompt_messages, render_zero_shot, validate_template,
+    ZERO_SHOT_TEMPLATE,
+    Prompt,
+    SystemPrompt,
+    ZeroShotFormat,
+    prompt_messages,
+    render_zero_shot,
+    validate_template,
 )
 
 if TYPE_CHECKING:
@@ -209,9 +215,7 @@ def request_hash(model: str, prompt: Prompt, params: Mapping[str, Any]) -> str:
     what is sent (the template filled in), so another template is another key; a `SystemPrompt` is keyed by its
     messages, so the same texts sent as one user message and as system + user never share an answer.
     """
-    sent: dict[str, Any] = (
-        {"messages": prompt.messages()} if isinstance(prompt, SystemPrompt) else {"prompt": prompt}
-    )
+    sent: dict[str, Any] = {"messages": prompt.messages()} if isinstance(prompt, SystemPrompt) else {"prompt": prompt}
     payload = {"model": model, **sent, "params": dict(params)}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -315,8 +319,12 @@ class BlackBoxClient:
         self.cache = cache
         self._params = settings.request_params()
         self._rng = random.Random()  # backoff jitter only; never affects answers
-        self._limiter = shared_limiter(settings.endpoint_id or settings.base_url, settings.model,
-                                       settings.requests_per_minute, settings.tokens_per_minute)
+        self._limiter = shared_limiter(
+            settings.endpoint_id or settings.base_url,
+            settings.model,
+            settings.requests_per_minute,
+            settings.tokens_per_minute,
+        )
 
     def __repr__(self) -> str:
         s = self.settings
@@ -411,15 +419,19 @@ class BlackBoxClient:
     def _request_kwargs(self, prompt: Prompt, max_tokens: int | None = None) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
-            "model": s.model, "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature
+            "model": s.model,
+            "max_tokens": max_tokens or s.max_tokens,
+            "temperature": s.temperature,
         }
         if s.stop:
             kwargs["stop"] = list(s.stop)
         if s.api == "chat":
             kwargs["messages"] = prompt_messages(prompt)
         elif isinstance(prompt, SystemPrompt):
-            raise ConfigError("a system message needs the chat API: the completions API sends one text "
-                              "(use instruction role 'user' with --black-box-api completions)")
+            raise ConfigError(
+                "a system message needs the chat API: the completions API sends one text "
+                "(use instruction role 'user' with --black-box-api completions)"
+            )
         else:
             kwargs["prompt"] = prompt
         return kwargs
@@ -458,8 +470,9 @@ class BlackBoxClient:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            raise _malformed(f"body is not JSON ({type(exc).__name__}: {str(exc)[:100]}; "
-                             f"starts {body[:60]!r})") from exc
+            raise _malformed(
+                f"body is not JSON ({type(exc).__name__}: {str(exc)[:100]}; starts {body[:60]!r})"
+            ) from exc
         return parse_completion_body(payload, s.api, s.max_answer_chars)
 
     def rate_tokens(self, prompt: Prompt) -> int:
@@ -497,8 +510,14 @@ class BlackBoxClient:
                         f"last error: {exc}"
                     ) from exc
                 delay = self._backoff(attempt, exc.retry_after_s)
-                log.info("black-box %s: %s; retry %d/%d in %.2fs", s.shown_url, redact_secrets(str(exc)), attempt,
-                         s.max_retries, delay)
+                log.info(
+                    "black-box %s: %s; retry %d/%d in %.2fs",
+                    s.shown_url,
+                    redact_secrets(str(exc)),
+                    attempt,
+                    s.max_retries,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             usage_ok = answer.usage is not None
@@ -506,9 +525,18 @@ class BlackBoxClient:
             # the ledger the spend limits sum never holds a count the server made up (negative, fractional, absent)
             p_tok, c_tok = answer.usage if answer.usage is not None else self.usage_bound(prompt)
             completion = Completion(
-                request_hash=digest, model=s.model, prompt=str(prompt), text=answer.text, prompt_tokens=p_tok,
-                completion_tokens=c_tok, latency_s=latency, retries=attempt, cached=False, usage_reported=usage_ok,
-                cost_usd=s.call_cost(p_tok, c_tok), truncated=answer.truncated,
+                request_hash=digest,
+                model=s.model,
+                prompt=str(prompt),
+                text=answer.text,
+                prompt_tokens=p_tok,
+                completion_tokens=c_tok,
+                latency_s=latency,
+                retries=attempt,
+                cached=False,
+                usage_reported=usage_ok,
+                cost_usd=s.call_cost(p_tok, c_tok),
+                truncated=answer.truncated,
             )
             if self.cache is not None:
                 self.cache.put(completion)
@@ -532,7 +560,8 @@ class BlackBoxClient:
         }.get(exc.status_code, "")
         return BlackBoxError(
             f"black-box endpoint {s.shown_url} rejected {what} for model {s.model!r}: "
-            f"HTTP {exc.status_code}: {_status_message(exc)}{hint}", status=exc.status_code
+            f"HTTP {exc.status_code}: {_status_message(exc)}{hint}",
+            status=exc.status_code,
         )
 
 
@@ -563,10 +592,17 @@ def _as_cached_completion(hit: Any) -> Completion:
     if isinstance(hit, Completion):
         return dataclasses.replace(hit, cached=True)
     return Completion(
-        request_hash=hit.request_hash, model=hit.model, prompt=hit.prompt, text=hit.text,
-        prompt_tokens=int(hit.prompt_tokens), completion_tokens=int(hit.completion_tokens),
-        latency_s=float(hit.latency_s), retries=int(hit.retries), cached=True,
-        usage_reported=bool(getattr(hit, "usage_reported", True)), cost_usd=getattr(hit, "cost_usd", None),
+        request_hash=hit.request_hash,
+        model=hit.model,
+        prompt=hit.prompt,
+        text=hit.text,
+        prompt_tokens=int(hit.prompt_tokens),
+        completion_tokens=int(hit.completion_tokens),
+        latency_s=float(hit.latency_s),
+        retries=int(hit.retries),
+        cached=True,
+        usage_reported=bool(getattr(hit, "usage_reported", True)),
+        cost_usd=getattr(hit, "cost_usd", None),
         truncated=bool(getattr(hit, "truncated", False)),
     )
 
@@ -662,20 +698,34 @@ class StoreResponseCache:
         if call is None or call.status not in _CACHEABLE:
             return None
         return Completion(
-            request_hash=call.request_hash, model=call.model, prompt=call.prompt, text=call.response_text,
-            prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, latency_s=call.latency_s,
-            retries=call.retries, cached=True, usage_reported=call.status.removesuffix(_TRUNCATED) == _STATUS_OK,
-            cost_usd=call.cost_usd, truncated=call.status.endswith(_TRUNCATED),
+            request_hash=call.request_hash,
+            model=call.model,
+            prompt=call.prompt,
+            text=call.response_text,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            latency_s=call.latency_s,
+            retries=call.retries,
+            cached=True,
+            usage_reported=call.status.removesuffix(_TRUNCATED) == _STATUS_OK,
+            cost_usd=call.cost_usd,
+            truncated=call.status.endswith(_TRUNCATED),
         )
 
     def put(self, completion: Completion) -> None:
         self._store.put_llm_call(
             LLMCall(
-                request_hash=completion.request_hash, model=completion.model, prompt=completion.prompt,
-                response_text=completion.text, prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens, latency_s=completion.latency_s,
-                retries=completion.retries, status=call_status(completion),
-                cost_usd=completion.cost_usd, run_id=self._run_id,
+                request_hash=completion.request_hash,
+                model=completion.model,
+                prompt=completion.prompt,
+                response_text=completion.text,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                latency_s=completion.latency_s,
+                retries=completion.retries,
+                status=call_status(completion),
+                cost_usd=completion.cost_usd,
+                run_id=self._run_id,
             )
         )
 

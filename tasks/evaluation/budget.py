@@ -52,12 +52,18 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.calls + other.calls, self.prompt_tokens + other.prompt_tokens,
-                     self.completion_tokens + other.completion_tokens, self.cost_usd + other.cost_usd)
+        return Usage(
+            self.calls + other.calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost_usd + other.cost_usd,
+        )
 
     def describe(self) -> str:
-        return (f"{self.calls} calls, {self.total_tokens} tokens ({self.prompt_tokens} in + "
-                f"{self.completion_tokens} out), ${self.cost_usd:.4f}")
+        return (
+            f"{self.calls} calls, {self.total_tokens} tokens ({self.prompt_tokens} in + "
+            f"{self.completion_tokens} out), ${self.cost_usd:.4f}"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,8 +133,9 @@ def tokenizer_count(tokenizer: Any, api: str) -> TokenCounter:
     def count(prompt: Prompt) -> int:
         if api == "chat" and getattr(tokenizer, "chat_template", None):
             # transformers 5 returns a BatchEncoding here (its len() is the number of fields, 2): take the ids
-            encoded = tokenizer.apply_chat_template(prompt_messages(prompt), add_generation_prompt=True,
-                                                    tokenize=True, return_dict=True)
+            encoded = tokenizer.apply_chat_template(
+                prompt_messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=True
+            )
             return len(encoded["input_ids"]) + TOKENIZER_MARGIN
         text = str(prompt)
         return len(tokenizer(text)["input_ids"]) + TOKENIZER_MARGIN + (CHAT_OVERHEAD_TOKENS if api == "chat" else 0)
@@ -253,8 +260,10 @@ def check_estimate(estimate: RunEstimate, limits: Limits, *, stop_at_limit: bool
     if not stop_at_limit:
         crossed = limits.exceeded(estimate.total)
         if crossed:
-            raise ConfigError(f"worst-case estimate of the run ({estimate.total.describe()}) exceeds the budget: "
-                              f"{crossed}; raise the limit or pass --stop-at-limit to stop when it is reached")
+            raise ConfigError(
+                f"worst-case estimate of the run ({estimate.total.describe()}) exceeds the budget: "
+                f"{crossed}; raise the limit or pass --stop-at-limit to stop when it is reached"
+            )
 
 
 @dataclass
@@ -289,8 +298,11 @@ class Budget:
 
 def parse_limits(max_cost_usd: Any, max_total_tokens: Any, max_calls: Any) -> Limits:
     """Limits from already validated settings (a negative value here is a programming error)."""
-    for name, value in (("max_cost_usd", max_cost_usd), ("max_total_tokens", max_total_tokens),
-                        ("max_calls", max_calls)):
+    for name, value in (
+        ("max_cost_usd", max_cost_usd),
+        ("max_total_tokens", max_total_tokens),
+        ("max_calls", max_calls),
+    ):
         if value is not None and value < 0:
             raise ConfigError(f"budget.{name} must be >= 0, got {value!r}")
     return Limits(max_cost_usd, max_total_tokens, max_calls)

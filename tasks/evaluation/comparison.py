@@ -89,11 +89,18 @@ def _row(
     low, high = bootstrap_ci(x, n_boot=n_bootstrap, level=confidence, seed=seed)
     paired = None if found is None else paired_test(found.scores, x, n_boot=n_bootstrap, level=confidence, seed=seed)
     return ComparisonRow(
-        label=this.label, instruction=this.instruction, n=int(x.size), accuracy=float(x.mean()),
-        ci_low=low, ci_high=high,
-        gain=None if paired is None else paired.diff, gain_low=None if paired is None else paired.low,
-        gain_high=None if paired is None else paired.high, p_value=None if paired is None else paired.p_value,
-        p_holm=None, test=None if paired is None else paired.test,
+        label=this.label,
+        instruction=this.instruction,
+        n=int(x.size),
+        accuracy=float(x.mean()),
+        ci_low=low,
+        ci_high=high,
+        gain=None if paired is None else paired.diff,
+        gain_low=None if paired is None else paired.low,
+        gain_high=None if paired is None else paired.high,
+        p_value=None if paired is None else paired.p_value,
+        p_holm=None,
+        test=None if paired is None else paired.test,
     )
 
 
@@ -113,8 +120,9 @@ def format_p(p: float) -> str:
 def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95, width: int = 60) -> str:
     """A plain-text table for the terminal (the Prefect artifact shows the same rows)."""
     pct = f"{round(confidence * 100):d}%"
-    header = (f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p':>8} "
-              f"{'p (Holm)':>8}  instruction")
+    header = (
+        f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p':>8} {'p (Holm)':>8}  instruction"
+    )
     lines = [header]
     for r in rows:
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
@@ -144,10 +152,16 @@ def comparison_metrics(rows: Sequence[ComparisonRow]) -> dict[str, float]:
 def comparison_table(rows: Sequence[ComparisonRow]) -> list[dict[str, object]]:
     """The rows as dicts (Prefect table artifact, JSON)."""
     return [
-        {"label": r.label, "instruction": r.instruction, "n": r.n, "test_accuracy": round(r.accuracy, 4),
-         "ci": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
-         "gain_vs_found": None if r.gain is None else f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]",
-         "p_value": None if r.p_value is None else round(r.p_value, 5),
-         "p_holm": None if r.p_holm is None else round(r.p_holm, 5), "test": r.test}
+        {
+            "label": r.label,
+            "instruction": r.instruction,
+            "n": r.n,
+            "test_accuracy": round(r.accuracy, 4),
+            "ci": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+            "gain_vs_found": None if r.gain is None else f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]",
+            "p_value": None if r.p_value is None else round(r.p_value, 5),
+            "p_holm": None if r.p_holm is None else round(r.p_holm, 5),
+            "test": r.test,
+        }
         for r in rows
     ]

@@ -38,8 +38,9 @@ def load_metric_function(spec: str) -> MetricFunction:
     try:
         module = _import_from_cwd(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix, in one line
-        raise ConfigError(f"custom metric {spec!r}: cannot import module {module_name!r}: "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"custom metric {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"custom metric {spec!r}: module {module_name!r} has no function {attr!r}")
@@ -66,9 +67,12 @@ def call_metric(spec: str, prediction: str, target: str | list[str]) -> float:
     try:
         value: Any = fn(prediction, target)
     except Exception as exc:  # noqa: BLE001 - a failing user metric is reported with its input, in one line
-        raise ConfigError(f"custom metric {spec!r} raised {type(exc).__name__}: {exc} "
-                          f"(prediction {prediction!r}, target {target!r})") from None
+        raise ConfigError(
+            f"custom metric {spec!r} raised {type(exc).__name__}: {exc} (prediction {prediction!r}, target {target!r})"
+        ) from None
     if not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"custom metric {spec!r} returned {value!r} for prediction {prediction!r} and target "
-                          f"{target!r}; it must return a number in [0, 1]")
+        raise ConfigError(
+            f"custom metric {spec!r} returned {value!r} for prediction {prediction!r} and target "
+            f"{target!r}; it must return a number in [0, 1]"
+        )
     return float(value)

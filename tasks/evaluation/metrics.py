@@ -91,7 +91,8 @@ class Scorer:
     """One run's way of scoring an answer: a metric and the normalisation both sides go through first.
 
     Built once from the run's config (`RunConfig.scoring`) so dev, test, the baselines and the constant-answer line
-    are all scored alike. `metric` is a `MetricName` or `python:module:function` (`instructzero.tasks.evaluation.custom_metric`).
+    are all scored alike. `metric` is a `MetricName` or `python:module:function`
+    (`instructzero.tasks.evaluation.custom_metric`).
     """
 
     metric: str
@@ -101,8 +102,9 @@ class Scorer:
         if is_python_metric(self.metric):
             load_metric_function(self.metric)  # fails now, naming the spec, not at the first answer
         elif self.metric not in _METRICS:
-            raise ConfigError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)} "
-                              "or python:module:function")
+            raise ConfigError(
+                f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)} or python:module:function"
+            )
 
     def __call__(self, prediction: str, answers: Sequence[str]) -> float:
         """The score of `prediction`, in [0, 1]: a built-in metric's best over `answers`, or the user's function

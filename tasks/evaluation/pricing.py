@@ -89,11 +89,15 @@ def resolve_prices(model: str, base_url: str | None, price_in: float | None, pri
     if entry is not None and not is_local(base_url):
         table_in, table_out = PRICE_TABLE[entry]
         source = f"table:{entry}" if price_in is None and price_out is None else f"config+table:{entry}"
-        return Prices(float(price_in if price_in is not None else table_in),
-                      float(price_out if price_out is not None else table_out), source)
+        return Prices(
+            float(price_in if price_in is not None else table_in),
+            float(price_out if price_out is not None else table_out),
+            source,
+        )
     if is_local(base_url):
         return Prices(float(price_in or 0.0), float(price_out or 0.0), "local" if price_in is price_out else "config")
     raise ConfigError(
-        f"no price known for black-box model {model!r} at {redact_secrets(base_url or '')}: give both --price-in and --price-out "
+        f"no price known for black-box model {model!r} at {redact_secrets(base_url or '')}: "
+        "give both --price-in and --price-out "
         f"(USD per million tokens; the table has {', '.join(sorted(PRICE_TABLE))})"
     )

@@ -52,8 +52,10 @@ class RateLimiter:
     def reserve(self, tokens: int) -> float:
         """Record the request now if it fits and return 0, else return how long to wait before trying again."""
         if self.tpm is not None and tokens > self.tpm:
-            raise ConfigError(f"one request needs up to {tokens} tokens, more than the limit of {self.tpm} tokens "
-                              "per minute: raise --tpm or lower max_tokens")
+            raise ConfigError(
+                f"one request needs up to {tokens} tokens, more than the limit of {self.tpm} tokens "
+                "per minute: raise --tpm or lower max_tokens"
+            )
         with self._lock:
             now = self._clock()
             wait = self._wait_s(tokens, now)

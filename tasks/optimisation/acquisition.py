@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -155,7 +156,15 @@ def propose_batch(
             )
         else:
             candidates = _propose_cmaes(
-                model, best_f, batch_size, dim, seed, num_restarts, raw_samples, cmaes_maxiter, cmaes_popsize,
+                model,
+                best_f,
+                batch_size,
+                dim,
+                seed,
+                num_restarts,
+                raw_samples,
+                cmaes_maxiter,
+                cmaes_popsize,
                 pending,
             )
         candidates = candidates.detach().to(torch.float64).clamp(BOX_LOWER, BOX_UPPER)
@@ -253,7 +262,11 @@ def cmaes_maximize(
         sigma_new = sigma * np.exp(np.minimum(1.0, (cs / damps) * (ps_norm / chi_n - 1)))
         upd = active
         mean[upd], ps[upd], pc[upd], C[upd], sigma[upd] = (
-            new_mean[upd], ps_new[upd], pc_new[upd], C_new[upd], sigma_new[upd]
+            new_mean[upd],
+            ps_new[upd],
+            pc_new[upd],
+            C_new[upd],
+            sigma_new[upd],
         )
         active = active & (sigma * D.max(axis=1) >= tol_sigma)
         if not active.any():
@@ -301,9 +314,12 @@ def _propose_cmaes(
             except (NanError, NotPSDError) as exc:
                 # The fantasy's Schur complement can lose positive definiteness (seen at n=1000, coupled kernel):
                 # the remaining slots repeat this pick, and `_dedupe` fills them with the best free Sobol points.
-                warnings.warn(f"Kriging believer failed after pick {i + 1} of {batch_size} ({exc}); the rest of "
-                              "the batch comes from the acquisition's best Sobol points", NumericsWarning,
-                              stacklevel=2)
+                warnings.warn(
+                    f"Kriging believer failed after pick {i + 1} of {batch_size} ({exc}); the rest of "
+                    "the batch comes from the acquisition's best Sobol points",
+                    NumericsWarning,
+                    stacklevel=2,
+                )
                 picks.extend([pick] * (batch_size - i - 1))
                 break
     return torch.cat(picks, dim=0)

@@ -6,9 +6,9 @@ uninterrupted one had: nothing about the GP is persisted except the evaluated po
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,9 +58,7 @@ def history_arrays(
         raise ConfigError("no evaluated soft prompts in the history: the GP has nothing to fit")
     X = torch.tensor([list(c.z) for c in usable], dtype=torch.float64)
     y = torch.tensor([c.dev_score for c in usable], dtype=torch.float64)
-    S = torch.tensor(
-        [[c.dev_example_scores.get(i, 0.0) for i in dev_ids] for c in usable], dtype=torch.float64
-    )
+    S = torch.tensor([[c.dev_example_scores.get(i, 0.0) for i in dev_ids] for c in usable], dtype=torch.float64)
     return X, y, S
 
 

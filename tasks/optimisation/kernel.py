@@ -177,9 +177,7 @@ class InstructionCoupledKernel(Kernel):
         self.register_buffer("anchors", anchors.detach().clone())
         self.register_buffer(
             "similarity_root",
-            psd_root(
-                similarity.detach().to(anchors), jitter=similarity_jitter, rank_tol=similarity_rank_tol
-            ),
+            psd_root(similarity.detach().to(anchors), jitter=similarity_jitter, rank_tol=similarity_rank_tol),
         )
         self._cache: tuple[tuple, Tensor, Tensor | None] | None = None
 
@@ -286,9 +284,7 @@ class InstructionCoupledKernel(Kernel):
         if diag and n1 != n2:
             raise ConfigError(f"diag=True needs n1 == n2, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
         batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
-        same = x2 is x1 or (
-            not (x1.requires_grad or x2.requires_grad) and x1.shape == x2.shape and torch.equal(x1, x2)
-        )
+        same = x2 is x1 or (not (x1.requires_grad or x2.requires_grad) and x1.shape == x2.shape and torch.equal(x1, x2))
         C, _ = self._factors(need_middle=False)
         n, r = C.shape[-2], C.shape[-1]
         if same:

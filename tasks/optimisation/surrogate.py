@@ -17,7 +17,11 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from instructzero.tasks.errors import ConfigError, NumericalWarning
-from instructzero.tasks.optimisation.kernel import CoupledPlusLatentKernel, InstructionCoupledKernel, latent_matern_kernel
+from instructzero.tasks.optimisation.kernel import (
+    CoupledPlusLatentKernel,
+    InstructionCoupledKernel,
+    latent_matern_kernel,
+)
 
 __all__ = ["fit_surrogate", "KERNELS", "COUPLED_KERNELS", "BOX_LOWER", "BOX_UPPER"]
 
@@ -77,7 +81,9 @@ def fit_surrogate(
                 f"similarity must be ({n} x {n}) to match X of shape {tuple(X.shape)}, got {tuple(similarity.shape)}"
             )
         anchors = (X - BOX_LOWER) / (BOX_UPPER - BOX_LOWER)  # the kernel sees Normalize'd inputs
-        coupled = InstructionCoupledKernel(anchors, similarity.to(torch.float64), latent_matern_kernel(d), jitter=jitter)
+        coupled = InstructionCoupledKernel(
+            anchors, similarity.to(torch.float64), latent_matern_kernel(d), jitter=jitter
+        )
         covar: Kernel = ScaleKernel(
             coupled if kernel == "coupled" else CoupledPlusLatentKernel(coupled, weight=latent_weight)
         )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -65,9 +65,16 @@ def isolated_results(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
-TINY_GENERATOR_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                            num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
-                            layer_types=["full_attention"])
+TINY_GENERATOR_SIZES = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    query_pre_attn_scalar=16,
+    layer_types=["full_attention"],
+)
 
 
 @pytest.fixture(scope="session")
@@ -99,42 +106,59 @@ def tiny_generator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_run_overrides(
-    store_url: str, base_url: str, generator_dir: Path, *, task: str = "sum", n_init: int = 2, iterations: int = 1,
-    batch_size: int = 1, max_retries: int = 4, timeout_s: float = 30.0, seed: int = 0,
+    store_url: str,
+    base_url: str,
+    generator_dir: Path,
+    *,
+    task: str = "sum",
+    n_init: int = 2,
+    iterations: int = 1,
+    batch_size: int = 1,
+    max_retries: int = 4,
+    timeout_s: float = 30.0,
+    seed: int = 0,
 ) -> dict:
     """Nested `RunConfig` overrides for a CI-sized run: tiny generator, rule-based black box, 3 dev examples."""
     return dict(
-        store_url=store_url, seed=seed,
+        store_url=store_url,
+        seed=seed,
         data=dict(task=task, n_exemplars=2, n_dev=3, n_test=3),
         generator=dict(model=str(generator_dir), max_new_tokens=8, batch_size=4, device="cpu"),
-        black_box=dict(base_url=base_url, model="rule-based", api="completions", max_tokens=8,
-                       max_retries=max_retries, timeout_s=timeout_s, concurrency=4),
+        black_box=dict(
+            base_url=base_url,
+            model="rule-based",
+            api="completions",
+            max_tokens=8,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            concurrency=4,
+        ),
         bo=dict(n_init=n_init, iterations=iterations, batch_size=batch_size, num_restarts=2, raw_samples=16),
     )
 
 
 _INTEGRITY_CHECKS = {
     "duplicate candidates": 'SELECT run_id, iteration, "index" FROM candidates GROUP BY run_id, iteration, "index" '
-                            "HAVING count(*) > 1",
+    "HAVING count(*) > 1",
     "candidate without its instruction": "SELECT c.id FROM candidates c LEFT JOIN instructions i "
-                                         "ON i.id = c.instruction_id WHERE i.id IS NULL OR i.run_id <> c.run_id",
+    "ON i.id = c.instruction_id WHERE i.id IS NULL OR i.run_id <> c.run_id",
     "candidate without its dev evaluation": "SELECT c.id FROM candidates c LEFT JOIN evaluations e "
-                                            "ON e.id = c.dev_evaluation_id WHERE e.id IS NULL OR e.split <> 'dev' "
-                                            "OR e.run_id <> c.run_id OR e.instruction_id <> c.instruction_id",
+    "ON e.id = c.dev_evaluation_id WHERE e.id IS NULL OR e.split <> 'dev' "
+    "OR e.run_id <> c.run_id OR e.instruction_id <> c.instruction_id",
     "evaluation without its instruction": "SELECT e.id FROM evaluations e LEFT JOIN instructions i "
-                                          "ON i.id = e.instruction_id WHERE i.id IS NULL OR i.run_id <> e.run_id",
+    "ON i.id = e.instruction_id WHERE i.id IS NULL OR i.run_id <> e.run_id",
     "evaluation with missing example scores": "SELECT e.id FROM evaluations e LEFT JOIN example_scores x "
-                                              "ON x.evaluation_id = e.id GROUP BY e.id, e.n_examples "
-                                              "HAVING count(x.id) <> e.n_examples OR count(x.id) = 0",
+    "ON x.evaluation_id = e.id GROUP BY e.id, e.n_examples "
+    "HAVING count(x.id) <> e.n_examples OR count(x.id) = 0",
     "example score without evaluation": "SELECT x.id FROM example_scores x LEFT JOIN evaluations e "
-                                        "ON e.id = x.evaluation_id WHERE e.id IS NULL",
+    "ON e.id = x.evaluation_id WHERE e.id IS NULL",
     "orphaned instruction": "SELECT i.id FROM instructions i LEFT JOIN candidates c ON c.instruction_id = i.id "
-                            "LEFT JOIN evaluations e ON e.instruction_id = i.id "
-                            "WHERE c.id IS NULL AND e.id IS NULL",  # baselines have a test evaluation only
+    "LEFT JOIN evaluations e ON e.instruction_id = i.id "
+    "WHERE c.id IS NULL AND e.id IS NULL",  # baselines have a test evaluation only
     "candidate or evaluation of an unknown run": "SELECT c.run_id FROM candidates c LEFT JOIN runs r "
-                                                 "ON r.id = c.run_id WHERE r.id IS NULL UNION ALL "
-                                                 "SELECT e.run_id FROM evaluations e LEFT JOIN runs r "
-                                                 "ON r.id = e.run_id WHERE r.id IS NULL",
+    "ON r.id = c.run_id WHERE r.id IS NULL UNION ALL "
+    "SELECT e.run_id FROM evaluations e LEFT JOIN runs r "
+    "ON r.id = e.run_id WHERE r.id IS NULL",
     "duplicate llm call": "SELECT request_hash FROM llm_calls GROUP BY request_hash HAVING count(*) > 1",
 }
 

@@ -1,6 +1,7 @@
 """Fixtures for server tests (see conftest.py).
 
-* `echo_server` / `echo_server_url` (session): the rule-based test backend (see `instructzero.servers.openai_compatible`),
+* `echo_server` / `echo_server_url` (session): the rule-based test backend (see
+`instructzero.servers.openai_compatible`),
   model id "rule-based", no faults. Tests that inject faults or count requests start their own with `make_server`.
 * `gemma_server` / `gemma_server_url` (session): the transformers backend serving the packaged Gemma-3 270M, model id
   "gemma3-270m"; the model is loaded once per session.
@@ -37,8 +38,9 @@ def gemma_server() -> Iterator[ServerHandle]:
     # one generation thread: CI boxes are small and shared, where oversubscribed OpenMP threads crawl
     from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA
 
-    handle = start_server_in_thread("transformers", model=PACKAGED_GEMMA, model_name="gemma3-270m", torch_threads=1,
-                                    startup_timeout_s=300)
+    handle = start_server_in_thread(
+        "transformers", model=PACKAGED_GEMMA, model_name="gemma3-270m", torch_threads=1, startup_timeout_s=300
+    )
     yield handle
     handle.stop()
 
@@ -50,8 +52,9 @@ def gemma_server_url(gemma_server: ServerHandle) -> str:
 
 def _packaged_chat_server(model: str) -> Iterator[ServerHandle]:
     """A packaged chat model behind the project's server, served under its own name (one generation thread)."""
-    handle = start_server_in_thread("transformers", model=model, model_name=model, torch_threads=1, max_batch=4,
-                                    startup_timeout_s=600)
+    handle = start_server_in_thread(
+        "transformers", model=model, model_name=model, torch_threads=1, max_batch=4, startup_timeout_s=600
+    )
     yield handle
     handle.stop()
 

@@ -68,18 +68,29 @@ class _ThrowawayPostgres:
 
     def start(self) -> str:
         run = dict(check=True, capture_output=True, text=True, timeout=120)
-        subprocess.run(self._cmd("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                                 "--encoding=UTF8", "--no-sync"), **run)
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.base / "log"),
-                                 "-w", "-t", "60", "start"), **run)
+        subprocess.run(
+            self._cmd("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"),
+            **run,
+        )
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        subprocess.run(
+            self._cmd(
+                "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.base / "log"), "-w", "-t", "60", "start"
+            ),
+            **run,
+        )
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         try:
-            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"),
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"),
+                capture_output=True,
+                timeout=60,
+            )
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -175,46 +186,78 @@ def store_url(request: pytest.FixtureRequest) -> str:
 # ------------------------------------------------------------------------------------------- data builders
 
 
-def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str = "fake-model",
-                    prefix: str = "pred"):
+def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str = "fake-model", prefix: str = "pred"):
     """An EvaluationIn whose mean is the mean of `scores` (example id -> score)."""
     from instructzero.storage.entities import EvaluationIn, ExampleScore
 
     examples = tuple(ExampleScore(example_id=k, prediction=f"{prefix}-{k}", score=v) for k, v in scores.items())
     mean = sum(scores.values()) / len(scores) if scores else 0.0
-    return EvaluationIn(split=split, model=model, mean_score=mean, n_examples=len(examples),
-                        prompt_tokens=10 * len(examples), completion_tokens=2 * len(examples),
-                        latency_s=0.01 * len(examples), n_calls=len(examples), n_cached=0,
-                        examples=examples)  # type: ignore[arg-type]
+    return EvaluationIn(
+        split=split,
+        model=model,
+        mean_score=mean,
+        n_examples=len(examples),
+        prompt_tokens=10 * len(examples),
+        completion_tokens=2 * len(examples),
+        latency_s=0.01 * len(examples),
+        n_calls=len(examples),
+        n_cached=0,
+        examples=examples,
+    )  # type: ignore[arg-type]
 
 
-def make_candidate(index: int, instruction: str, scores: dict[str, float], *, phase: str = "bo",
-                   z: tuple[float, ...] | None = (0.1, -0.2, 1.0 / 3.0), acquisition_value: float | None = 0.5,
-                   model: str = "fake-model"):
+def make_candidate(
+    index: int,
+    instruction: str,
+    scores: dict[str, float],
+    *,
+    phase: str = "bo",
+    z: tuple[float, ...] | None = (0.1, -0.2, 1.0 / 3.0),
+    acquisition_value: float | None = 0.5,
+    model: str = "fake-model",
+):
     from instructzero.storage.entities import CandidateIn
 
-    return CandidateIn(index=index, phase=phase, z=z, acquisition_value=acquisition_value,  # type: ignore[arg-type]
-                       instruction=instruction, dev=make_evaluation(scores, model=model))
+    return CandidateIn(
+        index=index,
+        phase=phase,
+        z=z,
+        acquisition_value=acquisition_value,  # type: ignore[arg-type]
+        instruction=instruction,
+        dev=make_evaluation(scores, model=model),
+    )
 
 
-def populate(store, *, name: str = "run-a", task: str = "sum", n_iterations: int = 3, n_candidates: int = 2,
-             tag: str = "") -> str:
+def populate(
+    store, *, name: str = "run-a", task: str = "sum", n_iterations: int = 3, n_candidates: int = 2, tag: str = ""
+) -> str:
     """Create one run with `n_iterations` iterations of `n_candidates` candidates; returns the run id.
     Scores rise with the iteration so the best instruction is the last iteration's last candidate."""
     from instructzero.storage.entities import DatasetIn
 
-    run = store.create_run(name=name, task=task, config={"n_iterations": n_iterations}, seed=0,
-                           versions={"instructzero": "test"}, projection_hash="p" * 64,
-                           splits={"dev": ["d0", "d1"], "test": ["t0"]},
-                           datasets=[DatasetIn(task, "dev", "h" * 64, ("d0", "d1")),
-                                     DatasetIn(task, "test", "h" * 64, ("t0",))])
+    run = store.create_run(
+        name=name,
+        task=task,
+        config={"n_iterations": n_iterations},
+        seed=0,
+        versions={"instructzero": "test"},
+        projection_hash="p" * 64,
+        splits={"dev": ["d0", "d1"], "test": ["t0"]},
+        datasets=[DatasetIn(task, "dev", "h" * 64, ("d0", "d1")), DatasetIn(task, "test", "h" * 64, ("t0",))],
+    )
     for it in range(n_iterations):
         cands = []
         for j in range(n_candidates):
             s = (it * n_candidates + j) / (n_iterations * n_candidates)
-            cands.append(make_candidate(j, f"{tag}instruction {it}.{j}", {"d0": s, "d1": s},
-                                        phase="init" if it == 0 else "bo",
-                                        z=(it + j / 10.0, 0.1 + it, -1.0 / 3.0)))
+            cands.append(
+                make_candidate(
+                    j,
+                    f"{tag}instruction {it}.{j}",
+                    {"d0": s, "d1": s},
+                    phase="init" if it == 0 else "bo",
+                    z=(it + j / 10.0, 0.1 + it, -1.0 / 3.0),
+                )
+            )
         store.record_iteration(run.id, it, cands)
     return run.id
 

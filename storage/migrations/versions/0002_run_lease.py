@@ -39,8 +39,7 @@ def upgrade() -> None:
         if isinstance(config, dict) and isinstance(config.get("store_url"), str):
             redacted = _redacted(config["store_url"])
             if redacted != config["store_url"]:
-                conn.execute(runs.update().where(runs.c.id == run_id)
-                             .values(config={**config, "store_url": redacted}))
+                conn.execute(runs.update().where(runs.c.id == run_id).values(config={**config, "store_url": redacted}))
 
 
 def downgrade() -> None:
