@@ -19,20 +19,18 @@ from typing import Any
 
 import torch
 
-from instructzero.storage.entities import CandidateIn, RunRecord
+from instructzero.storage.records import Candidate, Dataset, Example, Run
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits
-from instructzero.tasks.data.task_data import Example, TaskData
+from instructzero.tasks.data.task_data import TaskData
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
-    EvaluationResult,
     StoreResponseCache,
     evaluate_instructions,
 )
 from instructzero.tasks.generation.generator import InstructionGenerator, clean_instruction
 from instructzero.tasks.optimisation.selection import best_candidate
-from instructzero.tasks.prefect_tasks import to_evaluation_in
 
 APE_TEMPERATURE = 0.9
 APE_TOP_P = 0.95
@@ -123,7 +121,7 @@ def same_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return comparable(recorded, endpoint_id=known) == comparable(wanted, endpoint_id=known)
 
 
-def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> RunRecord | None:
+def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> Run | None:
     """The stored run of a benchmark cell (any status), None when there is none; ConfigError when the run of
     that name was made with other settings (the suite label must then change)."""
     run = store.find_run_by_name(name)
@@ -152,10 +150,13 @@ def run_fixed_candidates(
     """Score `instructions` on dev as one baseline iteration, the best (earliest on ties) on test; store it all.
 
     A completed run with the same name and settings is reused as is (re-running a benchmark costs nothing), an
-    interrupted one is completed; one made with other settings is refused (`existing_run`).
+    interrupted one is completed; one made with other settings is refused (`existing_run`). `model_name` is the
+    black box's model (`settings.model`), which the evaluations are recorded under.
     """
-    from instructzero.storage.entities import DatasetIn
+    if model_name != settings.model:
+        from instructzero.tasks.errors import ConfigError
 
+        raise ConfigError(f"baseline run {name!r}: model {model_name!r} is not the black box's {settings.model!r}")
     run = existing_run(store, name, config)
     if run is None or run.status != "completed":
         manifest = splits.manifest()
@@ -168,36 +169,33 @@ def run_fixed_candidates(
             projection_hash=None,
             splits=manifest,
             datasets=[
-                DatasetIn(task=data.name, split=s, content_hash=data.content_hash, example_ids=tuple(ids))
+                Dataset(task=data.name, split=s, content_hash=data.content_hash, example_ids=tuple(ids))
                 for s, ids in manifest.items()
             ],
         )
         store.set_run_status(run.id, "running")
         client = BlackBoxClient(settings, cache=StoreResponseCache(store, run_id=run.id))
         try:
-            dev = evaluate_instructions(client, list(instructions), splits.dev, metric, template=template)  # type: ignore[arg-type]
+            dev = evaluate_instructions(client, list(instructions), splits.dev, metric, template=template)
             store.record_iteration(
                 run.id,
                 0,
                 [
-                    CandidateIn(
+                    Candidate(
+                        iteration=0,
                         index=i,
                         phase="baseline",
                         z=None,
                         acquisition_value=None,
                         instruction=text,
-                        dev=to_evaluation_in(ev, split="dev", model=model_name),
+                        dev=ev,
                     )
                     for i, (text, ev) in enumerate(zip(instructions, dev))
                 ],
             )
             best_i = max(range(len(dev)), key=lambda i: (dev[i].mean_score, -i))
-            test: EvaluationResult = evaluate_instructions(
-                client, [instructions[best_i]], splits.test, metric, template=template
-            )[0]  # type: ignore[arg-type]
-            store.record_test_evaluation(
-                run.id, instructions[best_i], to_evaluation_in(test, split="test", model=model_name)
-            )
+            test = evaluate_instructions(client, [instructions[best_i]], splits.test, metric, template=template)[0]
+            store.record_test_evaluation(run.id, test)
         except BaseException as exc:
             store.set_run_status(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise

@@ -351,7 +351,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from instructzero.flows.cli import offline_defaults
+    from instructzero.flows.offline import offline_defaults  # not via flows.cli, which imports this module
 
     offline_defaults()
     from instructzero.storage.errors import StoreError

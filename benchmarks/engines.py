@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from instructzero.flows.cli import offline_defaults
+from instructzero.flows.offline import offline_defaults
 from instructzero.servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
 from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 from instructzero.tasks.data.task_data import load_task
@@ -39,7 +39,9 @@ def prompts(n: int) -> list[str]:
     out: list[str] = []
     for k in range(n):
         instruction = INSTRUCTIONS[k % len(INSTRUCTIONS)]
-        out.append(render_zero_shot(instruction, examples[k // len(INSTRUCTIONS)].input))
+        prompt = render_zero_shot(instruction, examples[k // len(INSTRUCTIONS)].input)
+        assert isinstance(prompt, str)  # the default template renders one completion prompt, not a chat request
+        out.append(prompt)
     return out
 
 

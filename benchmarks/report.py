@@ -500,8 +500,8 @@ def write_report(
         ]
         stats = quality_statistics(quality)
         md += ["### Statistics", "", statistics_tables(stats, list(s["methods"]))]
-        for path in plot_curves(quality, out_dir):
-            md += [f"![{path.stem}]({path.name})", ""]
+        for curve in plot_curves(quality, out_dir):
+            md += [f"![{curve.stem}]({curve.name})", ""]
         md += reproduce_section(quality.suite, s["store_url"])
         methods = list(s["methods"])
         tasks = list(dict.fromkeys(r.task for r in quality.runs))

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from instructzero.benchmarks.markdown_results import write_results
-from instructzero.flows.cli import offline_defaults
+from instructzero.flows.offline import offline_defaults
 from instructzero.flows.params import RunConfig
 from instructzero.servers.local_endpoint import local_endpoint
 from instructzero.tasks.data.splits import make_splits
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig().black_box
     if args.black_box:
         config = config.model_copy(update={"model": args.black_box})
-    rows = []
+    rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     with local_endpoint(config.engine, model=config.model, api=config.api, max_batch=config.concurrency) as ep:
         for info in infos:

@@ -151,6 +151,7 @@ def plain_loop(config: Any) -> float:
     """The flow's loop with the plain functions its @task wrappers wrap (no Prefect); returns the best test score."""
     from instructzero.flows.params import package_versions
     from instructzero.tasks import prefect_tasks as pt
+    from instructzero.tasks.optimisation.proposer import ProposerContext, make_proposer
     from instructzero.tasks.optimisation.selection import best_candidate
 
     data, splits = pt.load_task_data.fn(
@@ -188,23 +189,14 @@ def plain_loop(config: Any) -> float:
     store.set_run_status(run.id, "running")
     bb, bo = config.black_box, config.bo
     settings = bb.client_settings(bb.base_url)
-    dev_ids = [e.id for e in splits.dev]
-    state, history = None, []
+    dev_ids = tuple(e.id for e in splits.dev)
+    proposer = make_proposer(bo.strategy, ProposerContext(config.generator.intrinsic_dim, config.seed, dev_ids), bo)
+    history: list = []
     with ThreadPoolExecutor(max_workers=8) as pool:  # the flow's ThreadPoolTaskRunner(max_workers=8)
         for iteration in range(bo.iterations + 1):
-            proposal = pt.propose_prompt.fn(
-                state,
-                iteration=iteration,
-                n_init=bo.n_init,
-                batch_size=bo.batch_size,
-                dim=config.generator.intrinsic_dim,
-                seed=config.seed,
-                acquisition=bo.acquisition,
-                optimizer=bo.optimizer,
-                num_restarts=bo.num_restarts,
-                raw_samples=bo.raw_samples,
-                strategy=bo.strategy,
-            )
+            if proposer.learns and history:
+                pt.gp_update_task.fn(proposer, history)
+            proposal = pt.propose_prompt.fn(proposer, iteration, bo.n_init if iteration == 0 else bo.batch_size)
             instructions = pt.generate_instruction.fn(proposal.z, splits.exemplars, spec)
             unique = list(dict.fromkeys(instructions))
             results = list(
@@ -219,13 +211,9 @@ def plain_loop(config: Any) -> float:
             history = pt.record_iteration.fn(
                 config.store_url, run.id, proposal, instructions, [by_text[t] for t in instructions], bb.model
             )
-            if iteration < bo.iterations:
-                state = pt.gp_update_task.fn(
-                    history, dev_ids, kernel=bo.kernel, similarity=bo.similarity, seed=config.seed
-                )
     best = best_candidate(history)
     test = pt.zero_shot_evaluate.fn(best.instruction, splits.test, data.metric, bb.template, settings, config.store_url)
-    pt.record_test_evaluation.fn(config.store_url, run.id, best.instruction, test, bb.model)
+    pt.record_test_evaluation.fn(config.store_url, run.id, test)
     store.set_run_status(run.id, "completed")
     return test.mean_score
 

@@ -11,95 +11,37 @@ import json
 import os
 import sys
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
+from instructzero.flows.offline import offline_defaults
 from instructzero.storage.errors import StoreError
 from instructzero.tasks.errors import InstructZeroError
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+    from instructzero.flows.params import ConfigOption
 
 EXIT_USER_ERROR = 2
 
 
-def offline_defaults() -> None:
-    """Quiet, offline defaults for Prefect and Hugging Face (a user's own settings win)."""
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "TOKENIZERS_PARALLELISM": "false",
-        # A first impression without walls of text: the progress bar and the final report say what matters;
-        # Prefect's per-task INFO lines and model-loading bars are one variable away (PREFECT_LOGGING_LEVEL=INFO).
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-    }.items():
-        os.environ.setdefault(key, value)
-    # gpytorch rounds tiny negative posterior variances up to 1e-10 and says so on every proposal; expected.
-    warnings.filterwarnings("ignore", message="Negative variance values detected")
+def _nested_overrides(args: argparse.Namespace, config: type[BaseSettings] | None = None) -> dict[str, Any]:
+    """Map CLI flags onto the nested `RunConfig` fields (only flags the user gave). The map is the config table's
+    (`instructzero.flows.params.config_options`), so it cannot drift from the flags `add_config_flags` made."""
+    from instructzero.flows.params import RunConfig, config_options
 
-
-def _nested_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Map CLI flags onto the nested `RunConfig` fields (only flags the user gave)."""
-    mapping = {
-        "name": ("name",),
-        "seed": ("seed",),
-        "store": ("store_url",),
-        "task": ("data", "task"),
-        "data_dir": ("data", "data_dir"),
-        "n_exemplars": ("data", "n_exemplars"),
-        "n_dev": ("data", "n_dev"),
-        "n_test": ("data", "n_test"),
-        "generator": ("generator", "model"),
-        "soft_tokens": ("generator", "n_soft_tokens"),
-        "intrinsic_dim": ("generator", "intrinsic_dim"),
-        "max_new_tokens": ("generator", "max_new_tokens"),
-        "generator_batch": ("generator", "batch_size"),
-        "device": ("generator", "device"),
-        "black_box_url": ("black_box", "base_url"),
-        "black_box_model": ("black_box", "model"),
-        "black_box_api": ("black_box", "api"),
-        "api_key_env": ("black_box", "api_key_env"),
-        "concurrency": ("black_box", "concurrency"),
-        "max_tokens": ("black_box", "max_tokens"),
-        "iterations": ("bo", "iterations"),
-        "batch": ("bo", "batch_size"),
-        "init": ("bo", "n_init"),
-        "kernel": ("bo", "kernel"),
-        "similarity": ("bo", "similarity"),
-        "acquisition": ("bo", "acquisition"),
-        "optimizer": ("bo", "optimizer"),
-        "engine": ("black_box", "engine"),
-        "soft_scale": ("generator", "soft_scale"),
-        "meta_prompt": ("generator", "template"),
-        "baseline_instruction": ("report", "baselines"),
-        "empty_baseline": ("report", "empty_baseline"),
-        "price_in": ("black_box", "price_in_per_mtok"),
-        "price_out": ("black_box", "price_out_per_mtok"),
-        "max_cost": ("budget", "max_cost_usd"),
-        "max_total_tokens": ("budget", "max_total_tokens"),
-        "max_calls": ("budget", "max_calls"),
-        "stop_at_limit": ("budget", "stop_at_limit"),
-        "rpm": ("budget", "requests_per_minute"),
-        "tpm": ("budget", "tokens_per_minute"),
-        "length_penalty": ("bo", "length_penalty"),
-        "metric": ("scoring", "metric"),
-        "normalize": ("scoring", "normalize"),
-        "template": ("black_box", "template"),
-        "instruction_role": ("black_box", "instruction_role"),
-    }
     nested: dict[str, Any] = {}
-    for flag, path in mapping.items():
-        value = getattr(args, flag, None)
+    for option in config_options(config or RunConfig):
+        value = getattr(args, option.flag.dest, None)
         if value is None:
             continue
         target = nested
-        for key in path[:-1]:
+        for key in option.path[:-1]:
             target = target.setdefault(key, {})
-        target[path[-1]] = value
+        target[option.path[-1]] = value
     return nested
 
 
@@ -181,8 +123,8 @@ def _check_not_held(config: Any, run: Any) -> None:
     """Refuse, before Prefect starts, a run another live process holds (the flow's claim is the real guard)."""
     from datetime import UTC, datetime
 
-    from instructzero.flows.instruction_search import holder_is_dead
     from instructzero.storage.errors import RunLeasedError
+    from instructzero.storage.lease import holder_is_dead
     from instructzero.storage.repository import lease_timeout_s
 
     timeout = lease_timeout_s()
@@ -459,7 +401,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_serve(argv: Sequence[str]) -> int:
     from instructzero.servers.openai_compatible import main as serve_main
 
-    return serve_main(list(argv), prog="instructzero serve") or 0
+    serve_main(list(argv), prog="instructzero serve")
+    return 0
 
 
 def cmd_bench(argv: Sequence[str]) -> int:
@@ -477,139 +420,22 @@ STORE_HELP = "SQLAlchemy URL of the store (default: $INSTRUCTZERO_STORE_URL, els
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, PACKAGED_MODELS
-
     parser = argparse.ArgumentParser(prog="instructzero", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="search the best instruction for a task (resumes an unfinished run of --name)")
-    run.add_argument("--task", help="task name (see `instructzero tasks`) or a .jsonl/.csv file")
-    run.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/")
-    run.add_argument("--name", help="run name; re-running with the same name resumes it")
-    run.add_argument(
-        "--seed",
-        type=int,
-        help="seeds the splits, the projection, the Sobol design and the acquisition optimisation (default 0)",
-    )
-    run.add_argument("--store", help="SQLAlchemy URL of the store (default sqlite:///instructzero.db)")
-    run.add_argument(
-        "--generator",
-        help=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local "
-        f"folder, or an HF id in the local cache (default {DEFAULT_GENERATOR})",
-    )
-    run.add_argument(
-        "--soft-tokens", type=int, help="soft-token embeddings prepended to the generator's prompt (default 5)"
-    )
-    run.add_argument(
-        "--intrinsic-dim",
-        type=int,
-        help="dimension d of the searched soft prompt z in [-1, 1]^d, "
-        "projected to the soft tokens by a fixed random matrix (default 10)",
-    )
-    run.add_argument(
-        "--max-new-tokens", type=int, help="length cap of a generated instruction, in generator tokens (default 32)"
-    )
-    run.add_argument("--generator-batch", type=int, help="soft prompts generated in one padded batch (default 8)")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    run.add_argument("--black-box-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    run.add_argument(
-        "--black-box-model",
-        help=f"model name sent to the black-box API; with no --black-box-url, the "
-        f"packaged model to serve (default {DEFAULT_BLACK_BOX})",
-    )
-    run.add_argument(
-        "--black-box-api",
-        choices=["chat", "completions"],
-        help="chat for chat models (their own template, default), completions for base models",
-    )
-    run.add_argument("--api-key-env", help="env var holding the API key (default OPENAI_API_KEY)")
-    run.add_argument("--concurrency", type=int, help="black-box requests in flight at once (default 8)")
-    run.add_argument(
-        "--max-tokens",
-        type=int,
-        help="answer cap per black-box call (default: from the task's "
-        "longest accepted answer, so none is cut); not a spend limit, see --max-total-tokens",
-    )
-    run.add_argument("--iterations", type=int, help="BO iterations after the initial design (default 3)")
-    run.add_argument("--batch", type=int, help="soft prompts per BO iteration")
-    run.add_argument("--init", type=int, help="Sobol soft prompts of the initial design")
-    run.add_argument("--n-exemplars", type=int, help="input/output pairs shown to the generator (default 5)")
-    run.add_argument("--n-dev", type=int, help="examples every candidate is scored on: the BO objective (default 10)")
-    run.add_argument("--n-test", type=int, help="examples of the final paired report only (default 30)")
-    run.add_argument(
-        "--kernel",
-        choices=["coupled", "coupled+matern", "matern"],
-        help="GP kernel: the paper's instruction-coupled one (default), it plus a latent Matern, or Matern",
-    )
-    run.add_argument(
-        "--similarity",
-        choices=["scores", "embedding"],
-        help="instruction similarity of the coupled kernel: dev score vectors (default) or MiniLM",
-    )
-    run.add_argument("--acquisition", choices=["logei", "ei"], help="acquisition function (default logei)")
-    run.add_argument(
-        "--optimizer", choices=["optimize_acqf", "cmaes"], help="how the acquisition is maximised (default cmaes)"
-    )
-    run.add_argument(
-        "--engine",
-        choices=["auto", "transformers", "llama.cpp"],
-        help="what serves the embedded black box when no --black-box-url is given",
-    )
-    run.add_argument("--soft-scale", type=float, help="strength of the soft tokens (1 = spread of real embeddings)")
-    run.add_argument("--meta-prompt", help="generator prompt: a preset name or text with {demos}")
-    run.add_argument(
-        "--baseline-instruction",
-        action="append",
-        metavar="TEXT",
-        help="your current instruction, scored on the same test examples (repeatable)",
-    )
-    run.add_argument(
-        "--no-empty-baseline",
-        dest="empty_baseline",
-        action="store_false",
-        default=None,
-        help="do not score the empty instruction as a baseline",
-    )
-    run.add_argument("--price-in", metavar="USD", help="black-box input price per million tokens (default: table)")
-    run.add_argument("--price-out", metavar="USD", help="black-box output price per million tokens (default: table)")
-    _budget_flags(run)
-    run.add_argument("--length-penalty", metavar="P", help="optimize dev accuracy - P x instruction tokens (default 0)")
-    run.add_argument(
-        "--metric",
-        metavar="NAME",
-        help="how an answer is scored: auto (the task's own, default), exact_match, contains, f1, "
-        "exact_set, or python:module:function (your (prediction, target) -> score in [0, 1])",
-    )
-    run.add_argument(
-        "--normalize",
-        metavar="SPEC",
-        help="what prediction and answer go through first: auto (default: lower-case, drop "
-        "punctuation, first line, cut at the first '.'), none, or comma-separated steps on/off "
-        "from auto, e.g. no-lowercase or none,whitespace (steps: fillers, first-line, "
-        "first-period, lowercase, punctuation, whitespace)",
-    )
-    run.add_argument(
-        "--template",
-        metavar="TEXT",
-        help="zero-shot prompt with {instruction} and {input} (only {input} with --instruction-role "
-        "system); literal braces as {{ }}",
-    )
-    run.add_argument(
-        "--instruction-role",
-        choices=["user", "system"],
-        help="where the instruction goes: in the user message (default) or as the system message (chat API only)",
-    )
+    add_config_flags(run)
     run.set_defaults(func=cmd_run)
 
     estimate = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a run (same flags as run)")
-    for action in run._actions[1:]:  # every flag of `run` except -h
-        estimate._add_action(action)
+    add_config_flags(estimate)
     estimate.set_defaults(func=cmd_estimate)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from the store (raise its limits here)")
     resume.add_argument("run_id")
     resume.add_argument("--store", help=STORE_HELP)
-    _budget_flags(resume)
+    # limits are not part of a run's identity: a resume may raise them (the others are the recorded ones)
+    add_config_flags(resume, sections=("budget",), default_note="default: the run's recorded value")
     resume.set_defaults(func=cmd_resume)
 
     pareto = sub.add_parser("pareto", help="Pareto front of dev accuracy vs instruction length of a run")
@@ -669,26 +495,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _budget_flags(parser: argparse.ArgumentParser) -> None:
-    """Spend limits (validated by RunConfig, so a bad value is one `error:` line). --max-tokens is another thing:
-    the per-answer cap of each call."""
-    parser.add_argument("--max-cost", metavar="USD", help="most USD the run may spend on the black box")
-    parser.add_argument("--max-total-tokens", metavar="N", help="most input + output tokens of paid calls")
-    parser.add_argument("--max-calls", metavar="N", help="most paid black-box calls")
-    parser.add_argument(
-        "--stop-at-limit",
-        action="store_true",
-        default=None,
-        help="start although the worst case crosses a limit; stop at an iteration boundary",
-    )
-    parser.add_argument(
-        "--rpm",
-        metavar="N",
-        help="the black-box API's requests-per-minute limit, kept by the client (429 Retry-After is honoured too)",
-    )
-    parser.add_argument(
-        "--tpm", metavar="N", help="its tokens-per-minute limit (prompt estimate + max_tokens per request)"
-    )
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    config: type[BaseSettings] | None = None,
+    sections: Collection[str] | None = None,
+    default_note: str | None = None,
+) -> None:
+    """Add one flag per flagged field of the config table (`instructzero.flows.params.config_options`), a group per
+    section. Generated rather than written out so that a knob is one field in params.py: its flag, help, default,
+    choices and env name all come from there. Values stay text unless the `Flag` names a `parse`: the config
+    validates them, so a bad value is one `error:` line. `default_note`: what the help says instead of the default
+    and env name, where neither applies (`resume` starts from the recorded values)."""
+    from instructzero.flows.params import RunConfig, config_options
+
+    config = config or RunConfig
+    groups: dict[str | None, Any] = {None: parser}
+    for option in config_options(config, sections):
+        if option.section is not None and option.section not in groups:
+            model = config.model_fields[option.section].annotation
+            doc = (getattr(model, "__doc__", None) or "").strip().split("\n\n")[0]
+            groups[option.section] = parser.add_argument_group(option.section, " ".join(doc.split()) or None)
+        groups[option.section].add_argument(option.flag.name, **_argparse_options(option, default_note))
+
+
+def _argparse_options(option: ConfigOption, default_note: str | None = None) -> dict[str, Any]:
+    """argparse keywords of a config field's flag: a bool is a switch, a tuple repeatable, a Literal has choices.
+    Every default is None, so `_nested_overrides` passes on only what the user gave."""
+    annotation = _without_none(option.field.annotation)
+    kwargs: dict[str, Any] = {"dest": option.flag.dest, "default": None, "help": _help(option, default_note)}
+    if annotation is bool:
+        kwargs["action"] = "store_false" if option.flag.negates else "store_true"
+        return kwargs
+    if get_origin(annotation) in (tuple, list):
+        kwargs["action"] = "append"
+    elif get_origin(annotation) is Literal:
+        kwargs["choices"] = list(get_args(annotation))
+    if option.flag.parse is not None:
+        kwargs["type"] = option.flag.parse
+    if option.flag.metavar is not None:
+        kwargs["metavar"] = option.flag.metavar
+    return kwargs
+
+
+def _without_none(annotation: Any) -> Any:
+    """`X | None` -> X (an unset optional is simply not given)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if get_origin(annotation) in (Union, UnionType) and len(args) == 1 else annotation
+
+
+def _help(option: ConfigOption, default_note: str | None = None) -> str:
+    """The field's description (else its name), its default when short, and the variable that also sets it."""
+    text = option.field.description or ".".join(option.path)
+    if option.flag.negates:  # the description says what the field does; this flag switches it off
+        text = f"turns off: {text}"
+    if default_note is not None:
+        return f"{text} [{default_note}]".replace("%", "%%")
+    default = option.field.get_default(call_default_factory=True)
+    notes = []
+    if isinstance(default, bool):
+        notes.append(f"default {'on' if default else 'off'}")
+    elif isinstance(default, str | int | float) and "\n" not in str(default) and len(str(default)) <= 40:
+        notes.append(f"default {default}")
+    notes.append(f"env {option.env}")
+    return f"{text} [{'; '.join(notes)}]".replace("%", "%%")  # argparse %-formats help
 
 
 def main(argv: Sequence[str] | None = None) -> int:

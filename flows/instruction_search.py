@@ -1,6 +1,6 @@
 """The InstructZero loop as a Prefect flow.
 
-    load-task-data -> [propose-prompt -> generate-instruction -> zero-shot-evaluate -> record -> GP-update] x N
+    load-task-data -> [GP-update -> propose-prompt -> generate-instruction -> zero-shot-evaluate -> record] x N
     -> test evaluation of the best dev instruction and of the baselines on the same examples -> paired report
 
 Every iteration is written to the store in one transaction before the next starts, and every black-box response is
@@ -11,15 +11,11 @@ iteration and pays for no black-box call twice. The GP state is never stored: it
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import socket
-import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
@@ -30,13 +26,13 @@ from instructzero.flows import stop_signals
 from instructzero.flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
 from instructzero.flows.search_artifacts import SearchArtifacts, publish_table
 from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
-from instructzero.storage.entities import RunRecord
 from instructzero.storage.errors import RunExistsError
-from instructzero.storage.repository import RunStore, lease_timeout_s
+from instructzero.storage.lease import RunLease
+from instructzero.storage.records import Evaluation, Run
 from instructzero.tasks import interrupts
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import BlackBoxError, ConfigError
-from instructzero.tasks.evaluation.blackbox import BlackBoxSettings, EvaluationResult
+from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
 from instructzero.tasks.evaluation.budget import Budget, Usage
 from instructzero.tasks.evaluation.comparison import (
     CONSTANT,
@@ -53,14 +49,15 @@ from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 from instructzero.tasks.evaluation.metrics import Scorer
 from instructzero.tasks.evaluation.pareto import instruction_tokens, penalised
 from instructzero.tasks.interrupts import RunInterrupted
-from instructzero.tasks.optimisation.bayes_opt import propose_distinct
+from instructzero.tasks.optimisation.bayes_opt import ProposeFn, propose_distinct
+from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext, make_proposer
 from instructzero.tasks.optimisation.selection import best_candidate
 from instructzero.tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
     generate_instruction,
-    gp_update_task,
     load_task_data,
+    observe,
     open_store,
     propose_prompt,
     record_iteration,
@@ -112,7 +109,7 @@ def black_box_endpoint(settings: BlackBoxConfig) -> Iterator[str]:
         yield endpoint.base_url
 
 
-def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | None:
+def _resolve_run(config: RunConfig, resume_run_id: str | None) -> Run | None:
     """The run to continue, if any: an explicit id, or an unfinished run with the same name and settings."""
     store = open_store(config.store_url)
     if resume_run_id:
@@ -120,7 +117,7 @@ def _resolve_run(config: RunConfig, resume_run_id: str | None) -> RunRecord | No
     return same_name_run(config)
 
 
-def same_name_run(config: RunConfig) -> RunRecord | None:
+def same_name_run(config: RunConfig) -> Run | None:
     """The stored run named `config.name` (None without a name or such a run); ConfigError when its settings differ.
 
     The CLI calls it before Prefect starts, so a clash is one line and costs nothing."""
@@ -141,7 +138,7 @@ def same_name_run(config: RunConfig) -> RunRecord | None:
     return existing
 
 
-@flow(name="instructzero", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="instructzero", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
 def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> RunSummary:
     """Search for the best instruction for the black box on `config.data.task`, resuming a stored run if asked.
 
@@ -156,7 +153,9 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
     try:
         return _instructzero(config, resume_run_id, lease)
     except RunInterrupted as exc:  # not a failure: Cancelled in Prefect (no traceback logged), exc raised to the caller
-        return Cancelled(message=f"{exc}; resume run {exc.run_id}" if exc.run_id else str(exc), data=exc)
+        return Cancelled(  # type: ignore[return-value]  # Prefect ends the flow run with the returned state
+            message=f"{exc}; resume run {exc.run_id}" if exc.run_id else str(exc), data=exc
+        )
     finally:
         lease.release()
 
@@ -192,7 +191,11 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     )
     generator = spec.load()
     # a safe point: nothing new written yet (a resumed run keeps its stored status)
-    interrupts.check("before the search started", run_id=existing and existing.id, run_name=existing and existing.name)
+    interrupts.check(
+        "before the search started",
+        run_id=existing.id if existing else None,
+        run_name=existing.name if existing else None,
+    )
     if existing is None:
         try:
             run = lease.created(
@@ -244,7 +247,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     return summary
 
 
-def _failed_note(exc: BlackBoxError, run: RunRecord) -> str:
+def _failed_note(exc: BlackBoxError, run: Run) -> str:
     """What to do about a run the black box failed: resume it when the cause lies outside the run's settings (the
     endpoint was down or kept failing, the key was wrong), else start anew (the model or request is recorded)."""
     if exc.status is None or exc.status in (401, 403, 408, 409, 429) or exc.status >= 500:
@@ -252,71 +255,11 @@ def _failed_note(exc: BlackBoxError, run: RunRecord) -> str:
     return f"run {run.id} stored as failed; the model and request settings are part of it: start a new run"
 
 
-class RunLease:
-    """This flow call's hold on one run: claimed (or created claimed), renewed every quarter of the lease timeout
-    by a daemon thread, released at the end. A killed process stops beating, so its run goes stale and can be
-    resumed by another process; the SQL is `RunStore.claim_run/heartbeat/release_run`."""
-
-    def __init__(self, store: RunStore) -> None:
-        self.store = store
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.timeout_s = lease_timeout_s()
-        self.run_id: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def claim(self, run_id: str) -> RunRecord:
-        """Take the run (RunLeasedError while another live process holds it) and start beating. A holder on this
-        host whose process is gone (kill -9) is taken over at once instead of after the timeout."""
-        holder = self.store.get_run(run_id).lease_owner
-        dead = holder if holder and holder_is_dead(holder) else None
-        return self.created(self.store.claim_run(run_id, self.owner, timeout_s=self.timeout_s, take_over=dead))
-
-    def created(self, run: RunRecord) -> RunRecord:
-        """Start beating for a run created already claimed by `owner`."""
-        self.run_id = run.id
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{run.id[:8]}", daemon=True)
-        self._thread.start()
-        return run
-
-    def _beat(self) -> None:
-        log = logging.getLogger("instructzero.lease")
-        while not self._stop.wait(self.timeout_s / 4):
-            try:
-                if not self.store.heartbeat(self.run_id, self.owner):
-                    log.warning("run %s: lease lost (another process took the stale run over)", self.run_id)
-                    return
-            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the run; the next beat retries
-                log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.run_id is not None:
-            self.store.release_run(self.run_id, self.owner)
-
-
-def holder_is_dead(owner: str) -> bool:
-    """Whether a lease owner ("host:pid:nonce") is a process of this host that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
-
-
-def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: GeneratorSpec) -> RunSummary:
+def _search(config: RunConfig, run: Run, metric: Scorer, splits: Splits, spec: GeneratorSpec) -> RunSummary:
     """The iterations, then the final test evaluation. Reads top to bottom like the algorithm."""
     store = open_store(config.store_url)
     bo = config.bo
-    dev_ids = [e.id for e in splits.dev]
+    dev_ids = tuple(e.id for e in splits.dev)
     history = store.load_candidates(run.id)
     done = set(store.completed_iterations(run.id))
     tokenizer = spec.load()._tokenizer  # instruction lengths in the generator's tokens
@@ -350,49 +293,21 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
         stopped: str | None = None
         if budget.limits.any:
             bar.set_postfix_str(budget.describe())
-        state = None
-        if history and bo.strategy == "bo":
-            state = gp_update_task(
-                objective(history),
-                dev_ids,
-                kernel=bo.kernel,
-                similarity=bo.similarity,
-                seed=config.seed,
-                latent_weight=bo.latent_weight,
-            )
+        proposer = make_proposer(bo.strategy, ProposerContext(config.generator.intrinsic_dim, config.seed, dev_ids), bo)
         for iteration in range(bo.iterations + 1):
             if iteration in done:
                 continue
             # Safe points (a Ctrl-C stops here, nothing of the iteration recorded): before each proposal and
             # generation task, before the evaluation (which itself lets requests in flight land), after the record.
             interrupts.check(f"before iteration {iteration}")
+            scored = objective(history)
+            observe(proposer, scored)  # the gp-update task (GP-BO); the GP of a resumed run is re-fitted here
             # Slots whose soft prompt decodes to an already scored instruction are proposed again (up to
             # bo.propose_attempts rounds), so a batch of b soft prompts yields b new instructions where possible.
             distinct = propose_distinct(
-                lambda n, attempt, known, pending, tried: (
-                    interrupts.check(f"in iteration {iteration}")  # noqa: B023 (called within this iteration)
-                    or propose_prompt(
-                        state,  # noqa: B023
-                        iteration=iteration,  # noqa: B023
-                        n_init=bo.n_init,
-                        batch_size=n,
-                        dim=config.generator.intrinsic_dim,
-                        seed=config.seed,
-                        acquisition=bo.acquisition,
-                        optimizer=bo.optimizer,
-                        num_restarts=bo.num_restarts,
-                        raw_samples=bo.raw_samples,
-                        strategy=bo.strategy,
-                        attempt=attempt,
-                        known=known,
-                        pending=pending,
-                        exclude=tried,
-                    )
-                ),
-                lambda z: (
-                    interrupts.check(f"in iteration {iteration}") or generate_instruction(z, splits.exemplars, spec)  # noqa: B023
-                ),
-                {c.instruction: float(c.dev_score or 0.0) for c in objective(history)},
+                _propose_task(proposer, iteration),
+                _generate_task(splits, spec, iteration),
+                {c.instruction: float(c.dev_score or 0.0) for c in scored},
                 batch_size=bo.batch_size if iteration else bo.n_init,
                 max_attempts=bo.propose_attempts,
             )
@@ -425,15 +340,6 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
             if interrupts.stop_requested():  # the iteration is recorded: show it, then stop before the GP update
                 bar.update(1)
                 interrupts.check(f"after iteration {iteration} was recorded")
-            if iteration < bo.iterations and bo.strategy == "bo":
-                state = gp_update_task(
-                    objective(history),
-                    dev_ids,
-                    kernel=bo.kernel,
-                    similarity=bo.similarity,
-                    seed=config.seed,
-                    latent_weight=bo.latent_weight,
-                )
             bar.update(1)
             if budget.limits.any:
                 bar.set_postfix_str(budget.describe())
@@ -464,7 +370,7 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
         comparison=tuple(rows),
         confidence=config.report.confidence,
-        black_box=f"{config.black_box.model} at {config.black_box.base_url or 'embedded ' + settings.endpoint_id}",
+        black_box=f"{config.black_box.model} at {config.black_box.base_url or f'embedded {settings.endpoint_id}'}",
         answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
         stopped=stopped,
         test_note=test_note,
@@ -474,7 +380,27 @@ def _search(config: RunConfig, run: RunRecord, metric: Scorer, splits, spec: Gen
     )
 
 
-def stored_summary(config: RunConfig, run: RunRecord) -> RunSummary:
+def _propose_task(proposer: Proposer, iteration: int) -> ProposeFn:
+    """The `propose-prompt` task as `propose_distinct` calls it, each call after a stop check (a safe point)."""
+
+    def propose(n: int, attempt: int, known: Known, pending: np.ndarray, tried: np.ndarray) -> Proposal:
+        interrupts.check(f"in iteration {iteration}")
+        return propose_prompt(proposer, iteration, n, attempt=attempt, known=known, pending=pending, exclude=tried)
+
+    return propose
+
+
+def _generate_task(splits: Splits, spec: GeneratorSpec, iteration: int) -> Callable[[np.ndarray], list[str]]:
+    """The `generate-instruction` task on the run's exemplars, each call after a stop check (a safe point)."""
+
+    def generate(z: np.ndarray) -> list[str]:
+        interrupts.check(f"in iteration {iteration}")
+        return generate_instruction(z, splits.exemplars, spec)
+
+    return generate
+
+
+def stored_summary(config: RunConfig, run: Run) -> RunSummary:
     """A completed run's summary read back from the store (nothing sent, nothing written, nothing paid by this call).
 
     The best is the candidate the run scored on test (its reported instruction); the paired rows stay in the store."""
@@ -524,14 +450,14 @@ def _spend_metrics(spent: Usage) -> dict[str, float]:
 
 def _budgeted_test_report(
     config: RunConfig,
-    run: RunRecord,
+    run: Run,
     found: str,
     metric: Scorer,
     splits: Splits,
     settings: BlackBoxSettings,
     budget: Budget,
     stopped: bool,
-) -> tuple[list[ComparisonRow], EvaluationResult | None, str]:
+) -> tuple[list[ComparisonRow], Evaluation | None, str]:
     """The test report if the remaining budget allows it; else the found instruction alone; else nothing.
 
     Returns (rows, the found instruction's test evaluation or None, a note saying which)."""
@@ -562,14 +488,14 @@ def _budgeted_test_report(
 
 def _test_report(
     config: RunConfig,
-    run: RunRecord,
+    run: Run,
     found: str,
     metric: Scorer,
     splits: Splits,
     settings: BlackBoxSettings,
     *,
     with_baselines: bool = True,
-) -> tuple[list[ComparisonRow], EvaluationResult]:
+) -> tuple[list[ComparisonRow], Evaluation]:
     """Score the found instruction and the baselines on the same test examples; store and show the paired table.
 
     Returns the report's rows and the found instruction's test evaluation.
@@ -577,8 +503,8 @@ def _test_report(
     baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline) if with_baselines else {}
     texts = [found, *baselines.values()]
     results = evaluate_batch(texts, splits.test, metric, config.black_box.zero_shot, settings, config.store_url, run.id)
-    for text, result in dict(zip(texts, results)).items():
-        record_test_evaluation(config.store_url, run.id, text, result, config.black_box.model)
+    for result in dict(zip(texts, results)).values():
+        record_test_evaluation(config.store_url, run.id, result)
     test_ids = [e.id for e in splits.test]
     scored = [
         ScoredInstruction(label, text, scores_in_order({r.example_id: r.score for r in result.examples}, test_ids))

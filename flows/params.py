@@ -6,6 +6,11 @@ black-box URL is given, the same packaged model is served on 127.0.0.1 as the Op
 (the paper's open-model generator + chat black box, at laptop size; README's model table lists the others). Environment
 variables `INSTRUCTZERO_<FIELD>`
 (nested with `__`, e.g. `INSTRUCTZERO_BLACK_BOX__BASE_URL`) override defaults; CLI flags override both.
+
+This module is the one table of settings: each field carries its default, its help (`description`) and, where the
+command line has one, its flag (`Annotated[..., Flag("--soft-tokens", int)]`); the env name follows from its
+place. `instructzero.flows.cli` generates the `run`/`estimate`/`resume` flags and the flag -> field map from it
+(`config_options`), so a new knob is one field here.
 """
 
 from __future__ import annotations
@@ -13,27 +18,43 @@ from __future__ import annotations
 import os
 import platform
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind
 from instructzero.storage.redaction import redact_secrets
-from instructzero.storage.session import display_url, normalize_url
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.answer_length import answer_token_cap
-from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
 from instructzero.tasks.evaluation.budget import Limits
 from instructzero.tasks.evaluation.metrics import Scorer
 from instructzero.tasks.evaluation.normalization import AUTO, Normalization, parse_normalization
 from instructzero.tasks.evaluation.pricing import Prices, resolve_prices
-from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, DEFAULT_GENERATOR, default_cache_dir
+from instructzero.tasks.generation.model_assets import (
+    DEFAULT_BLACK_BOX,
+    DEFAULT_GENERATOR,
+    PACKAGED_MODELS,
+    default_cache_dir,
+)
+from instructzero.tasks.optimisation.registry import (
+    AcquisitionName,
+    KernelName,
+    OptimizerName,
+    SimilarityName,
+    StrategyName,
+)
 from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
+
+if TYPE_CHECKING:  # imported where used (as are storage.session's helpers): `instructzero --help` builds its flags
+    # from this module, and openai, SQLAlchemy and Alembic would more than double its start-up time
+    from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
 
 # allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
 # without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
@@ -57,31 +78,92 @@ RECORDED_PACKAGES = (
 )
 
 
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag of a config field, declared on the field so that the field is the one place of a knob:
+    `n_soft_tokens: Annotated[int, Flag("--soft-tokens", int)] = Field(5, ge=1, description="...")`.
+
+    `instructzero.flows.cli` turns it into the argparse option: help from the field's description, default and
+    INSTRUCTZERO_* variable; choices from a `Literal`; a `bool` is a switch (a `--no-...` name turns it off, any
+    other turns it on); a `tuple` field is repeatable (`action="append"`)."""
+
+    name: str
+    """The flag, e.g. `--soft-tokens`; the argparse attribute is its name without `--` (and `no-`), `soft_tokens`."""
+    parse: Callable[[str], Any] | None = None
+    """argparse `type=` (a bad value is argparse's usage error); None: the text, which the model validates."""
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.removeprefix("--").removeprefix("no-").replace("-", "_")
+
+    @property
+    def negates(self) -> bool:
+        """A switch that stores False (`--no-empty-baseline`)."""
+        return self.name.startswith("--no-")
+
+
 class DataSettings(BaseModel):
     """Which task, where its files live, and how it is split (seeded by `RunConfig.seed`)."""
 
     model_config = _FROZEN
-    task: str = "sentiment"  # a built-in task, an instruction-induction/BIG-bench task name, or a .jsonl/.csv path
-    data_dir: Path | None = None  # root holding instruction-induction/ and/or bigbench-ii/; None: built-ins only
-    n_exemplars: int = Field(5, ge=1, le=50)  # Input/Output pairs shown to the generator
-    n_dev: int = Field(10, ge=1, le=10_000)  # examples every candidate is scored on (the BO objective)
-    n_test: int = Field(30, ge=1, le=100_000)  # examples for the final report only
+    task: Annotated[str, Flag("--task")] = Field(
+        "sentiment",
+        description="task name (see `instructzero tasks`: a built-in, instruction-induction or BIG-bench task) "
+        "or a .jsonl/.csv file",
+    )
+    data_dir: Annotated[Path | None, Flag("--data-dir")] = Field(
+        None, description="root holding instruction-induction/ and/or bigbench-ii/; unset: the built-in tasks only"
+    )
+    n_exemplars: Annotated[int, Flag("--n-exemplars", int)] = Field(
+        5, ge=1, le=50, description="input/output pairs shown to the generator"
+    )
+    n_dev: Annotated[int, Flag("--n-dev", int)] = Field(
+        10, ge=1, le=10_000, description="examples every candidate is scored on: the BO objective"
+    )
+    n_test: Annotated[int, Flag("--n-test", int)] = Field(
+        30, ge=1, le=100_000, description="examples of the final paired report only"
+    )
 
 
 class GeneratorSettings(BaseModel):
     """The open LLM that turns a soft prompt plus exemplars into an instruction."""
 
     model_config = _FROZEN
-    model: str = DEFAULT_GENERATOR  # a packaged model (PACKAGED_MODELS), a local folder, or an HF id in the local cache
-    n_soft_tokens: int = Field(5, ge=1, le=64)  # soft-token embeddings prepended after BOS
-    intrinsic_dim: int = Field(10, ge=1, le=1024)  # dimension d of the searched soft prompt z in [-1, 1]^d
-    max_new_tokens: int = Field(32, ge=4, le=512)  # length cap of a generated instruction
-    batch_size: int = Field(8, ge=1, le=512)  # soft prompts generated in one padded batch
-    device: str | None = Field(None, pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # None: CUDA when present, else CPU
-    # a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or text with {demos}; None: the default
-    # preset
-    template: str | None = None
-    soft_scale: float = Field(1.0, gt=0.0, le=16.0)  # strength of the soft tokens: 1 = spread of real embeddings
+    model: Annotated[str, Flag("--generator")] = Field(
+        DEFAULT_GENERATOR,
+        description=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local folder, or an HF id "
+        "in the local cache",
+    )
+    n_soft_tokens: Annotated[int, Flag("--soft-tokens", int)] = Field(
+        5, ge=1, le=64, description="soft-token embeddings prepended to the generator's prompt (after BOS)"
+    )
+    intrinsic_dim: Annotated[int, Flag("--intrinsic-dim", int)] = Field(
+        10,
+        ge=1,
+        le=1024,
+        description="dimension d of the searched soft prompt z in [-1, 1]^d, projected to the soft tokens by a "
+        "fixed random matrix",
+    )
+    max_new_tokens: Annotated[int, Flag("--max-new-tokens", int)] = Field(
+        32, ge=4, le=512, description="length cap of a generated instruction, in generator tokens"
+    )
+    batch_size: Annotated[int, Flag("--generator-batch", int)] = Field(
+        8, ge=1, le=512, description="soft prompts generated in one padded batch"
+    )
+    device: Annotated[str | None, Flag("--device")] = Field(
+        None,
+        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+        description="cpu, cuda, cuda:1 ... or mps; unset: CUDA when present, else CPU",
+    )
+    template: Annotated[str | None, Flag("--meta-prompt")] = Field(
+        None,
+        description="generator prompt: a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or "
+        "text with {demos}; unset: the default preset",
+    )
+    soft_scale: Annotated[float, Flag("--soft-scale", float)] = Field(
+        1.0, gt=0.0, le=16.0, description="strength of the soft tokens (1 = the spread of real embeddings)"
+    )
 
     @field_validator("template")
     @classmethod
@@ -106,30 +188,71 @@ class BlackBoxConfig(BaseModel):
     """The black-box LLM that scores instructions zero-shot. The API key itself is never stored: only its env var."""
 
     model_config = _FROZEN
-    base_url: str | None = None  # None: serve the packaged chat model locally on 127.0.0.1 for the run
-    # who answers at base_url, for the response-cache key, when its URL changes between runs (a benchmark's own
-    # local server gets a new port each invocation); None: the URL itself
-    endpoint_id: str | None = None
-    model: str = DEFAULT_BLACK_BOX  # model name sent to the API (with no base_url: a packaged model to serve)
-    engine: Literal["auto", "transformers", "llama.cpp"] = "auto"  # serves the embedded black box (no base_url)
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (a dummy is used when unset)
-    api: Literal["chat", "completions"] = "chat"  # chat for chat models (their own template); completions for base
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=1, le=4096)  # None: from the task's longest accepted answer (never cut)
-    concurrency: int = Field(8, ge=1, le=1024)  # bound on in-flight requests
-    max_retries: int = Field(4, ge=0, le=20)  # per request, on 429/5xx/timeouts/malformed bodies only
-    timeout_s: float = Field(60.0, gt=0)
-    stop: tuple[str, ...] = ("\n",)  # answers are one line; base models would otherwise ramble on
-    # --template: the same zero-shot template for dev and test, with {instruction} and {input} (only {input} with
-    # instruction_role "system", default then SYSTEM_ROLE_TEMPLATE); literal braces as {{ }}
-    template: str = ZERO_SHOT_TEMPLATE
-    # --instruction-role: "user" (the instruction is in the one user message) or "system" (it is the system
-    # message, the template is the user turn; chat API only)
-    instruction_role: Literal["user", "system"] = "user"
-    # USD per million tokens; None: the shipped table (tasks/evaluation/pricing.py) for hosted models, 0 on local
-    # endpoints
-    price_in_per_mtok: float | None = Field(None, ge=0.0)
-    price_out_per_mtok: float | None = Field(None, ge=0.0)
+    base_url: Annotated[str | None, Flag("--black-box-url")] = Field(
+        None,
+        description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1; unset: the packaged chat model "
+        "is served locally on 127.0.0.1 for the run",
+    )
+    endpoint_id: str | None = Field(
+        None,
+        description="who answers at base_url, for the response-cache key, when its URL changes between runs (a "
+        "benchmark's own local server gets a new port each invocation); unset: the URL itself",
+    )
+    model: Annotated[str, Flag("--black-box-model")] = Field(
+        DEFAULT_BLACK_BOX,
+        description="model name sent to the black-box API; with no --black-box-url, the packaged model to serve",
+    )
+    engine: Annotated[Literal["auto", "transformers", "llama.cpp"], Flag("--engine")] = Field(
+        "auto", description="what serves the embedded black box when no --black-box-url is given"
+    )
+    api_key_env: Annotated[str, Flag("--api-key-env")] = Field(
+        "OPENAI_API_KEY",
+        description="env var holding the API key (a dummy is used when unset); the key itself is never stored",
+    )
+    api: Annotated[Literal["chat", "completions"], Flag("--black-box-api")] = Field(
+        "chat", description="chat for chat models (their own template), completions for base models"
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature of the black box")
+    max_tokens: Annotated[int | None, Flag("--max-tokens", int)] = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="answer cap per black-box call; unset: from the task's longest accepted answer, so none is "
+        "cut; not a spend limit, see --max-total-tokens",
+    )
+    concurrency: Annotated[int, Flag("--concurrency", int)] = Field(
+        8, ge=1, le=1024, description="black-box requests in flight at once"
+    )
+    max_retries: int = Field(
+        4, ge=0, le=20, description="retries per request, on 429/5xx/timeouts/malformed bodies only"
+    )
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description=f"per-request timeout in seconds (the embedded black box waits at least {EMBEDDED_TIMEOUT_S:g})",
+    )
+    stop: tuple[str, ...] = Field(
+        ("\n",), description="stop sequences: answers are one line; base models would otherwise ramble on"
+    )
+    template: Annotated[str, Flag("--template", metavar="TEXT")] = Field(
+        ZERO_SHOT_TEMPLATE,
+        description="zero-shot prompt, the same for dev and test, with {instruction} and {input} (only {input} "
+        "with --instruction-role system, whose default is then SYSTEM_ROLE_TEMPLATE); literal braces as {{ }}",
+    )
+    instruction_role: Annotated[Literal["user", "system"], Flag("--instruction-role")] = Field(
+        "user",
+        description="where the instruction goes: in the user message, with the template (default), or as the "
+        "system message, the template being the user turn (chat API only)",
+    )
+    price_in_per_mtok: Annotated[float | None, Flag("--price-in", metavar="USD")] = Field(
+        None,
+        ge=0.0,
+        description="black-box input price in USD per million tokens; unset: the shipped table "
+        "(tasks/evaluation/pricing.py) for hosted models, 0 on local endpoints",
+    )
+    price_out_per_mtok: Annotated[float | None, Flag("--price-out", metavar="USD")] = Field(
+        None, ge=0.0, description="black-box output price in USD per million tokens; unset: as --price-in"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -198,6 +321,8 @@ class BlackBoxConfig(BaseModel):
         fields = self.model_dump(
             exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok", "price_out_per_mtok"}
         )
+        from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+
         prices = self.prices()
         fields["price_in_per_mtok"], fields["price_out_per_mtok"] = prices.in_per_mtok, prices.out_per_mtok
         if fields["max_tokens"] is None:
@@ -220,12 +345,19 @@ class ScoringSettings(BaseModel):
     the instruction-induction normalisation (which lower-cases: a task about case needs `no-lowercase`)."""
 
     model_config = _FROZEN
-    # --metric: auto (the task's: metric_for_task, exact_match but for a few instruction-induction tasks),
-    # exact_match | contains | f1 | exact_set, or python:module:function (your (prediction, target) -> [0, 1])
-    metric: str = "auto"
-    # --normalize: the steps both sides go through first; a spec ("auto", "no-lowercase", "none,whitespace") or
-    # the switches of instructzero.tasks.evaluation.normalization.Normalization; auto: today's steps
-    normalize: Normalization = AUTO
+    metric: Annotated[str, Flag("--metric", metavar="NAME")] = Field(
+        "auto",
+        description="how an answer is scored: auto (the task's own: metric_for_task, exact_match but for a few "
+        "instruction-induction tasks), exact_match, contains, f1, exact_set, or python:module:function (your "
+        "(prediction, target) -> score in [0, 1])",
+    )
+    normalize: Annotated[Normalization, Flag("--normalize", metavar="SPEC")] = Field(
+        AUTO,
+        description="what prediction and answer go through first: auto (default: lower-case, drop punctuation, "
+        "first line, cut at the first '.'), none, or comma-separated steps on/off from auto, e.g. no-lowercase or "
+        "none,whitespace (steps: fillers, first-line, first-period, lowercase, punctuation, whitespace); in a "
+        "config also the switches of instructzero.tasks.evaluation.normalization.Normalization",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -249,50 +381,100 @@ class ReportSettings(BaseModel):
     """What the found instruction is compared with on the same test examples, and how."""
 
     model_config = _FROZEN
-    baselines: tuple[str, ...] = ()  # a user's current instructions, scored on test beside the found one
-    empty_baseline: bool = True  # also score the empty instruction (the zero-shot floor)
-    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000)  # resamples for intervals and paired tests
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)  # level of the bootstrap intervals
+    baselines: Annotated[tuple[str, ...], Flag("--baseline-instruction", metavar="TEXT")] = Field(
+        (), description="your current instruction, scored on the same test examples as the found one (repeatable)"
+    )
+    empty_baseline: Annotated[bool, Flag("--no-empty-baseline")] = Field(
+        True, description="score the empty instruction (the zero-shot floor) as a baseline too"
+    )
+    n_bootstrap: int = Field(
+        10_000, ge=100, le=1_000_000, description="bootstrap resamples for the intervals and paired tests"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="level of the bootstrap intervals")
 
 
 class BOSettings(BaseModel):
-    """Bayesian optimisation over z in [-1, 1]^d."""
+    """The search over z in [-1, 1]^d. strategy, kernel, similarity, acquisition and optimizer are names in the
+    registries of `instructzero.tasks.optimisation.registry` (their choices are its keys)."""
 
     model_config = _FROZEN
-    strategy: Literal["bo", "uniform"] = "bo"  # "uniform": random soft prompts, no GP (the baseline)
-    n_init: int = Field(4, ge=2, le=1000)  # Sobol soft prompts of iteration 0
-    iterations: int = Field(3, ge=0, le=1000)  # BO iterations after the initial design
-    batch_size: int = Field(2, ge=1, le=64)  # soft prompts proposed per BO iteration
-    # instruction-coupled kernel (the paper's), the same plus latent_weight of its latent Matern (keeps prior
-    # variance far from the data, so EI keeps exploring), or plain Matern (ablation)
-    kernel: Literal["coupled", "coupled+matern", "matern"] = "coupled"
-    latent_weight: float = Field(0.25, gt=0.0, lt=1.0)  # "coupled+matern": prior variance share kept far away
-    similarity: Literal["scores", "embedding"] = "scores"  # K_S from dev score vectors or MiniLM embeddings
-    acquisition: Literal["logei", "ei"] = "logei"
+    strategy: Annotated[StrategyName, Flag("--strategy")] = Field(
+        "bo", description="search strategy: bo (a GP and its acquisition) or uniform (random soft prompts, no GP)"
+    )
+    n_init: Annotated[int, Flag("--init", int)] = Field(
+        4, ge=2, le=1000, description="Sobol soft prompts of iteration 0 (the initial design)"
+    )
+    iterations: Annotated[int, Flag("--iterations", int)] = Field(
+        3, ge=0, le=1000, description="BO iterations after the initial design"
+    )
+    batch_size: Annotated[int, Flag("--batch", int)] = Field(
+        2, ge=1, le=64, description="soft prompts proposed per BO iteration"
+    )
+    kernel: Annotated[KernelName, Flag("--kernel")] = Field(
+        "coupled",
+        description="GP kernel: the paper's instruction-coupled one, it plus latent_weight of its latent Matern "
+        "(keeps prior variance far from the data, so EI keeps exploring), or a plain Matern (ablation)",
+    )
+    latent_weight: float = Field(
+        0.25, gt=0.0, lt=1.0, description="coupled+matern: the share of prior variance kept far from the data"
+    )
+    similarity: Annotated[SimilarityName, Flag("--similarity")] = Field(
+        "scores", description="instruction similarity of the coupled kernel: dev score vectors or MiniLM embeddings"
+    )
+    acquisition: Annotated[AcquisitionName, Flag("--acquisition")] = Field("logei", description="acquisition function")
     # cmaes: CMA-ES on analytic LogEI, batch by noise-free Kriging believer (every pick an acquisition optimum:
     # LogEI within ~0.3 of the first pick; sequential optimize_acqf left picks 2-4 at -5 to -11000)
-    optimizer: Literal["optimize_acqf", "cmaes"] = "cmaes"
-    # proposal rounds per batch: slots whose soft prompt decodes to an already scored instruction are proposed
-    # again (their known score conditions the GP), so b soft prompts yield b new instructions where possible
-    propose_attempts: int = Field(3, ge=1, le=20)
-    num_restarts: int = Field(5, ge=1, le=100)
-    raw_samples: int = Field(128, ge=8, le=100_000)
-    # the BO objective is dev accuracy - length_penalty x instruction tokens (0: accuracy alone)
-    length_penalty: float = Field(0.0, ge=0.0, le=1.0)
+    optimizer: Annotated[OptimizerName, Flag("--optimizer")] = Field(
+        "cmaes", description="how the acquisition is maximised"
+    )
+    propose_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="proposal rounds per batch: slots whose soft prompt decodes to an already scored instruction "
+        "are proposed again (their known score conditions the GP), so b soft prompts yield b new instructions "
+        "where possible",
+    )
+    num_restarts: int = Field(5, ge=1, le=100, description="starting points of the acquisition optimiser")
+    raw_samples: int = Field(
+        128, ge=8, le=100_000, description="Sobol points scored to choose the optimiser's starting points"
+    )
+    length_penalty: Annotated[float, Flag("--length-penalty", metavar="P")] = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="the BO objective is dev accuracy - length_penalty x instruction tokens (0: accuracy alone)",
+    )
 
 
 class BudgetSettings(BaseModel):
-    """Spend limits (None: unlimited). Not part of a run's identity: `resume --max-cost` raises them."""
+    """Spend limits (unset: unlimited). Not part of a run's identity: `resume --max-cost` raises them."""
 
     model_config = _FROZEN
-    max_cost_usd: float | None = Field(None, ge=0.0)  # --max-cost: USD over the whole run
-    max_total_tokens: int | None = Field(None, ge=1)  # --max-total-tokens: input + output tokens of paid calls
-    max_calls: int | None = Field(None, ge=1)  # --max-calls: paid black-box requests
-    stop_at_limit: bool = False  # start although the worst case crosses a limit; stop at an iteration boundary
-    # --rpm / --tpm: the black-box API's rate limits, kept by the client (429 Retry-After is honoured as well);
-    # they pace the requests, they do not change a result
-    requests_per_minute: int | None = Field(None, ge=1)
-    tokens_per_minute: int | None = Field(None, ge=1)
+    max_cost_usd: Annotated[float | None, Flag("--max-cost", metavar="USD")] = Field(
+        None, ge=0.0, description="most USD the run may spend on the black box"
+    )
+    max_total_tokens: Annotated[int | None, Flag("--max-total-tokens", metavar="N")] = Field(
+        None, ge=1, description="most input + output tokens of paid calls"
+    )
+    max_calls: Annotated[int | None, Flag("--max-calls", metavar="N")] = Field(
+        None, ge=1, description="most paid black-box calls"
+    )
+    stop_at_limit: Annotated[bool, Flag("--stop-at-limit")] = Field(
+        False, description="start although the worst case crosses a limit; stop at an iteration boundary"
+    )
+    requests_per_minute: Annotated[int | None, Flag("--rpm", metavar="N")] = Field(
+        None,
+        ge=1,
+        description="the black-box API's requests-per-minute limit, kept by the client (429 Retry-After is "
+        "honoured too); it paces the requests, it does not change a result",
+    )
+    tokens_per_minute: Annotated[int | None, Flag("--tpm", metavar="N")] = Field(
+        None,
+        ge=1,
+        description="the black-box API's tokens-per-minute limit (prompt estimate + max_tokens per request), kept "
+        "by the client",
+    )
 
     def limits(self) -> Limits:
         return Limits(self.max_cost_usd, self.max_total_tokens, self.max_calls)
@@ -304,11 +486,20 @@ class RunConfig(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True, extra="forbid", env_prefix="INSTRUCTZERO_", env_nested_delimiter="__", allow_inf_nan=False
     )
-    name: str | None = None  # run name; re-running the same name resumes an unfinished run
-    # splits, projection, Sobol design and acquisition optimisation all derive from it (numpy/torch: 32-bit)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    store_url: str = DEFAULT_STORE_URL
-    cache_dir: Path = Field(default_factory=default_cache_dir)  # converted models
+    name: Annotated[str | None, Flag("--name")] = Field(
+        None, description="run name; re-running with the same name resumes an unfinished run"
+    )
+    seed: Annotated[int, Flag("--seed", int)] = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="seeds the splits, the projection, the Sobol design and the acquisition optimisation "
+        "(numpy/torch: 32-bit)",
+    )
+    store_url: Annotated[str, Flag("--store")] = Field(
+        DEFAULT_STORE_URL, description="SQLAlchemy URL of the store (a SQLite file; PostgreSQL for teams)"
+    )
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="where converted models are kept")
     data: DataSettings = DataSettings()
     generator: GeneratorSettings = GeneratorSettings()
     black_box: BlackBoxConfig = BlackBoxConfig()
@@ -320,6 +511,8 @@ class RunConfig(BaseSettings):
     @field_serializer("store_url", when_used="json")
     def _redact_store_url(self, url: str) -> str:
         """JSON (the store's `runs.config`, Prefect flow-run parameters, artifacts) never carries the password."""
+        from instructzero.storage.session import display_url
+
         return display_url(url)
 
     def with_store_secret(self) -> RunConfig:
@@ -351,6 +544,49 @@ class RunConfig(BaseSettings):
         return recorded
 
 
+@dataclass(frozen=True)
+class ConfigOption:
+    """One flagged field of the config table: what the CLI needs to generate its flag and map it back."""
+
+    path: tuple[str, ...]
+    """Where the value goes in `RunConfig(**overrides)`: `("generator", "n_soft_tokens")`, `("seed",)`."""
+    flag: Flag
+    field: FieldInfo
+    env: str
+    """The INSTRUCTZERO_* variable that sets the same field (`INSTRUCTZERO_GENERATOR__N_SOFT_TOKENS`)."""
+    section: str | None
+    """The section model's name (`generator`), None for a top-level field."""
+
+
+def config_options(
+    config: type[BaseSettings] = RunConfig, sections: Collection[str] | None = None
+) -> tuple[ConfigOption, ...]:
+    """Every field of `config` that has a flag, in field order: top-level fields, then each section's. Why here:
+    the flags are generated from the table, not kept beside it. `sections`: only those sections' fields (e.g.
+    `("budget",)` for `resume`), no top-level ones; None: all."""
+    prefix = str(config.model_config.get("env_prefix", ""))
+    delimiter = str(config.model_config.get("env_nested_delimiter") or "__")
+    options: list[ConfigOption] = []
+    for name, field in config.model_fields.items():
+        section = field.annotation if isinstance(field.annotation, type) else None
+        if section is not None and issubclass(section, BaseModel):
+            if sections is not None and name not in sections:
+                continue
+            for key, inner in section.model_fields.items():
+                flag = _flag_of(inner)
+                if flag is not None:
+                    env = f"{prefix}{name}{delimiter}{key}".upper()
+                    options.append(ConfigOption((name, key), flag, inner, env, name))
+        elif sections is None and (flag := _flag_of(field)) is not None:
+            options.append(ConfigOption((name,), flag, field, f"{prefix}{name}".upper(), None))
+    return tuple(options)
+
+
+def _flag_of(field: FieldInfo) -> Flag | None:
+    """The field's `Flag` marker (pydantic keeps unknown `Annotated` metadata in `FieldInfo.metadata`)."""
+    return next((m for m in field.metadata if isinstance(m, Flag)), None)
+
+
 STORE_URL_ENV = "INSTRUCTZERO_STORE_URL"
 
 
@@ -358,6 +594,8 @@ def resolve_store_url(url: str) -> str:
     """`url` itself, or, when its password is redacted (`***`, as JSON of a `RunConfig` shows it), the full URL
     from $INSTRUCTZERO_STORE_URL naming the same store. Secrets travel by environment, never as parameters."""
     from sqlalchemy.engine import make_url
+
+    from instructzero.storage.session import display_url, normalize_url
 
     try:
         redacted = make_url(normalize_url(url)).password == "***"

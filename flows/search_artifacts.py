@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -31,7 +31,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from instructzero.storage.entities import CandidateRecord, RunRecord
+from instructzero.storage.records import Candidate, Run
 from instructzero.storage.redaction import redact_secrets
 from instructzero.tasks.evaluation.comparison import FOUND, ComparisonRow
 from instructzero.tasks.search_view import Reference, best_so_far, candidate_rows, curve_markdown, queries_markdown
@@ -73,7 +73,7 @@ class SearchArtifacts:
     (a resumed run), `recorded` after each iteration, `finished` after the test report. Every call is safe: an
     artifact the Prefect API refuses is skipped with one warning."""
 
-    def __init__(self, run: RunRecord, store_url: str, *, last_iteration: int, n_steps: int, recorded: int) -> None:
+    def __init__(self, run: Run, store_url: str, *, last_iteration: int, n_steps: int, recorded: int) -> None:
         self.run = run
         self.keys = artifact_keys(run.id)
         self.last_iteration = last_iteration
@@ -87,8 +87,8 @@ class SearchArtifacts:
                 description=f"InstructZero run {run.name}: iterations recorded",
             ),
         )
-        if progress is not None:
-            self.ids["progress"] = progress
+        if progress is not None:  # called from sync code: the artifact's id, not a coroutine
+            self.ids["progress"] = cast(UUID, progress)
         self._safely(
             "queries",
             lambda: create_markdown_artifact(
@@ -98,13 +98,13 @@ class SearchArtifacts:
             ),
         )
 
-    def recorded(self, history: Sequence[CandidateRecord], progress: float) -> None:
+    def recorded(self, history: Sequence[Candidate], progress: float) -> None:
         """After an iteration was recorded: the progress, the curve and the table."""
         self._progress(progress)
         self.search(history)
 
     def search(
-        self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow] = (), *, tested: str | None = None
+        self, history: Sequence[Candidate], rows: Sequence[ComparisonRow] = (), *, tested: str | None = None
     ) -> None:
         """The curve (with `rows`' test scores as reference lines) and the candidate table; `tested`: what the
         table's description says about the test split (default: the last iteration recorded). Nothing before the
@@ -123,7 +123,7 @@ class SearchArtifacts:
             tested = f"iteration {points[-1].iteration} of {self.last_iteration} recorded"
         self._publish("table", candidate_rows(history), f"Best instructions of run {self.run.name} ({tested})")
 
-    def finished(self, history: Sequence[CandidateRecord], rows: Sequence[ComparisonRow], test_note: str = "") -> None:
+    def finished(self, history: Sequence[Candidate], rows: Sequence[ComparisonRow], test_note: str = "") -> None:
         """After the test report (`rows`, empty when the budget skipped it): progress at 100 %, the curve with its
         reference lines, the final table."""
         self._progress(100.0)
@@ -150,7 +150,7 @@ class SearchArtifacts:
                 what, lambda: create_table_artifact(key=self.keys[what], table=content, description=description)
             )
         if created is not None:
-            self.ids[what] = created
+            self.ids[what] = cast(UUID, created)
 
     def _safely(self, what: str, call: Callable[[], T]) -> T | None:
         try:

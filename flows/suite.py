@@ -19,7 +19,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -98,10 +98,12 @@ def _run_member(config: RunConfig, deployment: str | None) -> SuiteMemberResult:
             return SuiteMemberResult(
                 task, name, "completed", summary.run_id, summary.best_instruction, summary.dev_score, summary.test_score
             )
+        from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
 
         parameters = {"config": config.model_dump(mode="json", exclude={"cache_dir"})}
-        remote = run_deployment(name=deployment, parameters=parameters, timeout=None)
+        # called from sync code, Prefect's sync-compatible function returns the FlowRun itself
+        remote = cast(FlowRun, run_deployment(name=deployment, parameters=parameters, timeout=None))
         run = open_store(config.store_url).find_run_by_name(name)
         if remote.state is None or not remote.state.is_completed():
             state = remote.state.name if remote.state is not None else "unknown"
@@ -111,8 +113,8 @@ def _run_member(config: RunConfig, deployment: str | None) -> SuiteMemberResult:
         best = _best_of(config.store_url, run.id) if run else None
         return SuiteMemberResult(task, name, "completed", run.id if run else None, *(best or (None, None, None)))
     except Exception as exc:  # noqa: BLE001 - one failing task must not stop the others; reported below
-        run = _find(config)
-        return SuiteMemberResult(task, name, "failed", run, error=f"{type(exc).__name__}: {exc}")
+        run_id = _find(config)
+        return SuiteMemberResult(task, name, "failed", run_id, error=f"{type(exc).__name__}: {exc}")
 
 
 def _find(config: RunConfig) -> str | None:

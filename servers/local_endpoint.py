@@ -257,14 +257,14 @@ def start_own_server(
     )
 
 
-def resolve_kind(kind: EndpointKind) -> str:
+def resolve_kind(kind: EndpointKind) -> Literal["llama.cpp", "transformers", "echo"]:
     """The engine "auto" stands for: our transformers server (see `AUTO_ENGINE`)."""
     if kind not in ENDPOINT_KINDS:
         raise ConfigError(f"unknown black-box engine {kind!r}; choose one of {', '.join(ENDPOINT_KINDS)}")
     return AUTO_ENGINE if kind == "auto" else kind
 
 
-AUTO_ENGINE = "transformers"
+AUTO_ENGINE: Literal["transformers"] = "transformers"
 """What "auto" means. Measured on the same 200 requests (benchmarks/README.md, "Local black-box engines"): our
 transformers server answered 4.02 requests/s against llama.cpp's 3.07 here (it micro-batches concurrent
 requests), needs no source build, and is what the tests check; llama.cpp stays one flag away."""
@@ -285,16 +285,10 @@ def start_endpoint(
     `max_batch`: our transformers server micro-batches up to this many concurrent requests per forward pass
     (left padding; greedy answers can differ from unbatched ones only by float round-off).
     """
-    kind = resolve_kind(kind)
-    if kind == "llama.cpp":
+    resolved = resolve_kind(kind)
+    if resolved == "llama.cpp":
         return start_llama_cpp(model=model, api=api, cache_dir=cache_dir, log_path=log_path)
-    return start_own_server(
-        kind,
-        model=model,
-        api=api,
-        latency_s=latency_s,  # type: ignore[arg-type]
-        max_batch=max_batch,
-    )
+    return start_own_server(resolved, model=model, api=api, latency_s=latency_s, max_batch=max_batch)
 
 
 @contextlib.contextmanager

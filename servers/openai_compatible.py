@@ -365,7 +365,9 @@ def _chat_prompt(messages: Any) -> tuple[str, str, list[str]]:
     one user message, or a system message with the instruction and a user turn with the input)."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
-    system, parts, roles = [], [], []
+    system: list[str] = []
+    parts: list[str] = []
+    roles: list[str] = []
     for m in messages:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):  # content parts: keep the text ones
@@ -474,9 +476,10 @@ def create_app(
                 stats.roles.update(roles)
             else:
                 raw = body.get("prompt")
-                prompts = [raw] if isinstance(raw, str) else raw
-                if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+                listed = [raw] if isinstance(raw, str) else raw
+                if not isinstance(listed, list) or not listed or not all(isinstance(p, str) for p in listed):
                     raise ValueError("prompt must be a string or a non-empty list of strings")
+                prompts = listed
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             return _error(400, str(exc), "invalid_request_error")
 
@@ -510,11 +513,12 @@ def create_app(
                     await asyncio.sleep(0.05)
             if fault == "malformed":
                 return Response('{"id": "broken", "choices": [{"text": ', media_type="application/json")
-            outs = [
+            answered = [
                 await _unless_disconnected(request, batcher.submit(GenRequest(p, max_tokens, stop, chat, system)))
                 for p in prompts
             ]
-            if any(o is None for o in outs):
+            outs = [o for o in answered if o is not None]
+            if len(outs) < len(answered):
                 return Response(status_code=499)  # the client went away (timed out): nobody reads this
         except Exception as exc:  # a backend failure is the server's fault: 500, as a hosted API would say
             return _error(500, f"generation failed: {exc}", "server_error")

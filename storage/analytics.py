@@ -459,7 +459,7 @@ class Analytics:
             if kind == "postgres":
                 who, can_write = loader.execute(
                     f"SELECT * FROM postgres_query('store', {_sql_literal(_PG_CAN_WRITE)})"
-                ).fetchone()
+                ).fetchone() or ("?", False)
                 if can_write:
                     self.warnings.append(
                         f"store role {who!r} can write to {shown!r}; `instructzero sql` reads a snapshot and "

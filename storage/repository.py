@@ -1,8 +1,9 @@
 """`RunStore`: the only writer of the SQL store.
 
 Every public method is one transaction (`session_scope`). `record_iteration` writes all candidates, instructions,
-dev evaluations and example scores of an iteration or nothing, and is idempotent on exact replay. Inputs and
-outputs are the frozen dataclasses of `instructzero.storage.entities`; ORM rows never escape.
+dev evaluations and example scores of an iteration or nothing, and is idempotent on exact replay. What goes in
+and what comes out are the records of `instructzero.storage.records` (one frozen dataclass per concept, the same
+both ways): this module maps them to and from ORM rows, which never escape.
 """
 
 from __future__ import annotations
@@ -15,24 +16,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from sqlalchemy import Engine, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from instructzero.storage.entities import (
-    PHASES,
-    RUN_STATUSES,
-    CandidateIn,
-    CandidateRecord,
-    DatasetIn,
-    DatasetRecord,
-    EvaluationIn,
-    EvaluationRecord,
-    ExampleScore,
-    LLMCall,
-    MetricRecord,
-    RunRecord,
-)
 from instructzero.storage.errors import RunExistsError, RunLeasedError, RunNotFoundError, StoreError
 from instructzero.storage.models import (
     SqlCandidate,
@@ -43,6 +31,18 @@ from instructzero.storage.models import (
     SqlLLMCall,
     SqlMetric,
     SqlRun,
+)
+from instructzero.storage.records import (
+    PHASES,
+    RUN_STATUSES,
+    BlackBoxCall,
+    Candidate,
+    Dataset,
+    Evaluation,
+    ExampleScore,
+    Metric,
+    Run,
+    instruction_hash,
 )
 from instructzero.storage.session import display_url, one_line, open_engine, session_scope, upgrade_store
 
@@ -66,11 +66,10 @@ def lease_timeout_s() -> float:
     return value
 
 
-def instruction_hash(text: str) -> str:
-    """sha256 hex of the instruction text (UTF-8); the per-run identity of an instruction."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
+@overload
+def _aware(dt: datetime) -> datetime: ...
+@overload
+def _aware(dt: datetime | None) -> datetime | None: ...
 def _aware(dt: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything is stored in UTC."""
     if dt is None or dt.tzinfo is not None:
@@ -88,8 +87,8 @@ def _finite(value: float, what: str) -> float:
     return value
 
 
-def _run_record(row: SqlRun) -> RunRecord:
-    return RunRecord(
+def _run_record(row: SqlRun) -> Run:
+    return Run(
         id=row.id,
         name=row.name,
         task=row.task,
@@ -101,7 +100,7 @@ def _run_record(row: SqlRun) -> RunRecord:
         splits={k: list(v) for k, v in (row.splits or {}).items()},
         prefect_flow_run_id=row.prefect_flow_run_id,
         error=row.error,
-        started_at=_aware(row.started_at),  # type: ignore[arg-type]
+        started_at=_aware(row.started_at),
         finished_at=_aware(row.finished_at),
         lease_owner=row.lease_owner,
         heartbeat_at=_aware(row.heartbeat_at),
@@ -187,9 +186,9 @@ class RunStore:
         versions: dict,
         projection_hash: str | None,
         splits: dict[str, list[str]],
-        datasets: Sequence[DatasetIn] = (),
+        datasets: Sequence[Dataset] = (),
         lease_owner: str | None = None,
-    ) -> RunRecord:
+    ) -> Run:
         """Insert a new run (status "running") with its split manifests; returns it.
 
         With `lease_owner`, the new run is created already claimed by that process, and only if no run of that
@@ -243,7 +242,7 @@ class RunStore:
 
     # ---------------------------------------------------------------------------------------------- leases
 
-    def claim_run(self, run_id: str, owner: str, *, timeout_s: float, take_over: str | None = None) -> RunRecord:
+    def claim_run(self, run_id: str, owner: str, *, timeout_s: float, take_over: str | None = None) -> Run:
         """Take the run's lease for `owner` if it is free, already ours, stale (no heartbeat for `timeout_s`) or
         held by `take_over` (a holder the caller knows is dead); one atomic UPDATE, so of two processes claiming
         at once exactly one wins. Raises RunLeasedError (naming the holder and its last heartbeat) while another
@@ -270,7 +269,8 @@ class RunStore:
             s.expire_all()
             row = self._get_run_row(s, run_id)
             if won != 1:
-                age = (now - _aware(row.heartbeat_at)).total_seconds() if row.heartbeat_at else float("nan")
+                beat = _aware(row.heartbeat_at)
+                age = (now - beat).total_seconds() if beat is not None else float("nan")
                 raise RunLeasedError(
                     f"run {row.name!r} ({run_id}) is being run by another process ({row.lease_owner}, last "
                     f"heartbeat {age:.0f}s ago); wait for it to finish, or resume it once it has been silent for "
@@ -301,11 +301,11 @@ class RunStore:
                 .execution_options(synchronize_session=False)
             )
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def get_run(self, run_id: str) -> Run:
         with self._scope(f"get_run({run_id!r})") as s:
             return _run_record(self._get_run_row(s, run_id))
 
-    def find_run_by_name(self, name: str) -> RunRecord | None:
+    def find_run_by_name(self, name: str) -> Run | None:
         """The newest run with that name, or None."""
         with self._scope(f"find_run_by_name({name!r})") as s:
             row = s.scalars(
@@ -313,19 +313,18 @@ class RunStore:
             ).first()
             return None if row is None else _run_record(row)
 
-    def list_runs(self) -> list[RunRecord]:
+    def list_runs(self) -> list[Run]:
         """All runs, oldest first."""
         with self._scope("list_runs") as s:
             rows = s.scalars(select(SqlRun).order_by(SqlRun.started_at, SqlRun.id)).all()
             return [_run_record(r) for r in rows]
 
-    def load_datasets(self, run_id: str) -> list[DatasetRecord]:
+    def load_datasets(self, run_id: str) -> list[Dataset]:
         with self._scope(f"load_datasets({run_id!r})") as s:
             self._get_run_row(s, run_id)
             rows = s.scalars(select(SqlDataset).where(SqlDataset.run_id == run_id).order_by(SqlDataset.id)).all()
             return [
-                DatasetRecord(
-                    run_id=r.run_id,
+                Dataset(
                     task=r.task,
                     split=r.split,
                     content_hash=r.content_hash,
@@ -351,7 +350,7 @@ class RunStore:
     # ---------------------------------------------------------------------------------------------- iterations
 
     @staticmethod
-    def _validate_iteration(run_id: str, iteration: int, candidates: Sequence[CandidateIn]) -> list[_CandidateKey]:
+    def _validate_iteration(run_id: str, iteration: int, candidates: Sequence[Candidate]) -> list[_CandidateKey]:
         where = f"iteration {iteration} of run {run_id!r}"
         if not isinstance(iteration, int) or iteration < 0:
             raise StoreError(f"iteration must be a non-negative integer, got {iteration!r}")
@@ -363,9 +362,13 @@ class RunStore:
             if c.index in seen:
                 raise StoreError(f"{where}: candidate index {c.index} given twice")
             seen.add(c.index)
+            if c.iteration != iteration:
+                raise StoreError(f"{where}: candidate {c.index} is of iteration {c.iteration!r}")
             if c.phase not in PHASES:
                 raise StoreError(f"{where}: candidate {c.index} has unknown phase {c.phase!r}")
-            if c.dev.split != "dev":
+            if c.dev is None:
+                raise StoreError(f"{where}: candidate {c.index} has no dev evaluation to record")
+            if c.dev.split not in (None, "dev"):
                 raise StoreError(f"{where}: candidate {c.index} carries a {c.dev.split!r} evaluation, expected 'dev'")
             z = None if c.z is None else tuple(_finite(v, f"{where}: candidate {c.index} z") for v in c.z)
             acq = (
@@ -385,9 +388,10 @@ class RunStore:
             )
         return keys
 
-    def record_iteration(self, run_id: str, iteration: int, candidates: Sequence[CandidateIn]) -> None:
-        """Record all candidates of one iteration (with their instructions, dev evaluations and example scores) in
-        ONE transaction. Re-recording an identical iteration is a no-op; a different one raises StoreError.
+    def record_iteration(self, run_id: str, iteration: int, candidates: Sequence[Candidate]) -> None:
+        """Record all candidates of one iteration (with their instructions, `dev` evaluations and example scores) in
+        ONE transaction; each candidate's `iteration` must be `iteration`. Re-recording an identical iteration is a
+        no-op; a different one raises StoreError.
 
         An instruction text seen before in the run reuses its instructions row and its dev evaluation (per model);
         the candidate's own `dev_score` is the score the optimiser observed.
@@ -425,7 +429,8 @@ class RunStore:
                 if iid is None:
                     iid = self._instruction_id(s, run_id, c.instruction, key.instruction_hash)
                     instr_ids[key.instruction_hash] = iid
-                ev_id = self._evaluation_id(s, run_id, iid, c.dev, replace=False)
+                assert c.dev is not None  # checked by _validate_iteration
+                ev_id = self._evaluation_id(s, run_id, iid, c.dev, "dev", replace=False)
                 s.add(
                     SqlCandidate(
                         run_id=run_id,
@@ -464,12 +469,14 @@ class RunStore:
         )
 
     @staticmethod
-    def _evaluation_id(s: Session, run_id: str, instruction_id: int, ev: EvaluationIn, *, replace: bool) -> int:
+    def _evaluation_id(
+        s: Session, run_id: str, instruction_id: int, ev: Evaluation, split: str, *, replace: bool
+    ) -> int:
         """The evaluation row of (instruction, split, model): reused as is (replace=False) or overwritten."""
         row = s.scalars(
             select(SqlEvaluation).where(
                 SqlEvaluation.instruction_id == instruction_id,
-                SqlEvaluation.split == ev.split,
+                SqlEvaluation.split == split,
                 SqlEvaluation.model == ev.model,
             )
         ).first()
@@ -477,7 +484,7 @@ class RunStore:
             return row.id
         values = dict(
             mean_score=float(ev.mean_score),
-            n_examples=int(ev.n_examples),
+            n_examples=len(ev.examples),
             prompt_tokens=int(ev.prompt_tokens),
             completion_tokens=int(ev.completion_tokens),
             latency_s=float(ev.latency_s),
@@ -486,7 +493,7 @@ class RunStore:
             created_at=datetime.now(UTC),
         )
         if row is None:
-            row = SqlEvaluation(run_id=run_id, instruction_id=instruction_id, split=ev.split, model=ev.model, **values)
+            row = SqlEvaluation(run_id=run_id, instruction_id=instruction_id, split=split, model=ev.model, **values)
             s.add(row)
             s.flush()
         else:
@@ -521,17 +528,18 @@ class RunStore:
                 )
             )
 
-    def load_candidates(self, run_id: str) -> list[CandidateRecord]:
-        """All candidates of the run ordered by (iteration, index), with their dev example scores."""
+    def load_candidates(self, run_id: str) -> list[Candidate]:
+        """All candidates of the run ordered by (iteration, index), with their dev scores and per-example dev scores
+        (not their whole `dev` evaluation: `load_evaluations` has it) and their instruction's latest test score."""
         with self._scope(f"load_candidates({run_id!r})") as s:
             self._get_run_row(s, run_id)
             rows = s.execute(
-                select(SqlCandidate, SqlInstruction.text, SqlInstruction.text_hash)
+                select(SqlCandidate, SqlInstruction.text)
                 .join(SqlInstruction, SqlInstruction.id == SqlCandidate.instruction_id)
                 .where(SqlCandidate.run_id == run_id)
                 .order_by(SqlCandidate.iteration, SqlCandidate.index)
             ).all()
-            ev_ids = {c.dev_evaluation_id for c, _, _ in rows if c.dev_evaluation_id is not None}
+            ev_ids = {c.dev_evaluation_id for c, _ in rows if c.dev_evaluation_id is not None}
             scores: dict[int, dict[str, float]] = defaultdict(dict)
             if ev_ids:
                 for ev_id, ex_id, score in s.execute(
@@ -542,46 +550,45 @@ class RunStore:
                 ):
                     scores[ev_id][ex_id] = score
             return [
-                CandidateRecord(
-                    run_id=c.run_id,
+                Candidate(
                     iteration=c.iteration,
                     index=c.index,
                     phase=c.phase,
                     z=None if c.z is None else tuple(float(v) for v in c.z),
                     acquisition_value=c.acquisition_value,
                     instruction=text,
-                    instruction_hash=h,
                     dev_score=c.dev_score,
                     test_score=c.test_score,
                     dev_example_scores=dict(scores.get(c.dev_evaluation_id, {})) if c.dev_evaluation_id else {},
                 )
-                for c, text, h in rows
+                for c, text in rows
             ]
 
-    def record_test_evaluation(self, run_id: str, instruction: str, evaluation: EvaluationIn) -> None:
-        """Store the test evaluation of an instruction (creating the instruction row for baselines that are not
+    def record_test_evaluation(self, run_id: str, evaluation: Evaluation) -> None:
+        """Store the test evaluation of its instruction (creating the instruction row for baselines that are not
         candidates). Re-recording for the same (instruction, model) replaces the previous one. Candidates of the
         run with that instruction get the new `test_score`."""
-        if evaluation.split != "test":
+        if evaluation.split not in (None, "test"):
             raise StoreError(f"record_test_evaluation expects a 'test' evaluation, got split {evaluation.split!r}")
+        instruction = evaluation.instruction
         _finite(evaluation.mean_score, f"test score of instruction {instruction[:60]!r}")
         h = instruction_hash(instruction)
         with self._scope(f"record_test_evaluation({run_id!r})", write=True) as s:
             self._get_run_row(s, run_id)
             iid = self._instruction_id(s, run_id, instruction, h)
-            self._evaluation_id(s, run_id, iid, evaluation, replace=True)
+            self._evaluation_id(s, run_id, iid, evaluation, "test", replace=True)
             s.execute(
                 update(SqlCandidate)
                 .where(SqlCandidate.run_id == run_id, SqlCandidate.instruction_id == iid)
                 .values(test_score=float(evaluation.mean_score))
             )
 
-    def load_evaluations(self, run_id: str, split: str | None = None) -> list[EvaluationRecord]:
+    def load_evaluations(self, run_id: str, split: str | None = None) -> list[Evaluation]:
         """All evaluations of the run (optionally of one split), oldest first, with their example scores."""
         with self._scope(f"load_evaluations({run_id!r})") as s:
             self._get_run_row(s, run_id)
             q = (
-                select(SqlEvaluation, SqlInstruction.text, SqlInstruction.text_hash)
+                select(SqlEvaluation, SqlInstruction.text)
                 .join(SqlInstruction, SqlInstruction.id == SqlEvaluation.instruction_id)
                 .where(SqlEvaluation.run_id == run_id)
                 .order_by(SqlEvaluation.id)
@@ -590,44 +597,42 @@ class RunStore:
                 q = q.where(SqlEvaluation.split == split)
             rows = s.execute(q).all()
             examples: dict[int, list[ExampleScore]] = defaultdict(list)
-            ids = [e.id for e, _, _ in rows]
+            ids = [e.id for e, _ in rows]
             if ids:
                 for ex in s.scalars(
                     select(SqlExampleScore).where(SqlExampleScore.evaluation_id.in_(ids)).order_by(SqlExampleScore.id)
                 ):
                     examples[ex.evaluation_id].append(ExampleScore(ex.example_id, ex.prediction, ex.score))
             return [
-                EvaluationRecord(
-                    run_id=e.run_id,
+                Evaluation(
                     instruction=text,
-                    instruction_hash=h,
-                    split=e.split,
                     model=e.model,
                     mean_score=e.mean_score,
-                    n_examples=e.n_examples,
+                    examples=tuple(examples.get(e.id, ())),
                     prompt_tokens=e.prompt_tokens,
                     completion_tokens=e.completion_tokens,
                     latency_s=e.latency_s,
                     n_calls=e.n_calls,
                     n_cached=e.n_cached,
-                    created_at=_aware(e.created_at),  # type: ignore[arg-type]
-                    examples=tuple(examples.get(e.id, ())),
+                    split=e.split,
+                    created_at=_aware(e.created_at),
                 )
-                for e, text, h in rows
+                for e, text in rows
             ]
 
     # -------------------------------------------------------------------------------------- black-box cache
 
-    def get_llm_call(self, request_hash: str) -> LLMCall | None:
+    def get_llm_call(self, request_hash: str) -> BlackBoxCall | None:
+        """The ledger's call of that request (the persistent response cache), whatever its status."""
         with self._scope("get_llm_call") as s:
             r = s.scalars(select(SqlLLMCall).where(SqlLLMCall.request_hash == request_hash)).first()
             if r is None:
                 return None
-            return LLMCall(
+            return BlackBoxCall(
                 request_hash=r.request_hash,
                 model=r.model,
                 prompt=r.prompt,
-                response_text=r.response_text,
+                text=r.response_text,
                 prompt_tokens=r.prompt_tokens,
                 completion_tokens=r.completion_tokens,
                 latency_s=r.latency_s,
@@ -637,14 +642,14 @@ class RunStore:
                 run_id=r.run_id,
             )
 
-    def put_llm_call(self, call: LLMCall) -> None:
+    def put_llm_call(self, call: BlackBoxCall) -> None:
         """Insert-or-ignore keyed by `request_hash`, in its own short transaction (safe under concurrent writers:
-        the first writer wins, later ones are no-ops)."""
+        the first writer wins, later ones are no-ops). `cached` is not stored."""
         values = dict(
             request_hash=call.request_hash,
             model=call.model,
             prompt=call.prompt,
-            response_text=call.response_text,
+            response_text=call.text,
             prompt_tokens=int(call.prompt_tokens),
             completion_tokens=int(call.completion_tokens),
             latency_s=float(call.latency_s),
@@ -734,10 +739,10 @@ class RunStore:
                 else:
                     s.add(SqlMetric(run_id=run_id, key=key, step=int(step), value=value))
 
-    def load_metrics(self, run_id: str, key: str | None = None) -> list[MetricRecord]:
+    def load_metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         with self._scope(f"load_metrics({run_id!r})") as s:
             self._get_run_row(s, run_id)
             q = select(SqlMetric).where(SqlMetric.run_id == run_id).order_by(SqlMetric.key, SqlMetric.step)
             if key is not None:
                 q = q.where(SqlMetric.key == key)
-            return [MetricRecord(m.run_id, m.key, m.step, m.value) for m in s.scalars(q)]
+            return [Metric(m.key, m.step, m.value) for m in s.scalars(q)]

@@ -21,15 +21,14 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled
 
-from instructzero.storage.entities import CandidateIn, CandidateRecord, DatasetIn, EvaluationIn, RunRecord
+from instructzero.storage.records import Candidate, Dataset, Evaluation, Example, Run
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits, make_splits
-from instructzero.tasks.data.task_data import Example, TaskData, load_task
-from instructzero.tasks.errors import BlackBoxError
+from instructzero.tasks.data.task_data import TaskData, load_task
+from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
-    EvaluationResult,
     StoreResponseCache,
     evaluate_instructions,
 )
@@ -37,7 +36,7 @@ from instructzero.tasks.evaluation.metrics import MetricName, Scorer
 from instructzero.tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
 from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.load_once import load_once
-from instructzero.tasks.optimisation.bayes_opt import Proposal, SurrogateState, gp_update, propose_prompts
+from instructzero.tasks.optimisation.proposer import History, Known, Proposal, Proposer
 from instructzero.tasks.prompts import ZeroShotFormat
 
 
@@ -140,11 +139,11 @@ def start_run(
     data: TaskData,
     splits: Splits,
     lease_owner: str | None = None,
-) -> RunRecord:
+) -> Run:
     """Create the run row with its config, versions and split manifest (claimed by `lease_owner`)."""
     manifest = splits.manifest()
     datasets = [
-        DatasetIn(task=data.name, split=split, content_hash=data.content_hash, example_ids=tuple(ids))
+        Dataset(task=data.name, split=split, content_hash=data.content_hash, example_ids=tuple(ids))
         for split, ids in manifest.items()
     ]
     return open_store(store_url).create_run(
@@ -161,25 +160,30 @@ def start_run(
 
 
 @task(name="gp-update", cache_policy=NO_CACHE)
-def gp_update_task(
-    history: Sequence[CandidateRecord],
-    dev_ids: Sequence[str],
-    *,
-    kernel: str,
-    similarity: str,
-    seed: int,
-    latent_weight: float = 0.25,
-) -> SurrogateState:
-    """Fit the GP on every evaluated soft prompt of the run."""
-    return gp_update(  # type: ignore[arg-type]
-        history, dev_ids, kernel=kernel, similarity=similarity, seed=seed, latent_weight=latent_weight
-    )
+def gp_update_task(proposer: Proposer, history: History) -> None:
+    """Step 1 of the proposer's call order: re-fit on every candidate of the run (the GP, for GP-BO)."""
+    proposer.observe(history)
+
+
+def observe(proposer: Proposer, history: History) -> None:
+    """`gp_update_task` for a proposer that learns from a non-empty history; nothing to do (no task) otherwise."""
+    if proposer.learns and history:
+        gp_update_task(proposer, history)
 
 
 @task(name="propose-prompt", cache_policy=NO_CACHE)
-def propose_prompt(state: SurrogateState | None, **settings: Any) -> Proposal:
-    """Sobol design at iteration 0, then the (Log)EI-maximising q-batch."""
-    return propose_prompts(state, **settings)
+def propose_prompt(
+    proposer: Proposer,
+    iteration: int,
+    n: int,
+    *,
+    attempt: int = 0,
+    known: Known = (),
+    pending: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
+) -> Proposal:
+    """Steps 2 and 3 of the call order: the iteration's soft prompts, or (attempt > 0) replacements."""
+    return proposer.propose(iteration, n, attempt=attempt, known=known, pending=pending, exclude=exclude)
 
 
 def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorSpec) -> str:
@@ -230,7 +234,7 @@ def zero_shot_evaluate(
     settings: BlackBoxSettings,
     store_url: str,
     run_id: str | None = None,
-) -> EvaluationResult:
+) -> Evaluation:
     """Score one instruction zero-shot on `examples` through the black box (responses cached in the store).
 
     One task per instruction, so a batch fans out over the flow's task runner (threads, or Dask workers).
@@ -250,7 +254,7 @@ def evaluate_batch(
     settings: BlackBoxSettings,
     store_url: str,
     run_id: str | None = None,
-) -> list[EvaluationResult]:
+) -> list[Evaluation]:
     """Fan `zero_shot_evaluate` out over the task runner; identical instructions are scored once."""
     unique = list(dict.fromkeys(instructions))
     futures = zero_shot_evaluate.map(
@@ -266,40 +270,29 @@ def evaluate_batch(
     return [by_text[text] for text in instructions]
 
 
-def to_evaluation_in(result: EvaluationResult, *, split: str, model: str) -> EvaluationIn:
-    """Convert a black-box evaluation into the store's input entity."""
-    return EvaluationIn(
-        split=split,  # type: ignore[arg-type]
-        model=model,
-        mean_score=result.mean_score,
-        n_examples=len(result.examples),
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        latency_s=result.latency_s,
-        n_calls=result.n_calls,
-        n_cached=result.n_cached,
-        examples=tuple(result.examples),
-    )
-
-
 @task(name="record-iteration", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
 def record_iteration(
     store_url: str,
     run_id: str,
     proposal: Proposal,
     instructions: Sequence[str],
-    evaluations: Sequence[EvaluationResult],
-    model: str,
-) -> list[CandidateRecord]:
-    """Write one whole iteration in one transaction, then return the run's full history."""
+    evaluations: Sequence[Evaluation],
+    model: str | None = None,
+) -> list[Candidate]:
+    """Write one whole iteration in one transaction, then return the run's full history.
+
+    Each evaluation names the model that answered it; `model`, when given, is the run's and must be that one."""
+    if model is not None and any(ev.model != model for ev in evaluations):
+        raise ConfigError(f"iteration {proposal.iteration}: an evaluation was not answered by model {model!r}")
     candidates = [
-        CandidateIn(
+        Candidate(
+            iteration=proposal.iteration,
             index=i,
             phase=proposal.phase,
             z=tuple(float(v) for v in proposal.z[i]),
             acquisition_value=proposal.acquisition_values[i],
             instruction=instructions[i],
-            dev=to_evaluation_in(evaluations[i], split="dev", model=model),
+            dev=evaluations[i],
         )
         for i in range(len(instructions))
     ]
@@ -309,10 +302,6 @@ def record_iteration(
 
 
 @task(name="record-test-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def record_test_evaluation(
-    store_url: str, run_id: str, instruction: str, evaluation: EvaluationResult, model: str
-) -> None:
-    """Store the final report's test-split evaluation of the best dev instruction."""
-    open_store(store_url).record_test_evaluation(
-        run_id, instruction, to_evaluation_in(evaluation, split="test", model=model)
-    )
+def record_test_evaluation(store_url: str, run_id: str, evaluation: Evaluation) -> None:
+    """Store a test-split evaluation of the final report (the best dev instruction's, or a baseline's)."""
+    open_store(store_url).record_test_evaluation(run_id, evaluation)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
+from instructzero.storage.records import Example
 from instructzero.tasks.errors import ConfigError
 
 ANSWER_ONLY = "Answer with the output only."
@@ -33,11 +34,6 @@ _FIELDS: dict[str, frozenset[str]] = {
     "user": frozenset({"instruction", "input"}),
     "system": frozenset({"input"}),  # the instruction is the system message, not part of the user turn
 }
-
-
-class _ExampleLike(Protocol):
-    input: str
-    answers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ def render_zero_shot(
     return fmt.render(instruction, input)
 
 
-def format_exemplars(exemplars: Sequence[_ExampleLike]) -> str:
+def format_exemplars(exemplars: Sequence[Example]) -> str:
     """Format demonstrations as "Input: x\\nOutput: y" blocks separated by a blank line (no trailing newline).
 
     The canonical answer `answers[0]` is shown, matching what the generator is asked to induce an instruction for.

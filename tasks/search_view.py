@@ -18,13 +18,12 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 from xml.sax.saxutils import escape
 
+from instructzero.storage.records import Candidate
 from instructzero.storage.session import display_url, normalize_url
 
 __all__ = [
-    "CandidateLike",
     "CurvePoint",
     "Reference",
     "best_so_far",
@@ -37,16 +36,6 @@ __all__ = [
 ]
 
 TOP_N = 10  # candidates in the table artifact
-
-
-class CandidateLike(Protocol):
-    """What the view reads of a stored candidate (`instructzero.storage.entities.CandidateRecord`)."""
-
-    iteration: int
-    index: int
-    phase: str
-    dev_score: float | None
-    instruction: str
 
 
 @dataclass(frozen=True)
@@ -67,7 +56,7 @@ class Reference:
     score: float
 
 
-def best_so_far(candidates: Iterable[CandidateLike]) -> list[CurvePoint]:
+def best_so_far(candidates: Iterable[Candidate]) -> list[CurvePoint]:
     """The curve's points, one per recorded iteration in order: the same numbers as `score_by_iteration`
     (max over the iteration's dev scores, then the running max; unscored candidates are ignored)."""
     by_iteration: dict[int, list[float | None]] = {}
@@ -84,7 +73,7 @@ def best_so_far(candidates: Iterable[CandidateLike]) -> list[CurvePoint]:
     return points
 
 
-def candidate_rows(candidates: Iterable[CandidateLike], top_n: int = TOP_N) -> list[dict[str, object]]:
+def candidate_rows(candidates: Iterable[Candidate], top_n: int = TOP_N) -> list[dict[str, object]]:
     """The table artifact's rows: the `top_n` best candidates by dev score, ties in recording order."""
     ranked = sorted(candidates, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
     return [
@@ -181,21 +170,21 @@ def curve_svg(
     for p in points:  # each iteration's best
         if p.best_dev is not None:
             out.append(f'<circle cx="{x(p.iteration):.1f}" cy="{y(p.best_dev):.1f}" r="3.5" fill="{_DOTS}"/>')
-    curve = [p for p in points if p.best_so_far is not None]
+    curve = [(p.iteration, p.best_so_far) for p in points if p.best_so_far is not None]
     if curve:
-        path = [f"M{x(curve[0].iteration):.1f},{y(curve[0].best_so_far):.1f}"]
-        for p in curve[1:]:
-            path.append(f"H{x(p.iteration):.1f}V{y(p.best_so_far):.1f}")
+        path = [f"M{x(curve[0][0]):.1f},{y(curve[0][1]):.1f}"]
+        for iteration, value in curve[1:]:
+            path.append(f"H{x(iteration):.1f}V{y(value):.1f}")
         out.append(f'<path d="{"".join(path)}" fill="none" stroke="{_CURVE}" stroke-width="2.5"/>')
-        for p in curve:
-            out.append(f'<circle cx="{x(p.iteration):.1f}" cy="{y(p.best_so_far):.1f}" r="3" fill="{_CURVE}"/>')
+        for iteration, value in curve:
+            out.append(f'<circle cx="{x(iteration):.1f}" cy="{y(value):.1f}" r="3" fill="{_CURVE}"/>')
     else:
         out.append(
             f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_TOP + plot_h / 2:.1f}" text-anchor="middle" '
             f'fill="{_DOTS}">no iteration recorded yet</text>'
         )
     lx = 330  # the legend, on the title's line
-    best = f" {curve[-1].best_so_far:.3f}" if curve else ""
+    best = f" {curve[-1][1]:.3f}" if curve else ""
     out.append(
         f'<line x1="{lx}" y1="16" x2="{lx + 18}" y2="16" stroke="{_CURVE}" stroke-width="2.5"/>'
         f'<text x="{lx + 24}" y="20" fill="{_CURVE}" font-weight="bold">best so far{best}</text>'

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from instructzero.storage.analytics import VIEWS, Analytics, check_read_only, format_table
-from instructzero.storage.entities import LLMCall
 from instructzero.storage.errors import StoreError
+from instructzero.storage.records import BlackBoxCall
 from instructzero.storage.repository import RunStore
 from instructzero.storage.session import normalize_url
 from tests.plugins.store import make_evaluation, populate
@@ -31,10 +31,10 @@ def populated(store_url: str, duckdb_ext_dir: Path) -> dict:
         a = populate(store, name="run-a", task="sum", n_iterations=N_IT, n_candidates=N_CAND)
         b = populate(store, name="run-b", task="diff", n_iterations=2, n_candidates=2, tag="b:")
         best_a = store.load_candidates(a)[-1].instruction
-        store.record_test_evaluation(a, best_a, make_evaluation({"t0": 1.0, "t1": 0.0}, split="test"))
+        store.record_test_evaluation(a, make_evaluation({"t0": 1.0, "t1": 0.0}, instruction=best_a, split="test"))
         for i in range(5):
-            store.put_llm_call(LLMCall(f"h{i}", "m", "p", "r", 10, 2, 0.1, 0, cost_usd=0.5, run_id=a))
-        store.put_llm_call(LLMCall("unattributed", "m", "p", "r", 10, 2, 0.1, 0, cost_usd=9.0))
+            store.put_llm_call(BlackBoxCall(f"h{i}", "m", "p", "r", 10, 2, 0.1, 0, cost_usd=0.5, run_id=a))
+        store.put_llm_call(BlackBoxCall("unattributed", "m", "p", "r", 10, 2, 0.1, 0, cost_usd=9.0))
     return {"url": store_url, "a": a, "b": b, "best_a": best_a, "ext_dir": duckdb_ext_dir}
 
 
@@ -241,7 +241,7 @@ def _night(
     store: RunStore, name: str, task: str, dev: dict[str, float], test: float, *, model: str, status: str = "completed"
 ) -> str:
     """One member run of a nightly suite: one iteration of two candidates, the best one's test score, its status."""
-    from instructzero.storage.entities import DatasetIn
+    from instructzero.storage.records import Dataset
     from tests.plugins.store import make_candidate
 
     run = store.create_run(
@@ -252,7 +252,7 @@ def _night(
         versions={},
         projection_hash=None,
         splits={"dev": ["d0"], "test": ["t0", "t1"]},
-        datasets=[DatasetIn(task, "dev", "h" * 64, ("d0",))],
+        datasets=[Dataset(task, "dev", "h" * 64, ("d0",))],
     )
     best = f"{name}: best"
     store.record_iteration(
@@ -260,7 +260,8 @@ def _night(
         0,
         [make_candidate(0, f"{name}: worse", {"d0": 0.0}, model=model), make_candidate(1, best, dev, model=model)],
     )
-    store.record_test_evaluation(run.id, best, make_evaluation({"t0": test, "t1": test}, split="test", model=model))
+    test_evaluation = make_evaluation({"t0": test, "t1": test}, instruction=best, split="test", model=model)
+    store.record_test_evaluation(run.id, test_evaluation)
     store.set_run_status(run.id, status)
     return run.id
 

@@ -1,4 +1,4 @@
-"""Re-proposal of soft prompts that decode to already scored instructions (tasks/bayes_opt.propose_distinct)."""
+"""Re-proposal of soft prompts that decode to already scored instructions (tasks/optimisation/bayes_opt.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from instructzero.flows.params import BOSettings
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.optimisation.acquisition import sobol_design
-from instructzero.tasks.optimisation.bayes_opt import Proposal, SurrogateState, propose_distinct, propose_prompts
+from instructzero.tasks.optimisation.bayes_opt import propose_distinct, proposing
+from instructzero.tasks.optimisation.gp_bo import SurrogateState
+from instructzero.tasks.optimisation.proposer import Proposal, ProposerContext, make_proposer
+from instructzero.tasks.optimisation.sobol import SobolDesign
 from instructzero.tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy
 
@@ -83,27 +87,11 @@ def test_real_proposals_find_more_new_instructions(strategy: str, unique_without
     y = toy(X)
     grid = lambda z: [f"g{np.round(np.asarray(r[:2]) * 2).astype(int).tolist()}" for r in np.asarray(z)]  # noqa: E731
     scored = dict(zip(grid(X.numpy()), y.tolist()))
-    state = SurrogateState(model=fit_surrogate(X, y, kernel="matern"), X=X, best_f=float(y.max()))
-
-    def propose(n, attempt, known, pending, tried):
-        return propose_prompts(
-            state,
-            iteration=1,
-            n_init=12,
-            batch_size=n,
-            dim=d,
-            seed=0,
-            acquisition="logei",
-            optimizer="cmaes",
-            num_restarts=2,
-            raw_samples=32,
-            strategy=strategy,
-            attempt=attempt,
-            known=known,
-            pending=pending,
-            exclude=tried,
-        )
-
+    settings = BOSettings(strategy=strategy, n_init=12, optimizer="cmaes", num_restarts=2, raw_samples=32)
+    proposer = make_proposer(strategy, ProposerContext(dim=d, seed=0), settings)
+    if strategy == "bo":  # the GP `observe` would fit on these 12 points, without the records around them
+        proposer.state = SurrogateState(model=fit_surrogate(X, y, kernel="matern"), X=X, best_f=float(y.max()))
+    propose = proposing(proposer, 1)
     without = propose_distinct(propose, grid, scored, batch_size=3, max_attempts=1)
     out = propose_distinct(propose, grid, scored, batch_size=3, max_attempts=6)
     assert (without.unique_new, out.unique_new) == (unique_without, unique_with)
@@ -113,12 +101,9 @@ def test_real_proposals_find_more_new_instructions(strategy: str, unique_without
 
 
 def test_init_reproposal_continues_the_sobol_sequence() -> None:
-    first = propose_prompts(
-        None, iteration=0, n_init=4, batch_size=4, dim=3, seed=0, acquisition="logei", optimizer="cmaes"
-    )
-    more = propose_prompts(
-        None, iteration=0, n_init=4, batch_size=2, dim=3, seed=0, acquisition="logei", optimizer="cmaes", attempt=1
-    )
+    design = SobolDesign(ProposerContext(dim=3, seed=0), BOSettings(n_init=4))
+    first = design.propose(0, 4)
+    more = design.propose(0, 2, attempt=1)
     full = sobol_design(10, 3, seed=0).numpy()
     np.testing.assert_array_equal(first.z, full[:4])
     np.testing.assert_array_equal(more.z, full[4:6])

@@ -14,12 +14,12 @@ import pytest
 
 from instructzero.servers.faults import FaultConfig
 from instructzero.servers.openai_compatible import RuleBackend, ServerHandle
+from instructzero.storage.records import BlackBoxCall
 from instructzero.tasks.data.task_data import Example
 from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,
     BlackBoxSettings,
-    Completion,
     InMemoryResponseCache,
     StoreResponseCache,
     evaluate_instructions,
@@ -299,7 +299,7 @@ def test_evaluate_instructions_scores_and_dedups(make_server: Callable[..., Serv
     assert [e.prediction for e in results[1].examples] == ["2 3", "10 7", "1 1", "4 0"]
     assert completion_requests(server) == 2 * len(SUM_EXAMPLES)  # the duplicate instruction cost nothing
     r = results[0]
-    assert (r.n_calls, r.n_cached, r.retries) == (4, 0, 0)
+    assert (r.n_calls, r.n_cached, r.model, r.split) == (4, 0, "rule-based", None)  # retries: in the ledger only
     assert r.prompt_tokens > 0 and r.completion_tokens == 4 and r.latency_s > 0
 
 
@@ -339,11 +339,11 @@ class FakeStore:
 def test_store_response_cache_round_trip() -> None:
     store = FakeStore()
     cache = StoreResponseCache(store, run_id="run-1")
-    c = Completion("h1", "m", "p", "text", 3, 1, 0.5, 2, False)
+    c = BlackBoxCall("h1", "m", "p", "text", 3, 1, 0.5, 2)
     cache.put(c)
     assert store.calls["h1"].status == "ok" and store.calls["h1"].run_id == "run-1"
-    assert cache.get("h1") == dataclasses.replace(c, cached=True)
-    cache.put(Completion("h2", "m", "p", "t", 0, 0, 0.1, 0, False, usage_reported=False))
+    assert cache.get("h1") == dataclasses.replace(c, cached=True, run_id="run-1")
+    cache.put(BlackBoxCall("h2", "m", "p", "t", 0, 0, 0.1, 0, status="ok_no_usage"))
     assert store.calls["h2"].status == "ok_no_usage" and cache.get("h2").usage_reported is False
     store.calls["h3"] = dataclasses.replace(store.calls["h1"], request_hash="h3", status="error")
     assert cache.get("h3") is None and cache.get("missing") is None
@@ -389,9 +389,9 @@ def test_store_caches_on_a_real_store(make_server: Callable[..., ServerHandle], 
         before = completion_requests(server)
         second = client.complete_many_sync(prompts)
         assert completion_requests(server) == before
-        assert all(isinstance(c, Completion) and c.cached for c in second)
+        assert all(isinstance(c, BlackBoxCall) and c.cached for c in second)
         assert [c.text for c in second] == [c.text for c in first] == ["3", "4"]
-        assert store.get_llm_call(first[0].request_hash).response_text == "3"
+        assert store.get_llm_call(first[0].request_hash).text == "3"
 
 
 def test_a_web_page_instead_of_an_api_is_one_clear_error() -> None:

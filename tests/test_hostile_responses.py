@@ -358,7 +358,7 @@ def test_a_10_mb_answer_is_capped_and_marked(hostile: Callable[..., HostileServe
     c = ask(server, store)
     assert c.text == huge[:cap] and c.truncated
     row = assert_ledger_row_is_sane(store, c)
-    assert len(row.response_text) == cap and row.status == "ok_truncated"
+    assert len(row.text) == cap and row.status == "ok_truncated"
     cached = ask(server, store)
     assert cached.cached and cached.truncated and cached.text == huge[:cap] and server.requests == 1
     # scored (and stored as the example's prediction) capped too, with a smaller cap and no usage this time
@@ -368,7 +368,7 @@ def test_a_10_mb_answer_is_capped_and_marked(hostile: Callable[..., HostileServe
     assert result.examples[0].prediction == "7" * 100 and result.mean_score == 0.0
     assert result.prompt_tokens > 0 and result.completion_tokens == MAX_TOKENS  # the bound, not 0
     row2 = store.get_llm_call(client.request_hash(render_zero_shot("Add.", "2 3")))
-    assert row2.status == "ok_no_usage_truncated" and row2.response_text == "7" * 100
+    assert row2.status == "ok_no_usage_truncated" and row2.text == "7" * 100
     assert server2.requests == 1
 
 

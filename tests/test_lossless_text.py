@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from instructzero.flows.params import build_config
-from instructzero.storage.entities import LLMCall
 from instructzero.storage.lossless_text import ESCAPE, escape_text, unescape_text
+from instructzero.storage.records import BlackBoxCall
 from instructzero.storage.repository import RunStore
 from instructzero.storage.session import normalize_url
 from instructzero.tasks.data.task_data import load_task
@@ -50,11 +50,11 @@ def test_hostile_answers_reach_the_ledger_and_come_back_unchanged(store_url: str
     store = RunStore(store_url)
     for i, answer in enumerate(HOSTILE):
         store.put_llm_call(
-            LLMCall(
+            BlackBoxCall(
                 request_hash=f"{i:064x}",
                 model="m",
                 prompt=f"prompt {answer}",
-                response_text=answer,
+                text=answer,
                 prompt_tokens=3,
                 completion_tokens=1,
                 latency_s=0.1,
@@ -62,7 +62,7 @@ def test_hostile_answers_reach_the_ledger_and_come_back_unchanged(store_url: str
                 run_id="r",
             )
         )
-    assert [store.get_llm_call(f"{i:064x}").response_text for i in range(len(HOSTILE))] == list(HOSTILE)
+    assert [store.get_llm_call(f"{i:064x}").text for i in range(len(HOSTILE))] == list(HOSTILE)
     assert [store.get_llm_call(f"{i:064x}").prompt for i in range(len(HOSTILE))] == [f"prompt {a}" for a in HOSTILE]
     assert store.llm_spend("r")[0] == len(HOSTILE)
     raw = dict(_raw(store_url, f"SELECT response_text, prompt FROM llm_calls WHERE request_hash = '{0:064x}'"))
@@ -78,7 +78,8 @@ def test_hostile_answers_reach_the_ledger_and_come_back_unchanged(store_url: str
         splits={"dev": [], "test": ["t0", "t1"]},
     )
     store.record_test_evaluation(
-        run.id, "Sum\x00them.", make_evaluation({"t0": 1.0, "t1": 0.0}, split="test", prefix="\ud800\x00")
+        run.id,
+        make_evaluation({"t0": 1.0, "t1": 0.0}, instruction="Sum\x00them.", split="test", prefix="\ud800\x00"),
     )
     [evaluation] = store.load_evaluations(run.id, "test")
     assert evaluation.instruction == "Sum\x00them."

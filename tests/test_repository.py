@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from instructzero.storage.entities import CandidateRecord, DatasetIn, LLMCall, RunRecord
 from instructzero.storage.errors import RunNotFoundError, StoreError
+from instructzero.storage.records import BlackBoxCall, Candidate, Dataset, Run
 from instructzero.storage.repository import RunStore, instruction_hash
 from instructzero.storage.session import normalize_url
 from tests.plugins.store import make_candidate, make_evaluation, populate
@@ -36,7 +36,7 @@ def store(store_url: str):
         yield s
 
 
-def new_run(store: RunStore, name: str = "run") -> RunRecord:
+def new_run(store: RunStore, name: str = "run") -> Run:
     return store.create_run(
         name=name,
         task="sum",
@@ -45,7 +45,7 @@ def new_run(store: RunStore, name: str = "run") -> RunRecord:
         versions={"torch": "2.13.0"},
         projection_hash="a" * 64,
         splits={"dev": ["d0", "d1"], "test": ["t0"]},
-        datasets=[DatasetIn("sum", "dev", "c" * 64, ("d0", "d1"))],
+        datasets=[Dataset("sum", "dev", "c" * 64, ("d0", "d1"))],
     )
 
 
@@ -74,13 +74,15 @@ def test_create_record_load_round_trip(store: RunStore) -> None:
         run.id,
         1,
         [
-            make_candidate(0, "Baseline", {"d0": 0.0, "d1": 0.0}, phase="baseline", z=None, acquisition_value=None),
+            make_candidate(
+                0, "Baseline", {"d0": 0.0, "d1": 0.0}, phase="baseline", z=None, acquisition_value=None, iteration=1
+            ),
         ],
     )
     cands = store.load_candidates(run.id)
     assert [(c.iteration, c.index) for c in cands] == [(0, 0), (0, 1), (1, 0)]
     first = cands[0]
-    assert isinstance(first, CandidateRecord)
+    assert isinstance(first, Candidate) and first.dev is None  # read back: its scores, not its whole evaluation
     assert first.z == EXACT_Z and all(a.hex() == b.hex() for a, b in zip(first.z, EXACT_Z, strict=True))
     assert cands[1].z == EXACT_Z[::-1] and cands[2].z is None
     assert first.instruction == "Add the numbers." and first.instruction_hash == instruction_hash("Add the numbers.")
@@ -89,16 +91,21 @@ def test_create_record_load_round_trip(store: RunStore) -> None:
     assert first.test_score is None and cands[2].phase == "baseline"
     assert store.completed_iterations(run.id) == [0, 1]
 
-    store.record_test_evaluation(run.id, "Sum them.", make_evaluation({"t0": 1.0}, split="test"))
+    store.record_test_evaluation(run.id, make_evaluation({"t0": 1.0}, instruction="Sum them.", split="test"))
     assert [c.test_score for c in store.load_candidates(run.id)] == [None, 1.0, None]
     # a second test evaluation with the same model replaces the first
-    store.record_test_evaluation(run.id, "Sum them.", make_evaluation({"t0": 0.0}, split="test"))
+    store.record_test_evaluation(run.id, make_evaluation({"t0": 0.0}, instruction="Sum them.", split="test"))
     assert store.load_candidates(run.id)[1].test_score == 0.0
     tests = store.load_evaluations(run.id, split="test")
     assert len(tests) == 1 and tests[0].examples[0].score == 0.0
     # a baseline that is not a candidate gets its own instruction row
-    store.record_test_evaluation(run.id, "Manual instruction", make_evaluation({"t0": 1.0}, split="test"))
+    manual = make_evaluation({"t0": 1.0}, instruction="Manual instruction", split=None)  # as the black box gives it
+    store.record_test_evaluation(run.id, manual)
     assert len(store.load_evaluations(run.id, split="test")) == 2
+    # one record both ways: what was recorded is read back, with the store's split and time filled in
+    [back] = [e for e in store.load_evaluations(run.id, "test") if e.instruction == "Manual instruction"]
+    assert back.split == "test" and back.created_at is not None and back.n_examples == 1
+    assert replace(back, split=None, created_at=None) == manual
 
     store.set_run_status(run.id, "completed", prefect_flow_run_id="flow-1")
     done = store.get_run(run.id)
@@ -128,8 +135,8 @@ def test_iteration_is_atomic(store: RunStore, store_url: str) -> None:
     before = counts(store_url)
     bad_dev = make_evaluation({"d0": 1.0})
     bad_dev = replace(bad_dev, examples=bad_dev.examples * 2)  # duplicate example id: violates a unique constraint
-    good = [make_candidate(i, f"fresh {i}", {"d0": 0.5, "d1": 0.5}) for i in range(3)]
-    bad = replace(make_candidate(3, "fails on write", {"d0": 1.0}), dev=bad_dev)
+    good = [make_candidate(i, f"fresh {i}", {"d0": 0.5, "d1": 0.5}, iteration=1) for i in range(3)]
+    bad = replace(make_candidate(3, "fails on write", {"d0": 1.0}, iteration=1), dev=bad_dev)
     with pytest.raises(StoreError, match="record_iteration") as info:
         store.record_iteration(run.id, 1, [*good, bad])
     assert "\n" not in str(info.value)
@@ -176,8 +183,8 @@ def test_identical_instructions_share_one_row(store: RunStore, store_url: str) -
         run.id,
         1,
         [
-            make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.3,)),
-            make_candidate(1, "Different.", {"d0": 0.0, "d1": 0.0}, z=(0.4,)),
+            make_candidate(0, "Same.", {"d0": 1.0, "d1": 0.0}, z=(0.3,), iteration=1),
+            make_candidate(1, "Different.", {"d0": 0.0, "d1": 0.0}, z=(0.4,), iteration=1),
         ],
     )
     c = counts(store_url)
@@ -199,20 +206,24 @@ def test_input_validation(store: RunStore) -> None:
     with pytest.raises(StoreError, match="no candidates"):
         store.record_iteration(run.id, 0, [])
     with pytest.raises(StoreError, match="'dev'"):
-        store.record_test_evaluation(run.id, "a", make_evaluation({"d0": 1.0}, split="dev"))
+        store.record_test_evaluation(run.id, make_evaluation({"d0": 1.0}, instruction="a", split="dev"))
     with pytest.raises(StoreError, match="'test' evaluation"):
         store.record_iteration(
             run.id, 0, [replace(make_candidate(0, "a", {"d0": 1}), dev=make_evaluation({"t0": 1}, split="test"))]
         )
+    with pytest.raises(StoreError, match="candidate 0 is of iteration 1"):
+        store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}, iteration=1)])
+    with pytest.raises(StoreError, match="no dev evaluation"):
+        store.record_iteration(run.id, 0, [replace(make_candidate(0, "a", {"d0": 1}), dev=None)])
     assert store.completed_iterations(run.id) == []
 
 
-def _call(h: str, text_: str = "42", run_id: str | None = None) -> LLMCall:
-    return LLMCall(
+def _call(h: str, text_: str = "42", run_id: str | None = None) -> BlackBoxCall:
+    return BlackBoxCall(
         request_hash=h,
         model="m",
         prompt=f"prompt {h}",
-        response_text=text_,
+        text=text_,
         prompt_tokens=5,
         completion_tokens=1,
         latency_s=0.25,

@@ -228,7 +228,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> None:
     import socket
 
-    from instructzero.flows.instruction_search import holder_is_dead
+    from instructzero.storage.lease import holder_is_dead
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

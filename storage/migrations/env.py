@@ -44,7 +44,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: neither a connection nor sqlalchemy.url was configured")
+    engine = create_engine(url)
     try:
         with engine.begin() as conn:
             _run(conn)

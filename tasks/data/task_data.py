@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from instructzero.storage.lossless_text import unencodable
+from instructzero.storage.records import Example
 from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INSTRUCTIONS, generate_builtin
 from instructzero.tasks.errors import TaskDataError
 from instructzero.tasks.evaluation.metrics import MetricName, metric_for_task
@@ -50,15 +51,6 @@ _EXTRA_ANSWER_KEYS = ("other_rhymes", "possible_translations")
 """Extra accepted answers, as the instruction-induction reference loader reads them (rhymes and translations).
 word_in_context's `possible_outputs` (["not the same", "no", "false"]) are *not* accepted: the reference scores
 only `output`, so "no" for "not the same" is wrong there, and here."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One task example; `answers[0]` is the canonical output shown in exemplars."""
-
-    id: str
-    input: str
-    answers: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import httpx2  # the HTTP library of the pinned openai SDK: its errors surface while we read a streamed body
 import openai
 
-from instructzero.storage.entities import ExampleScore, LLMCall
+from instructzero.storage.records import BlackBoxCall, Evaluation, Example, ExampleScore
 from instructzero.storage.redaction import redact_secrets
 from instructzero.tasks import interrupts
 from instructzero.tasks.errors import BlackBoxError, ConfigError
@@ -49,8 +49,7 @@ from instructzero.tasks.prompts import (
 )
 
 if TYPE_CHECKING:
-    from instructzero.tasks.data.task_data import Example, MetricName
-    from instructzero.tasks.evaluation.metrics import Scorer
+    from instructzero.tasks.evaluation.metrics import MetricName, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -157,54 +156,12 @@ class BlackBoxSettings:
         }
 
 
-@dataclass(frozen=True)
-class Completion:
-    """One black-box answer. `latency_s` is the successful attempt's round trip (backoff sleeps excluded)."""
-
-    request_hash: str
-    model: str
-    prompt: str
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    retries: int
-    cached: bool
-    usage_reported: bool = True  # extension: False when the server sent no usable usage (absent, negative, not
-    # integers): the token counts are then the client's bound (`BlackBoxClient.usage_bound`), never 0 or negative
-    cost_usd: float | None = None  # extension: what this call cost when it was paid (None: unknown)
-    truncated: bool = False  # extension: the answer was longer than `max_answer_chars` and `text` is its start
-
-
 class ResponseCache(Protocol):
     """Persistent answers keyed by `request_hash` (implemented over the store by `StoreResponseCache`)."""
 
-    def get(self, request_hash: str) -> Completion | None: ...
+    def get(self, request_hash: str) -> BlackBoxCall | None: ...
 
-    def put(self, completion: Completion) -> None: ...
-
-
-ExampleResult = ExampleScore
-"""One example's prediction and score: the store's own entity, so results are persisted without copying."""
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """Scores of one instruction on a set of examples.
-
-    `n_calls` counts distinct prompts (cache hits included), `n_cached` those served by the cache; tokens,
-    `retries` and `latency_s` (summed per-call latency) count only calls actually sent now, i.e. what was spent.
-    """
-
-    instruction: str
-    mean_score: float
-    examples: tuple[ExampleResult, ...]
-    prompt_tokens: int
-    completion_tokens: int
-    n_calls: int
-    n_cached: int
-    retries: int
-    latency_s: float
+    def put(self, call: BlackBoxCall) -> None: ...
 
 
 def request_hash(model: str, prompt: Prompt, params: Mapping[str, Any]) -> str:
@@ -337,7 +294,7 @@ class BlackBoxClient:
         return os.environ.get(self.settings.api_key_env) or NO_KEY
 
     # ------------------------------------------------------------------------------------------------ public
-    async def complete_many(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    async def complete_many(self, prompts: Sequence[Prompt]) -> list[BlackBoxCall]:
         """Answer every prompt; results are in input order, identical prompts are sent once.
 
         Cache hits come back with `cached=True` and cost no HTTP request; fresh answers are put into the cache as
@@ -350,12 +307,12 @@ class BlackBoxClient:
         unique: dict[str, Prompt] = {}
         for h, p in zip(hashes, prompts):
             unique.setdefault(h, p)
-        results: dict[str, Completion] = {}
+        results: dict[str, BlackBoxCall] = {}
         todo: list[tuple[str, Prompt]] = []
         for h, p in unique.items():
             hit = self.cache.get(h) if self.cache is not None else None
             if hit is not None:
-                results[h] = _as_cached_completion(hit)
+                results[h] = dataclasses.replace(hit, cached=True)
             else:
                 todo.append((h, p))
         if todo:
@@ -372,7 +329,7 @@ class BlackBoxClient:
             results.update((c.request_hash, c) for c in done)
         return [results[h] for h in hashes]
 
-    def complete_many_sync(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    def complete_many_sync(self, prompts: Sequence[Prompt]) -> list[BlackBoxCall]:
         """`complete_many` for sync callers, safe inside a running event loop (see `run_sync`)."""
         return run_sync(self.complete_many(prompts))
 
@@ -487,7 +444,7 @@ class BlackBoxClient:
 
     async def _complete_one(
         self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, digest: str, prompt: Prompt
-    ) -> Completion:
+    ) -> BlackBoxCall:
         s = self.settings
         attempt = 0
         while True:
@@ -524,7 +481,7 @@ class BlackBoxClient:
             # no usable usage reported: record and charge the bound (bytes + overhead in, max_tokens out), so that
             # the ledger the spend limits sum never holds a count the server made up (negative, fractional, absent)
             p_tok, c_tok = answer.usage if answer.usage is not None else self.usage_bound(prompt)
-            completion = Completion(
+            call = BlackBoxCall(
                 request_hash=digest,
                 model=s.model,
                 prompt=str(prompt),
@@ -533,14 +490,12 @@ class BlackBoxClient:
                 completion_tokens=c_tok,
                 latency_s=latency,
                 retries=attempt,
-                cached=False,
-                usage_reported=usage_ok,
+                status=BlackBoxCall.answer_status(usage_reported=usage_ok, truncated=answer.truncated),
                 cost_usd=s.call_cost(p_tok, c_tok),
-                truncated=answer.truncated,
             )
             if self.cache is not None:
-                self.cache.put(completion)
-            return completion
+                self.cache.put(call)
+            return call
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         """Exponential backoff with jitter (half fixed, half random), honouring a server's Retry-After."""
@@ -565,14 +520,14 @@ class BlackBoxClient:
         )
 
 
-async def _gather_unless_stopped(tasks: Sequence[asyncio.Task[Completion]]) -> list[Completion]:
+async def _gather_unless_stopped(tasks: Sequence[asyncio.Task[BlackBoxCall]]) -> list[BlackBoxCall]:
     """`asyncio.gather(*tasks)`, watching for a stop request (`instructzero.tasks.interrupts`, Ctrl-C in the CLI).
 
     On a stop, requests not yet sent are not sent (`_complete_one` checks before each attempt) and those in flight
     get `STOP_GRACE_S` to land, each answer stored as it arrives; if every request has landed by then the batch is
     complete and returned (the caller stops at its next safe point), else RunInterrupted is raised and the caller
     cancels the rest."""
-    pending: set[asyncio.Task[Completion]] = set(tasks)
+    pending: set[asyncio.Task[BlackBoxCall]] = set(tasks)
     while pending:
         if interrupts.stop_requested():
             await asyncio.wait(pending, timeout=interrupts.STOP_GRACE_S)
@@ -585,26 +540,6 @@ async def _gather_unless_stopped(tasks: Sequence[asyncio.Task[Completion]]) -> l
             if exc is not None and not isinstance(exc, interrupts.RunInterrupted):
                 raise exc
     return [t.result() for t in tasks]
-
-
-def _as_cached_completion(hit: Any) -> Completion:
-    """A cache hit as a `Completion` with cached=True; caches may return any object with Completion's fields."""
-    if isinstance(hit, Completion):
-        return dataclasses.replace(hit, cached=True)
-    return Completion(
-        request_hash=hit.request_hash,
-        model=hit.model,
-        prompt=hit.prompt,
-        text=hit.text,
-        prompt_tokens=int(hit.prompt_tokens),
-        completion_tokens=int(hit.completion_tokens),
-        latency_s=float(hit.latency_s),
-        retries=int(hit.retries),
-        cached=True,
-        usage_reported=bool(getattr(hit, "usage_reported", True)),
-        cost_usd=getattr(hit, "cost_usd", None),
-        truncated=bool(getattr(hit, "truncated", False)),
-    )
 
 
 async def _read_capped(response: Any, max_bytes: int) -> bytes:
@@ -660,74 +595,36 @@ class InMemoryResponseCache:
     """A dict-backed `ResponseCache` (tests, one-off scripts); the store-backed one persists across runs."""
 
     def __init__(self) -> None:
-        self.data: dict[str, Completion] = {}
+        self.data: dict[str, BlackBoxCall] = {}
 
-    def get(self, request_hash: str) -> Completion | None:
+    def get(self, request_hash: str) -> BlackBoxCall | None:
         return self.data.get(request_hash)
 
-    def put(self, completion: Completion) -> None:
-        self.data.setdefault(completion.request_hash, dataclasses.replace(completion, cached=False))
-
-
-_STATUS_OK, _STATUS_NO_USAGE = "ok", "ok_no_usage"
-_TRUNCATED = "_truncated"
-_CACHEABLE = {_STATUS_OK, _STATUS_NO_USAGE, _STATUS_OK + _TRUNCATED, _STATUS_NO_USAGE + _TRUNCATED}
-
-
-def call_status(completion: Completion) -> str:
-    """The llm_calls status of a paid answer: "ok", or "ok_no_usage" when the token counts are the client's bound,
-    with "_truncated" appended when the stored answer was cut at `max_answer_chars`."""
-    status = _STATUS_OK if completion.usage_reported else _STATUS_NO_USAGE
-    return status + _TRUNCATED if completion.truncated else status
+    def put(self, call: BlackBoxCall) -> None:
+        self.data.setdefault(call.request_hash, dataclasses.replace(call, cached=False))
 
 
 class StoreResponseCache:
-    """`ResponseCache` over `RunStore.get_llm_call` / `put_llm_call` (the llm_calls table).
+    """`ResponseCache` over `RunStore.get_llm_call` / `put_llm_call` (the llm_calls table, the ledger).
 
-    A completion without usable server-reported usage is stored with status "ok_no_usage" so the bound charged in
-    its token counts is not mistaken for a reported count; one whose answer was cut at `max_answer_chars` gets the
-    suffix "_truncated" (see `call_status`). Rows with any other status (e.g. recorded failures) are not cache hits.
+    A call without usable server-reported usage is stored with status "ok_no_usage" so the bound charged in its
+    token counts is not mistaken for a reported count; one whose answer was cut at `max_answer_chars` gets the
+    suffix "_truncated" (`BlackBoxCall.answer_status`). Rows with any other status (e.g. recorded failures) are not
+    cache hits.
     """
 
     def __init__(self, store: Any, *, run_id: str | None = None) -> None:
         self._store = store
         self._run_id = run_id  # recorded as the run that first paid for the call
 
-    def get(self, request_hash: str) -> Completion | None:
+    def get(self, request_hash: str) -> BlackBoxCall | None:
         call = self._store.get_llm_call(request_hash)
-        if call is None or call.status not in _CACHEABLE:
+        if call is None or not call.is_answer:
             return None
-        return Completion(
-            request_hash=call.request_hash,
-            model=call.model,
-            prompt=call.prompt,
-            text=call.response_text,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            latency_s=call.latency_s,
-            retries=call.retries,
-            cached=True,
-            usage_reported=call.status.removesuffix(_TRUNCATED) == _STATUS_OK,
-            cost_usd=call.cost_usd,
-            truncated=call.status.endswith(_TRUNCATED),
-        )
+        return dataclasses.replace(call, cached=True)
 
-    def put(self, completion: Completion) -> None:
-        self._store.put_llm_call(
-            LLMCall(
-                request_hash=completion.request_hash,
-                model=completion.model,
-                prompt=completion.prompt,
-                response_text=completion.text,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                latency_s=completion.latency_s,
-                retries=completion.retries,
-                status=call_status(completion),
-                cost_usd=completion.cost_usd,
-                run_id=self._run_id,
-            )
-        )
+    def put(self, call: BlackBoxCall) -> None:
+        self._store.put_llm_call(dataclasses.replace(call, run_id=self._run_id, cached=False))
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -737,7 +634,7 @@ async def evaluate_instructions_async(
     examples: Sequence[Example],
     metric: MetricName | Scorer,
     template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
-) -> list[EvaluationResult]:
+) -> list[Evaluation]:
     """Async `evaluate_instructions` (for callers already inside an event loop)."""
     from instructzero.tasks.evaluation.metrics import score_prediction
 
@@ -751,25 +648,25 @@ async def evaluate_instructions_async(
     prompts = [render_zero_shot(instr, ex.input, template) for instr in unique for ex in examples]
     completions = await client.complete_many(prompts)  # one batch: concurrency spans all instructions
     m = len(examples)
-    by_instruction: dict[str, EvaluationResult] = {}
+    by_instruction: dict[str, Evaluation] = {}
     for k, instr in enumerate(unique):
         chunk = completions[k * m : (k + 1) * m]
         rows = tuple(
-            ExampleResult(ex.id, c.text.strip(), float(score_prediction(c.text.strip(), ex.answers, metric)))
+            ExampleScore(ex.id, c.text.strip(), float(score_prediction(c.text.strip(), ex.answers, metric)))
             for ex, c in zip(examples, chunk)
         )
         distinct = list({c.request_hash: c for c in chunk}.values())  # repeated inputs were one call
         fresh = [c for c in distinct if not c.cached]
-        by_instruction[instr] = EvaluationResult(
+        by_instruction[instr] = Evaluation(
             instruction=instr,
+            model=client.settings.model,
             mean_score=sum(r.score for r in rows) / m,
             examples=rows,
             prompt_tokens=sum(c.prompt_tokens for c in fresh),
             completion_tokens=sum(c.completion_tokens for c in fresh),
+            latency_s=sum(c.latency_s for c in fresh),
             n_calls=len(distinct),
             n_cached=len(distinct) - len(fresh),
-            retries=sum(c.retries for c in fresh),
-            latency_s=sum(c.latency_s for c in fresh),
         )
     return [by_instruction[i] for i in instructions]
 
@@ -780,7 +677,7 @@ def evaluate_instructions(
     examples: Sequence[Example],
     metric: MetricName | Scorer,
     template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
-) -> list[EvaluationResult]:
+) -> list[Evaluation]:
     """Score each instruction zero-shot on `examples`, in input order; identical instructions are scored once.
 
     All (instruction x example) prompts go through one `complete_many`, so the concurrency bound spans

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from instructzero.storage.records import Example
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.pricing import Prices
 from instructzero.tasks.prompts import Prompt, ZeroShotFormat, prompt_messages, render_zero_shot
@@ -168,10 +169,6 @@ def worst_case(prompts: Iterable[Prompt], count: TokenCounter, max_tokens: int, 
     return Usage(calls, tokens_in, tokens_out, prices.cost(tokens_in, tokens_out))
 
 
-class _Example(Protocol):
-    input: str
-
-
 @dataclass(frozen=True)
 class RunEstimate:
     """Worst case of a (remaining) run, step by step, plus what was already spent."""
@@ -204,8 +201,8 @@ def _padded(count: TokenCounter, template: str | ZeroShotFormat, inputs: Sequenc
 
 def estimate_run(
     *,
-    dev: Sequence[_Example],
-    test: Sequence[_Example],
+    dev: Sequence[Example],
+    test: Sequence[Example],
     n_init: int,
     iterations: int,
     batch_size: int,

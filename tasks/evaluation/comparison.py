@@ -78,7 +78,7 @@ def compare(
                 f"{len(found.scores)}: they must be scored on the same examples"
             )
         rows.append(_row(other, found, n_bootstrap, confidence, seed))
-    adjusted = holm([r.p_value for r in rows[1:]])
+    adjusted = holm([1.0 if r.p_value is None else r.p_value for r in rows[1:]])  # every baseline row has one
     return [rows[0], *(replace(r, p_holm=p) for r, p in zip(rows[1:], adjusted))]
 
 
@@ -130,7 +130,7 @@ def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95
             gain, p_b, p_m = "", "", ""
         else:
             gain = f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]"
-            p_b = format_p(r.p_value)
+            p_b = "" if r.p_value is None else format_p(r.p_value)
             p_m = "" if r.p_holm is None else format_p(r.p_holm)
         text = r.instruction if len(r.instruction) <= width else r.instruction[: width - 3] + "..."
         lines.append(f"{r.label:<11} {r.accuracy:>8.3f}  {ci:<13} {gain:<24} {p_b:>8} {p_m:>8}  {text!r}")

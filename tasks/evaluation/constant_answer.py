@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from instructzero.storage.records import Example
 from instructzero.tasks.evaluation.metrics import MetricName, Scorer, score_prediction
 
 MAX_CANDIDATES = 500
 """The most frequent accepted answers tried as the constant (a task whose every answer differs, e.g. translation,
 has a rate near 0 whichever are tried)."""
-
-
-class _ExampleLike(Protocol):
-    answers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,7 @@ class ConstantAnswer:
 
 
 def best_constant_answer(
-    examples: Sequence[_ExampleLike], metric: MetricName | Scorer, *, max_candidates: int = MAX_CANDIDATES
+    examples: Sequence[Example], metric: MetricName | Scorer, *, max_candidates: int = MAX_CANDIDATES
 ) -> ConstantAnswer:
     """The accepted answer of `examples` that, given as the answer to every one of them, scores best under
     `metric` (ties: the more frequent canonical answer, then the first seen). Chosen on the very examples it is

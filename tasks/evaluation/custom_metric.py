@@ -70,7 +70,7 @@ def call_metric(spec: str, prediction: str, target: str | list[str]) -> float:
         raise ConfigError(
             f"custom metric {spec!r} raised {type(exc).__name__}: {exc} (prediction {prediction!r}, target {target!r})"
         ) from None
-    if not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
         raise ConfigError(
             f"custom metric {spec!r} returned {value!r} for prediction {prediction!r} and target "
             f"{target!r}; it must return a number in [0, 1]"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
-C = TypeVar("C")
+from instructzero.storage.records import Candidate
 
 
 def instruction_tokens(tokenizer: Any, text: str) -> int:
@@ -15,7 +15,7 @@ def instruction_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"]) if text.strip() else 0
 
 
-def penalised(history: Sequence[C], lengths: Mapping[str, int], penalty: float) -> list[C]:
+def penalised(history: Sequence[Candidate], lengths: Mapping[str, int], penalty: float) -> list[Candidate]:
     """Candidates whose dev_score is the BO objective: dev accuracy - penalty x instruction tokens."""
     if penalty == 0:
         return list(history)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from instructzero.storage.records import Example
 from instructzero.tasks import interrupts
 from instructzero.tasks.errors import ConfigError, GeneratorError
 from instructzero.tasks.generation.model_assets import default_cache_dir, model_revision, resolve_model_path
@@ -91,21 +91,14 @@ _QUOTES = "\"'`*“”‘’«» "
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
-class ExemplarLike(Protocol):
-    """What the generator reads from an exemplar (`instructzero.tasks.data.task_data.Example` fits)."""
-
-    input: str
-    answers: tuple[str, ...]
-
-
-def render_demos(exemplars: Sequence[ExemplarLike], demo_template: str = DEMO_TEMPLATE) -> str:
+def render_demos(exemplars: Sequence[Example], demo_template: str = DEMO_TEMPLATE) -> str:
     """Exemplars as "Input: x\\nOutput: y" blocks separated by a blank line; y is `answers[0]`."""
     if not exemplars:
         raise ConfigError("the generator needs at least one exemplar, got 0")
     blocks = []
     for ex in exemplars:
         if not ex.answers:
-            raise ConfigError(f"exemplar {getattr(ex, 'id', ex.input)!r} has no answers")
+            raise ConfigError(f"exemplar {ex.id!r} has no answers")
         blocks.append(demo_template.replace("{input}", ex.input).replace("{output}", ex.answers[0]))
     return DEMO_SEPARATOR.join(blocks)
 
@@ -279,11 +272,11 @@ class InstructionGenerator:
         lm.to(device).eval().requires_grad_(False)
         return tokenizer, lm, path
 
-    def prompt_text(self, exemplars: Sequence[ExemplarLike]) -> str:
+    def prompt_text(self, exemplars: Sequence[Example]) -> str:
         """The template filled with these exemplars (for a chat model: the user turn after the soft tokens)."""
         return self.template.replace("{demos}", render_demos(exemplars, self.demo_template))
 
-    def prompt_pieces(self, exemplars: Sequence[ExemplarLike]) -> tuple[str, str]:
+    def prompt_pieces(self, exemplars: Sequence[Example]) -> tuple[str, str]:
         """The text before and after the soft tokens.
 
         Base model: ("", template text), BOS being added as a token. Chat model: the chat-formatted conversation
@@ -300,7 +293,7 @@ class InstructionGenerator:
         before, after = rendered.split(_SOFT_MARKER, 1)
         return before, after + CHAT_ANSWER_PREFIX
 
-    def prompt_ids(self, exemplars: Sequence[ExemplarLike]) -> list[int]:
+    def prompt_ids(self, exemplars: Sequence[Example]) -> list[int]:
         """Token ids of the whole prompt without soft tokens (what APE-style sampling continues)."""
         before, after = self.prompt_pieces(exemplars)
         bos = [] if self.chat or self._tokenizer.bos_token_id is None else [self._tokenizer.bos_token_id]
@@ -308,7 +301,7 @@ class InstructionGenerator:
         return [*bos, *tok(before, add_special_tokens=False).input_ids, *tok(after, add_special_tokens=False).input_ids]
 
     @torch.inference_mode()
-    def _prompt_embeddings(self, exemplars: Sequence[ExemplarLike]) -> tuple[Tensor, Tensor]:
+    def _prompt_embeddings(self, exemplars: Sequence[Example]) -> tuple[Tensor, Tensor]:
         """Embeddings before (BOS, or the chat prefix) and after the soft tokens: (P x hidden), (L x hidden)."""
         before, after = self.prompt_pieces(exemplars)
         if not self.chat:
@@ -329,9 +322,7 @@ class InstructionGenerator:
         return embed[: len(bos_ids)], embed[len(bos_ids) :]
 
     @torch.inference_mode()
-    def generate_raw(
-        self, z: np.ndarray | Tensor, exemplars: Sequence[ExemplarLike], *, batch_size: int = 8
-    ) -> list[str]:
+    def generate_raw(self, z: np.ndarray | Tensor, exemplars: Sequence[Example], *, batch_size: int = 8) -> list[str]:
         """Raw greedy continuations (first line and a little more), one per row of z; see `generate`."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -343,7 +334,7 @@ class InstructionGenerator:
             outputs.extend(self._generate_batch(sequences[start : start + batch_size]))
         return outputs
 
-    def generate(self, z: np.ndarray | Tensor, exemplars: Sequence[ExemplarLike], *, batch_size: int = 8) -> list[str]:
+    def generate(self, z: np.ndarray | Tensor, exemplars: Sequence[Example], *, batch_size: int = 8) -> list[str]:
         """One instruction per soft prompt.
 
         Args:

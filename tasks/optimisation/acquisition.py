@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from botorch.acquisition import ExpectedImprovement, LogExpectedImprovement
+from botorch.acquisition import AcquisitionFunction, ExpectedImprovement, LogExpectedImprovement
 from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.acquisition.monte_carlo import qExpectedImprovement
 from botorch.exceptions.warnings import NumericsWarning
@@ -30,17 +30,58 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from instructzero.tasks.errors import ConfigError
+from instructzero.tasks.optimisation.registry import ACQUISITIONS, OPTIMIZERS, AcquisitionName, OptimizerName
 
-__all__ = ["sobol_design", "propose_batch", "cmaes_maximize"]
-
-AcquisitionName = Literal["logei", "ei"]
-OptimizerName = Literal["optimize_acqf", "cmaes"]
+__all__ = [
+    "sobol_design",
+    "propose_batch",
+    "cmaes_maximize",
+    "AcquisitionSpec",
+    "BatchProblem",
+    "LOG_EI",
+    "EI",
+    "optimize_acqf_batch",
+    "cmaes_batch",
+]
 
 BOX_LOWER = -1.0
 BOX_UPPER = 1.0
 
 # Noise variance (in the model's standardised outcome units) of the Kriging-believer fantasies of `_propose_cmaes`.
 _FANTASY_NOISE = 1e-6
+
+
+@dataclass(frozen=True)
+class AcquisitionSpec:
+    """A registered acquisition (`registry.ACQUISITIONS`): the MC q-batch class that `optimize_acqf` maximises
+    and the analytic single-point class of the reported values (comparable across optimisers)."""
+
+    batch: Callable[..., AcquisitionFunction]
+    single: Callable[..., AcquisitionFunction]
+
+
+LOG_EI = AcquisitionSpec(qLogExpectedImprovement, LogExpectedImprovement)
+EI = AcquisitionSpec(qExpectedImprovement, ExpectedImprovement)
+
+
+@dataclass(frozen=True)
+class BatchProblem:
+    """What a registered acquisition optimiser (`registry.OPTIMIZERS`) gets: find `batch_size` points of
+    [-1, 1]^dim maximising `acquisition` under `model`, jointly with `pending`. It runs under `propose_batch`'s
+    seeded torch RNG; `propose_batch` then clamps, de-duplicates and scores what it returns."""
+
+    model: Model
+    best_f: float
+    batch_size: int
+    dim: int
+    acquisition: AcquisitionSpec
+    seed: int
+    num_restarts: int
+    raw_samples: int
+    pending: Tensor | None
+    mc_samples: int
+    cmaes_maxiter: int
+    cmaes_popsize: int | None
 
 
 def sobol_design(n: int, d: int, seed: int) -> Tensor:
@@ -106,8 +147,8 @@ def propose_batch(
         best_f: incumbent (best observed y, original units) for Expected Improvement.
         batch_size: b >= 1 candidates to return.
         dim: d, the soft-prompt dimension.
-        acquisition: "logei" (default, numerically robust) or "ei".
-        optimizer: "optimize_acqf" (default) or "cmaes".
+        acquisition: a key of `registry.ACQUISITIONS`: "logei" (default, numerically robust) or "ei".
+        optimizer: a key of `registry.OPTIMIZERS`: "optimize_acqf" (default) or "cmaes".
         seed: seeds raw samples, restarts, QMC samples and CMA-ES.
         num_restarts: multi-start count for either optimiser.
         raw_samples: Sobol points scored to choose the starting points.
@@ -136,37 +177,26 @@ def propose_batch(
         if pending.shape[0] == 0:
             pending = None
     taken = exclude if pending is None else (pending if exclude is None else torch.cat([exclude, pending]))
-    bounds = torch.tensor([[BOX_LOWER] * dim, [BOX_UPPER] * dim], dtype=torch.float64)
+    problem = BatchProblem(
+        model=model,
+        best_f=best_f,
+        batch_size=batch_size,
+        dim=dim,
+        acquisition=ACQUISITIONS.resolve(acquisition),
+        seed=seed,
+        num_restarts=num_restarts,
+        raw_samples=raw_samples,
+        pending=pending,
+        mc_samples=mc_samples,
+        cmaes_maxiter=cmaes_maxiter,
+        cmaes_popsize=cmaes_popsize,
+    )
+    optimize: Callable[[BatchProblem], Tensor] = OPTIMIZERS.resolve(optimizer)
     with torch.random.fork_rng(), warnings.catch_warnings():
         # "ei" is an explicit configuration choice; botorch's advice to use LogEI instead is noise here
         warnings.filterwarnings("ignore", message=r".*has known numerical issues", category=NumericsWarning)
         torch.manual_seed(seed)
-        if optimizer == "optimize_acqf":
-            sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
-            acqf_cls = qLogExpectedImprovement if acquisition == "logei" else qExpectedImprovement
-            acqf = acqf_cls(model=model, best_f=best_f, sampler=sampler, X_pending=pending)
-            candidates, _ = optimize_acqf(
-                acqf,
-                bounds=bounds,
-                q=batch_size,
-                num_restarts=num_restarts,
-                raw_samples=raw_samples,
-                sequential=True,
-                options={"seed": seed, "batch_limit": max(num_restarts, 1), "maxiter": 200},
-            )
-        else:
-            candidates = _propose_cmaes(
-                model,
-                best_f,
-                batch_size,
-                dim,
-                seed,
-                num_restarts,
-                raw_samples,
-                cmaes_maxiter,
-                cmaes_popsize,
-                pending,
-            )
+        candidates = optimize(problem)
         candidates = candidates.detach().to(torch.float64).clamp(BOX_LOWER, BOX_UPPER)
         candidates = _dedupe(model, candidates, best_f, taken, min_distance, seed, max(raw_samples, 256))
         values = _analytic_values(model, candidates, best_f, acquisition)
@@ -274,6 +304,38 @@ def cmaes_maximize(
     return best_x, best_v
 
 
+def optimize_acqf_batch(p: BatchProblem) -> Tensor:
+    """botorch's `optimize_acqf`, sequential greedy, on the MC q-batch acquisition (Sobol QMC sampler, seeded)."""
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([p.mc_samples]), seed=p.seed)
+    acqf = p.acquisition.batch(model=p.model, best_f=p.best_f, sampler=sampler, X_pending=p.pending)
+    candidates, _ = optimize_acqf(
+        acqf,
+        bounds=torch.tensor([[BOX_LOWER] * p.dim, [BOX_UPPER] * p.dim], dtype=torch.float64),
+        q=p.batch_size,
+        num_restarts=p.num_restarts,
+        raw_samples=p.raw_samples,
+        sequential=True,
+        options={"seed": p.seed, "batch_limit": max(p.num_restarts, 1), "maxiter": 200},
+    )
+    return candidates
+
+
+def cmaes_batch(p: BatchProblem) -> Tensor:
+    """CMA-ES on the analytic LogEI (whatever `p.acquisition`: CMA-ES only ranks), batch by Kriging believer."""
+    return _propose_cmaes(
+        p.model,
+        p.best_f,
+        p.batch_size,
+        p.dim,
+        p.seed,
+        p.num_restarts,
+        p.raw_samples,
+        p.cmaes_maxiter,
+        p.cmaes_popsize,
+        p.pending,
+    )
+
+
 def _propose_cmaes(
     model: Model,
     best_f: float,
@@ -333,14 +395,14 @@ def _believe(model: Model, X: Tensor, incumbent: float) -> tuple[Model, float]:
     believed exactly (standardised noise variance 1e-6) it drops to ~0.002 there.
     """
     with torch.no_grad():
-        mean = model.posterior(X).mean.detach()  # (p x 1)
+        mean = model.posterior(X).mean.detach()  # type: ignore[attr-defined]  # a GPyTorchPosterior: (p x 1)
     conditioned = model.condition_on_observations(X=X, Y=mean, noise=torch.full_like(mean, _FANTASY_NOISE))
     return conditioned, max(incumbent, float(mean.max()))
 
 
 def _analytic_values(model: Model, X: Tensor, best_f: float, acquisition: AcquisitionName) -> Tensor:
-    """(b x d) -> (b,) analytic LogEI or EI of each point on its own."""
-    cls = LogExpectedImprovement if acquisition == "logei" else ExpectedImprovement
+    """(b x d) -> (b,) the analytic acquisition (LogEI or EI) of each point on its own."""
+    cls = ACQUISITIONS.resolve(acquisition).single
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*has known numerical issues", category=NumericsWarning)
         return cls(model, best_f=best_f)(X.unsqueeze(-2)).detach().to(torch.float64)
@@ -392,10 +454,8 @@ def _check_args(
     min_distance: float,
     mc_samples: int,
 ) -> None:
-    if acquisition not in ("logei", "ei"):
-        raise ConfigError(f"acquisition must be 'logei' or 'ei', got {acquisition!r}")
-    if optimizer not in ("optimize_acqf", "cmaes"):
-        raise ConfigError(f"optimizer must be 'optimize_acqf' or 'cmaes', got {optimizer!r}")
+    ACQUISITIONS.resolve(acquisition)  # ConfigError naming the registered ones
+    OPTIMIZERS.resolve(optimizer)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if dim < 1:

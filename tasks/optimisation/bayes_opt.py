@@ -1,167 +1,19 @@
-"""The two BO steps of an InstructZero iteration: GP-update over the run's history, and propose-prompt.
+"""Re-proposal: a batch whose soft prompts decode, where possible, to instructions never scored before.
 
-Both are pure functions of the stored history and the seed, so a resumed run re-derives exactly the state an
-uninterrupted one had: nothing about the GP is persisted except the evaluated points themselves.
+`propose_distinct` drives step 3 of a proposer's call order (see proposer.py) for any strategy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
-import torch
 
-from instructzero.storage.entities import CandidateRecord
 from instructzero.tasks.errors import ConfigError
-from instructzero.tasks.optimisation.acquisition import propose_batch, sobol_design
+from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer
 
-Phase = Literal["init", "bo", "uniform"]
-
-
-@dataclass(frozen=True)
-class SurrogateState:
-    """A GP fitted to all evaluated soft prompts so far.
-
-    Attributes:
-        model: the fitted botorch model.
-        X: (n x d) float64 evaluated soft prompts.
-        best_f: best dev score observed (the EI incumbent).
-    """
-
-    model: object
-    X: torch.Tensor
-    best_f: float
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """Soft prompts to try next. `z`: (b x d) float64 numpy array in [-1, 1]^d."""
-
-    iteration: int
-    phase: Phase
-    z: np.ndarray
-    acquisition_values: tuple[float | None, ...]
-
-
-def history_arrays(
-    history: Sequence[CandidateRecord], dev_ids: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack the history into tensors.
-
-    Returns:
-        X: (n x d) soft prompts, y: (n,) dev scores, S: (n x m) per-example dev scores in `dev_ids` order.
-    """
-    usable = [c for c in history if c.z is not None and c.dev_score is not None]
-    if not usable:
-        raise ConfigError("no evaluated soft prompts in the history: the GP has nothing to fit")
-    X = torch.tensor([list(c.z) for c in usable], dtype=torch.float64)
-    y = torch.tensor([c.dev_score for c in usable], dtype=torch.float64)
-    S = torch.tensor([[c.dev_example_scores.get(i, 0.0) for i in dev_ids] for c in usable], dtype=torch.float64)
-    return X, y, S
-
-
-def gp_update(
-    history: Sequence[CandidateRecord],
-    dev_ids: Sequence[str],
-    *,
-    kernel: Literal["coupled", "coupled+matern", "matern"],
-    similarity: Literal["scores", "embedding"],
-    seed: int,
-    latent_weight: float = 0.25,
-) -> SurrogateState:
-    """Fit the surrogate on every evaluated candidate (the paper's instruction-coupled kernel by default).
-
-    `latent_weight` is the share of prior variance the "coupled+matern" kernel keeps far from the data.
-    """
-    from instructzero.tasks.optimisation.similarity import embedding_similarity, instruction_similarity
-    from instructzero.tasks.optimisation.surrogate import COUPLED_KERNELS, fit_surrogate
-
-    X, y, S = history_arrays(history, dev_ids)
-    K_S = None
-    if kernel in COUPLED_KERNELS:
-        if similarity == "scores":
-            K_S = instruction_similarity(S)
-        else:
-            texts = [c.instruction for c in history if c.z is not None and c.dev_score is not None]
-            K_S = embedding_similarity(texts)
-    model = fit_surrogate(X, y, kernel=kernel, similarity=K_S, seed=seed, latent_weight=latent_weight)
-    return SurrogateState(model=model, X=X, best_f=float(y.max()))
-
-
-def propose_prompts(
-    state: SurrogateState | None,
-    *,
-    iteration: int,
-    n_init: int,
-    batch_size: int,
-    dim: int,
-    seed: int,
-    acquisition: Literal["logei", "ei"],
-    optimizer: Literal["optimize_acqf", "cmaes"],
-    num_restarts: int = 5,
-    raw_samples: int = 128,
-    strategy: Literal["bo", "uniform"] = "bo",
-    attempt: int = 0,
-    known: Sequence[tuple[Sequence[float], float]] = (),
-    pending: np.ndarray | None = None,
-    exclude: np.ndarray | None = None,
-) -> Proposal:
-    """Iteration 0: a scrambled Sobol design over the searched box. Later: a q-batch maximising (Log)EI.
-
-    With `strategy="uniform"` later iterations draw soft prompts uniformly from the same box instead (the
-    no-BO baseline), seeded by (seed, iteration) so the baseline is reproducible and resumable too.
-
-    Re-proposal (`propose_distinct`, attempt > 0) asks for `batch_size` replacement soft prompts: the initial
-    design continues its Sobol sequence past the points already drawn, "uniform" draws from a stream seeded by
-    (seed, iteration, attempt), and BO conditions the GP on `known` ((z, dev score) pairs of soft prompts that
-    decoded to an already scored instruction: their score is known, so they are data) and chooses the batch
-    jointly with the `pending` ((p x d) kept picks of this batch) away from `exclude` ((m x d) soft prompts
-    already tried), with a seed that differs per attempt.
-    """
-    if iteration == 0 or (state is None and strategy == "bo"):
-        # attempt k > 0 takes up to n_init points from block k of the Sobol sequence (disjoint from the design)
-        drawn = n_init * attempt
-        count = n_init if attempt == 0 else min(batch_size, n_init)
-        z = sobol_design(drawn + count, dim, seed=seed).numpy()[drawn:]
-        return Proposal(iteration=iteration, phase="init", z=z, acquisition_values=(None,) * len(z))
-    if strategy == "uniform":
-        rng = np.random.default_rng([seed, iteration] if attempt == 0 else [seed, iteration, attempt])
-        z = rng.uniform(-1.0, 1.0, size=(batch_size, dim))
-        return Proposal(iteration=iteration, phase="uniform", z=z, acquisition_values=(None,) * batch_size)
-    model = state.model
-    best_f = state.best_f
-    taken = state.X
-    if known:
-        Xk = torch.tensor([list(z) for z, _ in known], dtype=torch.float64)
-        yk = torch.tensor([[float(y)] for _, y in known], dtype=torch.float64)
-        with torch.no_grad():
-            model.posterior(Xk)  # fills the prediction caches that conditioning extends
-        model = model.condition_on_observations(X=Xk, Y=yk)  # real observations: the fitted noise applies
-        best_f = max(best_f, float(yk.max()))
-        taken = torch.cat([taken, Xk])
-    if exclude is not None and len(exclude):
-        taken = torch.cat([taken, torch.as_tensor(np.asarray(exclude), dtype=torch.float64)])
-    candidates, values = propose_batch(
-        model,
-        best_f=best_f,
-        batch_size=batch_size,
-        dim=dim,
-        acquisition=acquisition,
-        optimizer=optimizer,
-        seed=seed * 100_003 + iteration + 7_919 * attempt,
-        num_restarts=num_restarts,
-        raw_samples=raw_samples,
-        exclude=taken,
-        pending=None if pending is None or not len(pending) else torch.as_tensor(pending, dtype=torch.float64),
-    )
-    return Proposal(
-        iteration=iteration,
-        phase="bo",
-        z=candidates.detach().numpy().astype(np.float64),
-        acquisition_values=tuple(float(v) for v in values),
-    )
+__all__ = ["DistinctProposal", "ProposeFn", "propose_distinct", "proposing"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +36,17 @@ class DistinctProposal:
     unique_new: int
 
 
-ProposeFn = Callable[[int, int, Sequence[tuple[Sequence[float], float]], np.ndarray, np.ndarray], Proposal]
+ProposeFn = Callable[[int, int, Known, np.ndarray, np.ndarray], Proposal]
+"""(n, attempt, known, pending, tried) -> Proposal of n soft prompts: what `propose_distinct` calls."""
+
+
+def proposing(proposer: Proposer, iteration: int) -> ProposeFn:
+    """`proposer` at `iteration` as the `ProposeFn` of `propose_distinct` (the flow wraps its own in a task)."""
+
+    def propose(n: int, attempt: int, known: Known, pending: np.ndarray, tried: np.ndarray) -> Proposal:
+        return proposer.propose(iteration, n, attempt=attempt, known=known, pending=pending, exclude=tried)
+
+    return propose
 
 
 def propose_distinct(

@@ -295,6 +295,7 @@ class InstructionCoupledKernel(Kernel):
             out = (F1 * F2).sum(-1) if diag else F1 @ F2.transpose(-1, -2)
         else:
             _, M = self._factors(need_middle=True)
+            assert M is not None  # need_middle=True computes it
             k1, k2 = self._cross(x1), self._cross(x2)
             if diag:
                 out = ((k1 @ M) * k2).sum(-1)

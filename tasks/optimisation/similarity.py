@@ -20,7 +20,7 @@ from torch import Tensor
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.load_once import load_once
 
-__all__ = ["instruction_similarity", "embedding_similarity"]
+__all__ = ["instruction_similarity", "embedding_similarity", "by_scores", "by_embedding"]
 
 _ZERO_NORM = 1e-12
 
@@ -88,6 +88,16 @@ def embedding_similarity(texts: Sequence[str], model_path: str | Path | None = N
     U = emb.detach().cpu().to(torch.float64)
     U = U / U.norm(dim=-1, keepdim=True).clamp_min(_ZERO_NORM)
     return _gram(U)
+
+
+def by_scores(score_vectors: Tensor, texts: Sequence[str]) -> Tensor:
+    """`registry.SIMILARITIES["scores"]`: `instruction_similarity` of the (n x m) per-example dev scores."""
+    return instruction_similarity(score_vectors)
+
+
+def by_embedding(score_vectors: Tensor, texts: Sequence[str]) -> Tensor:
+    """`registry.SIMILARITIES["embedding"]`: `embedding_similarity` of the n instruction texts."""
+    return embedding_similarity(texts)
 
 
 def _gram(U: Tensor) -> Tensor:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from botorch.exceptions.errors import ModelFittingError
@@ -22,12 +23,38 @@ from instructzero.tasks.optimisation.kernel import (
     InstructionCoupledKernel,
     latent_matern_kernel,
 )
+from instructzero.tasks.optimisation.registry import KERNELS, KernelName
 
-__all__ = ["fit_surrogate", "KERNELS", "COUPLED_KERNELS", "BOX_LOWER", "BOX_UPPER"]
+__all__ = ["fit_surrogate", "KernelSpec", "COUPLED", "COUPLED_PLUS_MATERN", "MATERN", "BOX_LOWER", "BOX_UPPER"]
 
-KernelName = Literal["coupled", "coupled+matern", "matern"]
-KERNELS: tuple[str, ...] = ("coupled", "coupled+matern", "matern")
-COUPLED_KERNELS: tuple[str, ...] = ("coupled", "coupled+matern")  # the kernels that need K_S
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A registered kernel (`registry.KERNELS`): `build(anchors, K_S, jitter, latent_weight)` returns the covariance
+    that `fit_surrogate` wraps in one `ScaleKernel`. `anchors` are the evaluated soft prompts in the unit cube (the
+    inputs the kernel sees after `Normalize`); `needs_similarity`: the kernel couples instructions, so K_S is
+    required (and computed by `gp_update`)."""
+
+    build: Callable[[Tensor, Tensor | None, float, float], Kernel]
+    needs_similarity: bool
+
+
+def _coupled(anchors: Tensor, similarity: Tensor | None, jitter: float, latent_weight: float) -> Kernel:
+    assert similarity is not None  # fit_surrogate checks it first
+    return InstructionCoupledKernel(anchors, similarity, latent_matern_kernel(anchors.shape[-1]), jitter=jitter)
+
+
+def _coupled_plus_matern(anchors: Tensor, similarity: Tensor | None, jitter: float, latent_weight: float) -> Kernel:
+    return CoupledPlusLatentKernel(_coupled(anchors, similarity, jitter, latent_weight), weight=latent_weight)
+
+
+def _matern(anchors: Tensor, similarity: Tensor | None, jitter: float, latent_weight: float) -> Kernel:
+    return latent_matern_kernel(anchors.shape[-1])
+
+
+COUPLED = KernelSpec(_coupled, needs_similarity=True)
+COUPLED_PLUS_MATERN = KernelSpec(_coupled_plus_matern, needs_similarity=True)
+MATERN = KernelSpec(_matern, needs_similarity=False)
 
 # The searched box of soft prompts, [-1, 1]^d.
 BOX_LOWER = -1.0
@@ -57,9 +84,9 @@ def fit_surrogate(
     Args:
         X: (n x d) evaluated soft prompts in [-1, 1]^d (converted to float64).
         y: (n,) or (n x 1) dev scores.
-        kernel: "coupled" for InstructZero's instruction-coupled kernel (anchors Z = X, K_S = `similarity`),
-            "coupled+matern" for the coupled kernel plus `latent_weight` of its latent Matern
-            (`CoupledPlusLatentKernel`: keeps prior variance away from the data, so EI keeps exploring), or
+        kernel: a key of `registry.KERNELS`: "coupled" for InstructZero's instruction-coupled kernel (anchors
+            Z = X, K_S = `similarity`), "coupled+matern" for the coupled kernel plus `latent_weight` of its latent
+            Matern (`CoupledPlusLatentKernel`: keeps prior variance away from the data, so EI keeps exploring), or
             "matern" for a ScaleKernel(Matern-5/2 with ARD).
         similarity: (n x n) instruction similarity K_S; required for the coupled kernels, ignored for "matern".
         seed: seeds the fitting's random restarts.
@@ -71,7 +98,8 @@ def fit_surrogate(
     """
     X, Y = _check_data(X, y)
     n, d = X.shape
-    if kernel in COUPLED_KERNELS:
+    spec: KernelSpec = KERNELS.resolve(kernel)
+    if spec.needs_similarity:
         if similarity is None:
             raise ConfigError(f"kernel={kernel!r} needs a similarity matrix K_S of shape (n x n), got None")
         if not isinstance(similarity, Tensor):
@@ -80,17 +108,9 @@ def fit_surrogate(
             raise ConfigError(
                 f"similarity must be ({n} x {n}) to match X of shape {tuple(X.shape)}, got {tuple(similarity.shape)}"
             )
-        anchors = (X - BOX_LOWER) / (BOX_UPPER - BOX_LOWER)  # the kernel sees Normalize'd inputs
-        coupled = InstructionCoupledKernel(
-            anchors, similarity.to(torch.float64), latent_matern_kernel(d), jitter=jitter
-        )
-        covar: Kernel = ScaleKernel(
-            coupled if kernel == "coupled" else CoupledPlusLatentKernel(coupled, weight=latent_weight)
-        )
-    elif kernel == "matern":
-        covar = ScaleKernel(latent_matern_kernel(d))
-    else:
-        raise ConfigError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+        similarity = similarity.to(torch.float64)
+    anchors = (X - BOX_LOWER) / (BOX_UPPER - BOX_LOWER)  # the kernel sees Normalize'd inputs
+    covar = ScaleKernel(spec.build(anchors, similarity if spec.needs_similarity else None, jitter, latent_weight))
 
     bounds = torch.tensor([[BOX_LOWER] * d, [BOX_UPPER] * d], dtype=torch.float64)
     with torch.random.fork_rng():

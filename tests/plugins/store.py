@@ -186,24 +186,31 @@ def store_url(request: pytest.FixtureRequest) -> str:
 # ------------------------------------------------------------------------------------------- data builders
 
 
-def make_evaluation(scores: dict[str, float], *, split: str = "dev", model: str = "fake-model", prefix: str = "pred"):
-    """An EvaluationIn whose mean is the mean of `scores` (example id -> score)."""
-    from instructzero.storage.entities import EvaluationIn, ExampleScore
+def make_evaluation(
+    scores: dict[str, float],
+    *,
+    instruction: str = "an instruction",
+    split: str | None = "dev",
+    model: str = "fake-model",
+    prefix: str = "pred",
+):
+    """An Evaluation of `instruction` whose mean is the mean of `scores` (example id -> score)."""
+    from instructzero.storage.records import Evaluation, ExampleScore
 
     examples = tuple(ExampleScore(example_id=k, prediction=f"{prefix}-{k}", score=v) for k, v in scores.items())
     mean = sum(scores.values()) / len(scores) if scores else 0.0
-    return EvaluationIn(
-        split=split,
+    return Evaluation(
+        instruction=instruction,
         model=model,
         mean_score=mean,
-        n_examples=len(examples),
+        examples=examples,
         prompt_tokens=10 * len(examples),
         completion_tokens=2 * len(examples),
         latency_s=0.01 * len(examples),
         n_calls=len(examples),
         n_cached=0,
-        examples=examples,
-    )  # type: ignore[arg-type]
+        split=split,
+    )
 
 
 def make_candidate(
@@ -215,16 +222,18 @@ def make_candidate(
     z: tuple[float, ...] | None = (0.1, -0.2, 1.0 / 3.0),
     acquisition_value: float | None = 0.5,
     model: str = "fake-model",
+    iteration: int = 0,
 ):
-    from instructzero.storage.entities import CandidateIn
+    from instructzero.storage.records import Candidate
 
-    return CandidateIn(
+    return Candidate(
+        iteration=iteration,
         index=index,
         phase=phase,
         z=z,
-        acquisition_value=acquisition_value,  # type: ignore[arg-type]
+        acquisition_value=acquisition_value,
         instruction=instruction,
-        dev=make_evaluation(scores, model=model),
+        dev=make_evaluation(scores, instruction=instruction, model=model),
     )
 
 
@@ -233,7 +242,7 @@ def populate(
 ) -> str:
     """Create one run with `n_iterations` iterations of `n_candidates` candidates; returns the run id.
     Scores rise with the iteration so the best instruction is the last iteration's last candidate."""
-    from instructzero.storage.entities import DatasetIn
+    from instructzero.storage.records import Dataset
 
     run = store.create_run(
         name=name,
@@ -243,7 +252,7 @@ def populate(
         versions={"instructzero": "test"},
         projection_hash="p" * 64,
         splits={"dev": ["d0", "d1"], "test": ["t0"]},
-        datasets=[DatasetIn(task, "dev", "h" * 64, ("d0", "d1")), DatasetIn(task, "test", "h" * 64, ("t0",))],
+        datasets=[Dataset(task, "dev", "h" * 64, ("d0", "d1")), Dataset(task, "test", "h" * 64, ("t0",))],
     )
     for it in range(n_iterations):
         cands = []
@@ -256,6 +265,7 @@ def populate(
                     {"d0": s, "d1": s},
                     phase="init" if it == 0 else "bo",
                     z=(it + j / 10.0, 0.1 + it, -1.0 / 3.0),
+                    iteration=it,
                 )
             )
         store.record_iteration(run.id, it, cands)
