@@ -9,7 +9,15 @@ from collections.abc import Iterable, Sequence
 from instructzero.flows.params import RunConfig
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.evaluation.answer_length import answer_token_cap
-from instructzero.tasks.evaluation.budget import Budget, RunEstimate, TokenCounter, Usage, estimate_run, token_counter
+from instructzero.tasks.evaluation.budget import (
+    SAME_TOKENIZER_SLACK,
+    Budget,
+    RunEstimate,
+    TokenCounter,
+    Usage,
+    estimate_run,
+    token_counter,
+)
 from instructzero.tasks.evaluation.comparison import baseline_labels
 from instructzero.tasks.prompts import Prompt, ZeroShotFormat
 
@@ -50,7 +58,18 @@ def estimate_for(
         prices=config.black_box.prices(),
         done_iterations=done_iterations,
         spent=spent or Usage(),
+        instruction_tokens=instruction_bound(config),
     )
+
+
+def instruction_bound(config: RunConfig) -> int | None:
+    """An unwritten instruction's black-box tokens when the generator shares the black box's tokenizer (the
+    default Qwen pair): what it may generate plus a little; None: the counter's planning factor applies."""
+    from instructzero.tasks.generation.model_assets import same_tokenizer
+
+    if same_tokenizer(config.generator.model, config.black_box.model):
+        return config.generator.max_new_tokens + SAME_TOKENIZER_SLACK
+    return None
 
 
 def format_estimate(config: RunConfig, estimate: RunEstimate) -> str:

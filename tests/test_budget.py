@@ -283,3 +283,12 @@ def test_pareto_plot_keeps_the_accuracy_scale_and_names_the_run() -> None:
     assert "run nightly (sum)" in ax.get_title()
     assert [t.get_text() for t in ax.texts] == ["Add them."]  # the front (one point: the shorter) is labelled
     plt.close(fig)
+
+
+def test_the_estimate_bounds_instructions_by_the_generators_tokens_when_it_shares_the_tokenizer() -> None:
+    from instructzero.flows.params import build_config
+    from instructzero.flows.spend import instruction_bound
+
+    assert instruction_bound(build_config()) == 32 + 2  # the default Qwen pair: generated tokens + slack
+    other = build_config(generator={"model": "smollm2-135m-instruct"})
+    assert instruction_bound(other) is None  # another tokenizer: the counter's planning factor (2 per token)

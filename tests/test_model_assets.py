@@ -116,3 +116,26 @@ def test_prepare_command_refuses_an_unknown_name(capsys: pytest.CaptureFixture[s
 
     assert main(["no-such-model"]) == 2
     assert "not a packaged model" in capsys.readouterr().err
+
+
+def test_models_of_one_tokenizer_family_tokenize_alike() -> None:
+    """The estimate's same-tokenizer bound rests on this: Qwen2.5 0.5B and 1.5B share one vocabulary."""
+    from transformers import AutoTokenizer
+
+    from instructzero.tasks.generation.model_assets import (
+        PACKAGED_QWEN_05B,
+        PACKAGED_QWEN_15B,
+        PACKAGED_SMOLLM2,
+        same_tokenizer,
+    )
+
+    assert same_tokenizer(PACKAGED_QWEN_05B, PACKAGED_QWEN_15B) and same_tokenizer("/my/model", "/my/model")
+    assert not same_tokenizer(PACKAGED_QWEN_05B, PACKAGED_SMOLLM2) and not same_tokenizer("/my/model", "gpt-4o")
+    try:
+        small, large = (resolve_model_path(m) for m in (PACKAGED_QWEN_05B, PACKAGED_QWEN_15B))
+    except GeneratorError:
+        pytest.skip("Qwen2.5-Coder-1.5B (the qwen15 extra) is not installed")
+    a, b = AutoTokenizer.from_pretrained(str(small)), AutoTokenizer.from_pretrained(str(large))
+    assert a.get_vocab() == b.get_vocab()
+    text = "determine whether the sentiment of each review is positive or negative."
+    assert a(text)["input_ids"] == b(text)["input_ids"]

@@ -10,7 +10,8 @@ Bounds on input tokens, per prompt:
 * anything else: the prompt's UTF-8 byte count plus a per-request overhead. Every byte-level BPE and every
   SentencePiece model with byte fallback spends at least one byte per token, so this never undercounts.
 Output tokens are bounded by `max_tokens` per call. Before the instructions exist (the run estimate), an
-instruction is bounded by `INSTRUCTION_TOKENS_PER_GENERATED_TOKEN` x `generator.max_new_tokens` tokens: a planning
+instruction is bounded by `INSTRUCTION_TOKENS_PER_GENERATED_TOKEN` x `generator.max_new_tokens` tokens (by
+`generator.max_new_tokens` + `SAME_TOKENIZER_SLACK` when the generator and the black box share a tokenizer): a planning
 number (`INSTRUCTION_BYTES_PER_GENERATED_TOKEN` bytes each for the byte bound), while the enforcement during the
 run uses the real instruction texts, so the guarantee never rests on it.
 """
@@ -35,6 +36,9 @@ TOKENIZER_MARGIN = 8
 """Tokens allowed beyond the packaged model's own count (an engine's slightly different special tokens)."""
 INSTRUCTION_TOKENS_PER_GENERATED_TOKEN = 2
 """Planning bound for an instruction not yet written: black-box tokens per generator token (tokenizer count)."""
+SAME_TOKENIZER_SLACK = 2
+"""Tokens allowed beyond `max_new_tokens` for an instruction re-tokenized by the tokenizer that wrote it (cleaning
+may end it differently)."""
 INSTRUCTION_BYTES_PER_GENERATED_TOKEN = 8
 """The same in UTF-8 bytes (byte bound): generous for subword vocabularies, where a token is ~4 characters."""
 
@@ -214,10 +218,15 @@ def estimate_run(
     prices: Prices,
     done_iterations: Iterable[int] = (),
     spent: Usage = Usage(),
+    instruction_tokens: int | None = None,
 ) -> RunEstimate:
     """Worst-case calls, tokens and cost of every step not yet recorded: iteration 0 (n_init instructions x dev),
-    each BO iteration (batch_size x dev), then the test report (found + baselines x test)."""
-    instr = getattr(count, "per_generated_token", INSTRUCTION_TOKENS_PER_GENERATED_TOKEN) * generator_max_new_tokens
+    each BO iteration (batch_size x dev), then the test report (found + baselines x test).
+
+    `instruction_tokens`: the bound of an instruction not yet written when it is known (the generator and the black
+    box share a tokenizer); else the counter's planning factor x `generator_max_new_tokens`."""
+    per_token = getattr(count, "per_generated_token", INSTRUCTION_TOKENS_PER_GENERATED_TOKEN)
+    instr = instruction_tokens if instruction_tokens is not None else per_token * generator_max_new_tokens
     dev_inputs = [e.input for e in dev]
     test_inputs = [e.input for e in test]
     per_dev_instruction = _padded(count, template, dev_inputs, instr)

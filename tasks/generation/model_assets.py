@@ -57,6 +57,22 @@ DEFAULT_BLACK_BOX = PACKAGED_QWEN_05B
 """The embedded black box unless `--black-box-model`/`--black-box-url` say otherwise: it answers the task when the
 instruction says what to do, and not without one (SmolLM2-135M mostly echoes the input)."""
 
+TOKENIZER_FAMILY: dict[str, str] = {
+    PACKAGED_GEMMA: "gemma3",
+    PACKAGED_SMOLLM2: "smollm2",
+    PACKAGED_QWEN_05B: "qwen2.5",
+    PACKAGED_QWEN_15B: "qwen2.5",
+}
+"""Packaged models that share one tokenizer (Qwen2.5's 0.5B and 1.5B: one vocabulary; tests/test_model_assets.py
+compares them where both are installed)."""
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Whether models `a` and `b` tokenize text alike: the same model, or packaged models of one family. Then an
+    instruction of n generated tokens is about n black-box tokens, which tightens the run's estimate."""
+    return a == b or (a in TOKENIZER_FAMILY and TOKENIZER_FAMILY.get(a) == TOKENIZER_FAMILY.get(b))
+
+
 _MARKER = "instructzero-model.json"
 
 
