@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 
-from instructzero.benchmarks.engines import prompts
+from instructzero.benchmarks.engines import prompts, timed
 from instructzero.flows.offline import offline_defaults
 from instructzero.servers.local_endpoint import start_own_server
-from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
 from instructzero.tasks.generation.model_assets import PACKAGED_QWEN_05B, PACKAGED_SMOLLM2, resolve_model_path
 
 
@@ -73,20 +72,7 @@ def measure(model: str, batch: int, requests: list[str], max_tokens: int, shape:
     """The embedded server with micro-batches of `batch`, `requests` sent at concurrency `batch`."""
     endpoint = start_own_server("transformers", model=model, max_batch=batch)
     try:
-        settings = BlackBoxSettings(
-            base_url=endpoint.base_url,
-            model=endpoint.model,
-            api="chat",
-            max_tokens=max_tokens,
-            concurrency=batch,
-            stop=("\n",),
-            timeout_s=900.0,
-        )
-        client = BlackBoxClient(settings)
-        client.complete_many_sync(prompts(2))  # warm-up, not timed
-        start = time.perf_counter()
-        answers = client.complete_many_sync(requests)
-        wall = time.perf_counter() - start
+        answers, wall = timed(endpoint, requests, batch, max_tokens, warm_up=2, timeout_s=900.0)
     finally:
         endpoint.stop()
     flops = sum(answer_flops(shape, a.prompt_tokens, a.completion_tokens) for a in answers)

@@ -19,6 +19,7 @@ from typing import Any
 
 from instructzero.flows.offline import offline_defaults
 from instructzero.servers.local_endpoint import LocalEndpoint, start_llama_cpp, start_own_server
+from instructzero.storage.records import BlackBoxCall
 from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 from instructzero.tasks.data.task_data import load_task
 from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
@@ -45,8 +46,17 @@ def prompts(n: int) -> list[str]:
     return out
 
 
-def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
-    """Send `batch` once (after a 4-request warm-up) and time it."""
+def timed(
+    endpoint: LocalEndpoint,
+    batch: list[str],
+    concurrency: int,
+    max_tokens: int,
+    *,
+    warm_up: int = 4,
+    timeout_s: float = 300.0,
+) -> tuple[list[BlackBoxCall], float]:
+    """Send `batch` once through the project's client (chat, greedy, no cache), after a short warm-up; the answers
+    and the wall time of the batch alone."""
     settings = BlackBoxSettings(
         base_url=endpoint.base_url,
         model=endpoint.model,
@@ -54,13 +64,18 @@ def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tok
         max_tokens=max_tokens,
         concurrency=concurrency,
         stop=("\n",),
-        timeout_s=300.0,
+        timeout_s=timeout_s,
     )
     client = BlackBoxClient(settings)
-    client.complete_many_sync(prompts(4))
+    client.complete_many_sync(prompts(warm_up))
     start = time.perf_counter()
     completions = client.complete_many_sync(batch)
-    wall = time.perf_counter() - start
+    return completions, time.perf_counter() - start
+
+
+def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
+    """Send `batch` once (after a 4-request warm-up) and time it."""
+    completions, wall = timed(endpoint, batch, concurrency, max_tokens)
     return {
         "engine": endpoint.kind,
         "description": endpoint.description,
