@@ -162,17 +162,7 @@ def plain_loop(config: Any) -> float:
         n_test=config.data.n_test,
         seed=config.seed,
     )
-    spec = pt.GeneratorSpec(
-        model=config.generator.model,
-        cache_dir=str(config.cache_dir),
-        n_soft_tokens=config.generator.n_soft_tokens,
-        intrinsic_dim=config.generator.intrinsic_dim,
-        projection_seed=config.seed,
-        max_new_tokens=config.generator.max_new_tokens,
-        device=config.generator.device,
-        template=config.generator.template,
-        batch_size=config.generator.batch_size,
-    )
+    spec = config.generator_spec()  # the flow's own (this copy had lost soft_scale)
     generator = spec.load()
     store = pt.open_store(config.store_url)
     run = pt.start_run.fn(

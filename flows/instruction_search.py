@@ -177,18 +177,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         seed=config.seed,
     )
     store = open_store(config.store_url)
-    spec = GeneratorSpec(
-        model=config.generator.model,
-        cache_dir=str(config.cache_dir),
-        n_soft_tokens=config.generator.n_soft_tokens,
-        intrinsic_dim=config.generator.intrinsic_dim,
-        projection_seed=config.seed,
-        max_new_tokens=config.generator.max_new_tokens,
-        device=config.generator.device,
-        template=config.generator.template,
-        batch_size=config.generator.batch_size,
-        soft_scale=config.generator.soft_scale,
-    )
+    spec = config.generator_spec()
     generator = spec.load()
     # a safe point: nothing new written yet (a resumed run keeps its stored status)
     interrupts.check(
@@ -262,7 +251,7 @@ def _search(config: RunConfig, run: Run, metric: Scorer, splits: Splits, spec: G
     dev_ids = tuple(e.id for e in splits.dev)
     history = store.load_candidates(run.id)
     done = set(store.completed_iterations(run.id))
-    tokenizer = spec.load()._tokenizer  # instruction lengths in the generator's tokens
+    tokenizer = spec.load().tokenizer  # instruction lengths in the generator's tokens
     lengths: dict[str, int] = {}
 
     def tokens(text: str) -> int:

@@ -55,6 +55,7 @@ from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE,
 if TYPE_CHECKING:  # imported where used (as are storage.session's helpers): `instructzero --help` builds its flags
     # from this module, and openai, SQLAlchemy and Alembic would more than double its start-up time
     from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+    from instructzero.tasks.prefect_tasks import GeneratorSpec
 
 # allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
 # without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
@@ -534,6 +535,25 @@ class RunConfig(BaseSettings):
     def recorded(self) -> dict[str, Any]:
         """JSON-safe dict stored with the run (no secrets: only the *name* of the API-key variable)."""
         return self.model_dump(mode="json", exclude={"cache_dir"})
+
+    def generator_spec(self) -> GeneratorSpec:
+        """The generator as the tasks load it: one hashable spec (it keys the per-process model cache), built here
+        only, so every caller loads the same model the run records."""
+        from instructzero.tasks.prefect_tasks import GeneratorSpec
+
+        g = self.generator
+        return GeneratorSpec(
+            model=g.model,
+            cache_dir=str(self.cache_dir),
+            n_soft_tokens=g.n_soft_tokens,
+            intrinsic_dim=g.intrinsic_dim,
+            projection_seed=self.seed,
+            max_new_tokens=g.max_new_tokens,
+            device=g.device,
+            template=g.template,
+            batch_size=g.batch_size,
+            soft_scale=g.soft_scale,
+        )
 
     def reproducibility_key(self) -> dict[str, Any]:
         """The settings that must match for a run to be resumed under the same name."""

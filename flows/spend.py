@@ -65,9 +65,10 @@ def estimate_for(
 def instruction_bound(config: RunConfig) -> int | None:
     """An unwritten instruction's black-box tokens when the generator shares the black box's tokenizer (the
     default Qwen pair): what it may generate plus a little; None: the counter's planning factor applies."""
-    from instructzero.tasks.generation.model_assets import same_tokenizer
+    from instructzero.tasks.generation.model_assets import PACKAGED_MODELS, same_tokenizer
 
-    if same_tokenizer(config.generator.model, config.black_box.model):
+    # only where the counter is that tokenizer's own count: the byte bound of other models counts bytes, not tokens
+    if config.black_box.model in PACKAGED_MODELS and same_tokenizer(config.generator.model, config.black_box.model):
         return config.generator.max_new_tokens + SAME_TOKENIZER_SLACK
     return None
 

@@ -292,3 +292,8 @@ def test_the_estimate_bounds_instructions_by_the_generators_tokens_when_it_share
     assert instruction_bound(build_config()) == 32 + 2  # the default Qwen pair: generated tokens + slack
     other = build_config(generator={"model": "smollm2-135m-instruct"})
     assert instruction_bound(other) is None  # another tokenizer: the counter's planning factor (2 per token)
+    # the same unpackaged model on both sides: its black box is counted in bytes, so no token bound applies
+    same_hub_model = build_config(
+        generator={"model": "org/model"}, black_box={"model": "org/model", "base_url": "http://127.0.0.1:9/v1"}
+    )
+    assert instruction_bound(same_hub_model) is None

@@ -238,6 +238,7 @@ class InstructionGenerator:
         self.stop_at_first_line = stop_at_first_line
         self.device = resolve_device(device)
         self._tokenizer, self._model, path = self._load(model, Path(cache_dir or default_cache_dir()), self.device)
+        self.tokenizer = self._tokenizer  # public: instruction lengths (the length penalty) count in its tokens
         # A chat-tuned model (its tokenizer carries a chat template) is asked in its own chat format, soft tokens
         # at the start of the user turn; a base model continues the template text after BOS + soft tokens.
         self.chat = bool(getattr(self._tokenizer, "chat_template", None))
