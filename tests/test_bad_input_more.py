@@ -13,6 +13,7 @@ import pytest
 from instructzero.flows.cli import main
 from instructzero.storage.errors import StoreError
 from instructzero.storage.repository import RunStore
+from tests.plugins.prefect import tiny_run_args
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -296,42 +297,6 @@ def test_pivot_is_a_read_only_query_and_writes_stay_refused(populated_store, cap
     assert not (tmp_path / "leak.csv").exists()
 
 
-def _tiny_run(store_url: str, base_url: str, generator_dir: Path) -> list[str]:
-    return [
-        "run",
-        "--task",
-        "sum",
-        "--store",
-        store_url,
-        "--black-box-url",
-        base_url,
-        "--black-box-model",
-        "rule-based",
-        "--black-box-api",
-        "completions",
-        "--generator",
-        str(generator_dir),
-        "--device",
-        "cpu",
-        "--n-exemplars",
-        "2",
-        "--n-dev",
-        "3",
-        "--n-test",
-        "3",
-        "--max-new-tokens",
-        "8",
-        "--max-tokens",
-        "8",
-        "--init",
-        "2",
-        "--iterations",
-        "1",
-        "--batch",
-        "1",
-    ]
-
-
 def _ends_in_one_error_line(err: str) -> str:
     """Prefect's own failure records (with their tracebacks) are gone; the last line is ours."""
     lines = [line for line in err.splitlines() if line.strip()]
@@ -371,7 +336,7 @@ def test_a_failing_black_box_ends_the_run_in_one_error_line(
     monkeypatch.setenv("INSTRUCTZERO_BLACK_BOX__MAX_RETRIES", "1")
     url = f"sqlite:///{tmp_path / 's.db'}"
     capsys.readouterr()
-    code = main(_tiny_run(url, server.base_url, tiny_generator_dir))
+    code = main(["run", *tiny_run_args(url, server.base_url, tiny_generator_dir)])
     err = capsys.readouterr().err
     last = _ends_in_one_error_line(err)
     assert code == 2 and needle in last, last

@@ -16,6 +16,7 @@ from instructzero.tasks.evaluation.budget import (
     estimate_run,
 )
 from instructzero.tasks.evaluation.pricing import PRICE_TABLE, Prices, resolve_prices, table_entry
+from tests.plugins.prefect import tiny_run_args
 
 
 def test_prices_come_from_config_then_the_table_and_local_endpoints_are_free() -> None:
@@ -157,42 +158,6 @@ def test_the_running_budget_charges_nothing_for_cached_or_repeated_prompts() -> 
     assert budget.check(["abc"])[2] is None  # 8 tokens: $0.0028 fits
 
 
-def _tiny_cli(store: str, base_url: str, generator_dir, *extra: str) -> list[str]:
-    return [
-        "--task",
-        "sum",
-        "--store",
-        store,
-        "--black-box-url",
-        base_url,
-        "--black-box-model",
-        "rule-based",
-        "--black-box-api",
-        "completions",
-        "--generator",
-        str(generator_dir),
-        "--device",
-        "cpu",
-        "--n-exemplars",
-        "2",
-        "--n-dev",
-        "3",
-        "--n-test",
-        "3",
-        "--max-new-tokens",
-        "8",
-        "--max-tokens",
-        "8",
-        "--init",
-        "2",
-        "--iterations",
-        "2",
-        "--batch",
-        "1",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -215,7 +180,10 @@ def test_a_refused_run_is_one_line_exit_2_and_writes_nothing(
 
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "store.db"
-    assert main(["run", *_tiny_cli(f"sqlite:///{store}", echo_server_url, tiny_generator_dir), *extra]) == 2
+    assert (
+        main(["run", *tiny_run_args(f"sqlite:///{store}", echo_server_url, tiny_generator_dir, iterations=2), *extra])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []  # no store, nothing else
@@ -227,7 +195,10 @@ def test_estimate_prints_the_worst_case_and_writes_nothing(
     from instructzero.flows.cli import main
 
     store = tmp_path / "store.db"
-    args = _tiny_cli(f"sqlite:///{store}", echo_server_url, tiny_generator_dir, "--price-in", "2", "--price-out", "8")
+    args = [
+        *tiny_run_args(f"sqlite:///{store}", echo_server_url, tiny_generator_dir, iterations=2),
+        *("--price-in", "2", "--price-out", "8"),
+    ]
     assert main(["estimate", *args, "--max-calls", "100"]) == 0
     out = capsys.readouterr().out
     assert "$2 in / $8 out per million tokens (config)" in out

@@ -32,8 +32,7 @@ from pathlib import Path
 import pytest
 
 from instructzero.servers.faults import FaultConfig
-from tests.plugins.prefect import store_integrity_problems, store_rows
-from tests.test_reliability import _cli_args
+from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_args
 from tests.test_run_lease import _alive, _descendants, _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +316,7 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_and_the_run_resumes(
     # 1. run, ^C to the process group (the terminal's way: the Prefect server child is in a session of its own)
     graceful(
         "run, SIGINT to the process group",
-        _cli_args(url, "stoppable", server.base_url, tiny_generator_dir, iterations=4),
+        ["run", *tiny_run_args(url, server.base_url, tiny_generator_dir, name="stoppable", iterations=4)],
         to_group(signal.SIGINT),
         130,
     )

@@ -25,7 +25,7 @@ import pytest
 from instructzero.flows.params import build_config, config_from_record
 from instructzero.servers.faults import FaultConfig
 from instructzero.storage.repository import RunStore
-from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_overrides
+from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_args, tiny_run_overrides
 from tests.plugins.store import SoftPromptVector
 
 pytestmark = pytest.mark.slow
@@ -34,44 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _cli_args(
-    store_url: str, name: str, base_url: str, generator_dir: Path, *, task: str = "sum", iterations: int = 1
-) -> list[str]:
-    return [
-        "run",
-        "--task",
-        task,
-        "--name",
-        name,
-        "--store",
-        store_url,
-        "--black-box-url",
-        base_url,
-        "--black-box-model",
-        "rule-based",
-        "--black-box-api",
-        "completions",
-        "--generator",
-        str(generator_dir),
-        "--device",
-        "cpu",
-        "--n-exemplars",
-        "2",
-        "--n-dev",
-        "3",
-        "--n-test",
-        "3",
-        "--max-new-tokens",
-        "8",
-        "--max-tokens",
-        "8",
-        "--init",
-        "2",
-        "--iterations",
-        str(iterations),
-        "--batch",
-        "1",
-    ]
 
 
 def _subprocess_env(cli_env: dict[str, str], api_url: str, results_dir: Path) -> dict[str, str]:
@@ -134,7 +96,13 @@ def test_two_runs_writing_one_store_at_once_lose_and_mix_nothing(
         env = _subprocess_env(cli_env, prefect_api_url, tmp_path / "results")
         procs = {
             task: _spawn(
-                _cli_args(store_url, f"conc-{task}", server.base_url, tiny_generator_dir, task=task, iterations=2), env
+                [
+                    "run",
+                    *tiny_run_args(
+                        store_url, server.base_url, tiny_generator_dir, task=task, name=f"conc-{task}", iterations=2
+                    ),
+                ],
+                env,
             )
             for task in ("sum", "diff")
         }
@@ -365,7 +333,7 @@ def test_kill_9_anywhere_in_an_iteration_then_resume_matches_an_uninterrupted_ru
         store_url = f"sqlite:///{tmp_path / f'crash-{trial}.db'}"
         results_dir = tmp_path / f"results-{trial}"
         proc = _spawn(
-            _cli_args(store_url, "crash", server.base_url, tiny_generator_dir, iterations=2),
+            ["run", *tiny_run_args(store_url, server.base_url, tiny_generator_dir, name="crash", iterations=2)],
             _subprocess_env(cli_env, prefect_api_url, results_dir),
         )
         lines = _Lines(proc)

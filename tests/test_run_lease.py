@@ -18,8 +18,7 @@ import pytest
 from instructzero.servers.faults import FaultConfig
 from instructzero.storage.errors import RunExistsError, RunLeasedError
 from instructzero.storage.repository import RunStore
-from tests.plugins.prefect import store_rows
-from tests.test_reliability import _cli_args
+from tests.plugins.prefect import store_rows, tiny_run_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,7 +136,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         INSTRUCTZERO_BO__RAW_SAMPLES="16",
     )
     env.pop("PREFECT_API_URL", None)  # the first process starts its own ephemeral Prefect server
-    args = _cli_args(url, "one-owner", server.base_url, tiny_generator_dir, iterations=3)
+    args = ["run", *tiny_run_args(url, server.base_url, tiny_generator_dir, name="one-owner", iterations=3)]
     first = subprocess.Popen(
         [sys.executable, "-m", "instructzero.flows.cli", *args],
         env=env,

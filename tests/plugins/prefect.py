@@ -137,6 +137,26 @@ def tiny_run_overrides(
     )
 
 
+def tiny_run_args(
+    store_url: str,
+    base_url: str,
+    generator_dir: Path,
+    *,
+    task: str = "sum",
+    name: str | None = None,
+    iterations: int = 1,
+) -> list[str]:
+    """The CLI flags of the same CI-sized run (without the subcommand): tiny generator, rule-based black box."""
+    return [
+        *(("--name", name) if name else ()),
+        "--task", task, "--store", store_url,
+        "--black-box-url", base_url, "--black-box-model", "rule-based", "--black-box-api", "completions",
+        "--generator", str(generator_dir), "--device", "cpu",
+        "--n-exemplars", "2", "--n-dev", "3", "--n-test", "3", "--max-new-tokens", "8", "--max-tokens", "8",
+        "--init", "2", "--iterations", str(iterations), "--batch", "1",
+    ]  # fmt: skip
+
+
 _INTEGRITY_CHECKS = {
     "duplicate candidates": 'SELECT run_id, iteration, "index" FROM candidates GROUP BY run_id, iteration, "index" '
     "HAVING count(*) > 1",
