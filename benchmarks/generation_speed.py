@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from instructzero.tasks.data.task_data import Example  # noqa: E402
+from instructzero.storage.records import Example  # noqa: E402
 from instructzero.tasks.generation.generator import InstructionGenerator  # noqa: E402
 from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
 

@@ -27,6 +27,7 @@ __all__ = [
     "ExampleScore",
     "Metric",
     "Phase",
+    "ProposalPhase",
     "Run",
     "RunStatus",
     "Split",
@@ -34,7 +35,10 @@ __all__ = [
 ]
 
 Split = Literal["dev", "test"]
-Phase = Literal["init", "bo", "uniform", "baseline"]
+ProposalPhase = Literal["init", "bo", "uniform"]
+"""How a proposer made a candidate's soft prompt (the Sobol design, the GP's acquisition, uniform sampling)."""
+Phase = ProposalPhase | Literal["baseline"]
+"""A stored candidate's phase: a proposal phase, or a fixed baseline scored beside the search."""
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 
 SPLITS: tuple[str, ...] = ("dev", "test")

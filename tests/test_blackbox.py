@@ -14,8 +14,7 @@ import pytest
 
 from instructzero.servers.faults import FaultConfig
 from instructzero.servers.openai_compatible import RuleBackend, ServerHandle
-from instructzero.storage.records import BlackBoxCall
-from instructzero.tasks.data.task_data import Example
+from instructzero.storage.records import BlackBoxCall, Example
 from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,

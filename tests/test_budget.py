@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from instructzero.flows.params import build_config
-from instructzero.tasks.data.task_data import Example
+from instructzero.storage.records import Example
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.budget import (
     Budget,

@@ -104,7 +104,7 @@ def test_table_text_metrics_and_artifact_rows_agree() -> None:
 
 # ---------------------------------------------------------------- the constant-answer reference
 def test_constant_answer_is_the_majority_label_on_a_skewed_task() -> None:
-    from instructzero.tasks.data.task_data import Example
+    from instructzero.storage.records import Example
     from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 
     examples = [Example(str(i), f"x{i}", (label,)) for i, label in enumerate(["yes"] * 7 + ["no"] * 3)]
@@ -114,7 +114,7 @@ def test_constant_answer_is_the_majority_label_on_a_skewed_task() -> None:
 
 
 def test_constant_answer_counts_every_accepted_answer_and_the_metric() -> None:
-    from instructzero.tasks.data.task_data import Example
+    from instructzero.storage.records import Example
     from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 
     # "cat" is never the canonical answer but is accepted on 3 of 4 examples: it is the best constant

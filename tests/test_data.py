@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from instructzero.tasks.data.task_data import Example, list_tasks, load_task
+from instructzero.storage.records import Example
+from instructzero.tasks.data.task_data import list_tasks, load_task
 from instructzero.tasks.errors import TaskDataError
 
 II_TASKS = [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import instructzero.tasks.prefect_tasks as pt
-from instructzero.tasks.data.task_data import Example
+from instructzero.storage.records import Example
 
 EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
 

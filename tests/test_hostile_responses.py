@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from instructzero.storage.records import Example
 from instructzero.storage.repository import RunStore
-from instructzero.tasks.data.task_data import Example
 from instructzero.tasks.errors import BlackBoxError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,

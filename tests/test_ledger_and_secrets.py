@@ -114,7 +114,7 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     from sqlalchemy import create_engine, inspect
 
     from instructzero.servers.faults import FaultConfig
-    from instructzero.tasks.data.task_data import Example
+    from instructzero.storage.records import Example
     from instructzero.tasks.errors import BlackBoxError
     from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
     from instructzero.tasks.prefect_tasks import zero_shot_evaluate

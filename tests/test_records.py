@@ -40,10 +40,11 @@ def test_storage_imports_neither_tasks_nor_flows_and_evaluation_does_not_import_
     assert {f: m for f, m in circle.items() if m} == {}  # tasks/data -> tasks/evaluation.metrics only
 
 
-def test_the_records_are_frozen_and_the_task_data_example_is_the_record() -> None:
-    from instructzero.tasks.data.task_data import Example as TaskExample
+def test_the_records_are_frozen_and_loaded_tasks_hold_the_record() -> None:
+    from instructzero.tasks.data import task_data
 
-    assert TaskExample is Example
+    assert "Example" not in task_data.__all__  # one import path for the record: storage.records
+    assert all(type(e) is Example for e in task_data.load_task("builtin:sentiment", None).examples)
     with pytest.raises(dataclasses.FrozenInstanceError):
         Example("e", "x", ("y",)).input = "z"  # type: ignore[misc]
 

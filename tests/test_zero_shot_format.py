@@ -12,8 +12,8 @@ import pytest
 from instructzero.flows.cli import EXIT_USER_ERROR, main
 from instructzero.flows.params import build_config, config_from_record
 from instructzero.servers.openai_compatible import GenRequest, RuleBackend, ServerHandle
+from instructzero.storage.records import Example
 from instructzero.storage.repository import RunStore
-from instructzero.tasks.data.task_data import Example
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.blackbox import (
     BlackBoxClient,

@@ -11,7 +11,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from instructzero.tasks.data.task_data import Example, TaskData
+from instructzero.storage.records import Example
+from instructzero.tasks.data.task_data import TaskData
 from instructzero.tasks.errors import SplitError
 
 

@@ -38,7 +38,7 @@ from instructzero.tasks.data.builtin_tasks import BUILTIN_TASK_NAMES, HUMAN_INST
 from instructzero.tasks.errors import TaskDataError
 from instructzero.tasks.evaluation.metrics import MetricName, metric_for_task
 
-__all__ = ["Example", "MetricName", "TaskData", "TaskInfo", "TaskSource", "list_tasks", "load_task"]
+__all__ = ["MetricName", "TaskData", "TaskInfo", "TaskSource", "list_tasks", "load_task"]
 
 TaskSource = Literal["instruction-induction", "bigbench", "file", "builtin"]
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from instructzero.storage.records import ProposalPhase
 
 if TYPE_CHECKING:
     from instructzero.storage.records import Candidate
@@ -41,8 +43,8 @@ __all__ = [
     "make_proposer",
 ]
 
-Phase = Literal["init", "bo", "uniform"]
-"""How a stored candidate was proposed (the store's `candidates.phase` accepts these and "baseline")."""
+Phase = ProposalPhase
+"""How a candidate was proposed: the store's own `ProposalPhase` (one definition; candidates store it as is)."""
 
 Known = Sequence[tuple[Sequence[float], float]]
 """(z, dev score) pairs of soft prompts whose instruction is already scored."""

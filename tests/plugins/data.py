@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from instructzero.tasks.data.task_data import Example, TaskData
+from instructzero.storage.records import Example
+from instructzero.tasks.data.task_data import TaskData
 
 FIXTURE_DATA_DIR = Path(__file__).parents[1] / "fixtures" / "data"
 

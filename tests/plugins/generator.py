@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instructzero.tasks.data.task_data import Example
+from instructzero.storage.records import Example
 from instructzero.tasks.generation.generator import InstructionGenerator
 from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
 
