@@ -159,8 +159,8 @@ class GeneratorSettings(BaseModel):
     )
     template: Annotated[str | None, Flag("--meta-prompt")] = Field(
         None,
-        description="generator prompt: a preset name (instructzero.tasks.generation.generator.META_PROMPTS) or "
-        "text with {demos}; unset: the default preset",
+        description="generator prompt: a preset (base models: instructzero, ape, task; chat models: chat, "
+        "chat-minimal) or text with {demos}; unset: instructzero, or chat for a chat model",
     )
     soft_scale: Annotated[float, Flag("--soft-scale", float)] = Field(
         1.0, gt=0.0, le=16.0, description="strength of the soft tokens (1 = the spread of real embeddings)"
@@ -522,7 +522,8 @@ class RunConfig(BaseSettings):
         return self if resolved == self.store_url else self.model_copy(update={"store_url": resolved})
 
     @model_validator(mode="after")
-    def _check_dims(self) -> RunConfig:
+    def _check_coupled_kernel_init(self) -> RunConfig:
+        """The coupled kernel standardises over the initial design: one point has no spread."""
         if self.bo.kernel != "matern" and self.bo.n_init < 2:
             raise ValueError("bo.n_init must be >= 2 for the coupled kernel")
         return self

@@ -131,6 +131,7 @@ def _one_line(err: str) -> str:
         (["--soft-scale", "inf"], ["generator.soft_scale", "finite"]),
         (["--length-penalty", "nan"], ["bo.length_penalty", "finite"]),
         (["--meta-prompt", ""], ["generator.template=''", "{demos}"]),
+        (["--meta-prompt", "chat-short"], ["generator.template='chat-short'", "instructzero", "chat-minimal"]),
         (["--black-box-url", "http://[::1"], ["black_box.base_url", "'http://[::1'", "cannot be parsed"]),
         (["--black-box-url", "http://me:s3cret@[::1"], ["cannot be parsed", "me:***@"]),
         (["--black-box-url", "http://127.0.0.1:99999/v1"], ["black_box.base_url", "Port out of range"]),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from instructzero.tasks.data.task_data import Example
+from instructzero.storage.records import Example
 from instructzero.tasks.errors import ConfigError, GeneratorError
 from instructzero.tasks.generation.generator import (
     DEFAULT_TEMPLATE,
@@ -199,3 +199,11 @@ def test_default_generator_writes_an_on_task_instruction() -> None:
     z = torch.linspace(-1, 1, 30).reshape(3, 10)
     instructions = g.generate(z, splits.exemplars)
     assert len(instructions) == 3 and all("sentiment" in text.lower() for text in instructions), instructions
+
+
+def test_meta_prompt_presets_resolve_by_name_for_base_and_chat_generators() -> None:
+    from instructzero.tasks.generation.generator import CHAT_META_PROMPTS, META_PROMPTS, resolve_template
+
+    assert resolve_template("chat") == CHAT_META_PROMPTS["chat"] != resolve_template("chat-minimal")
+    assert resolve_template("ape") == META_PROMPTS["ape"] and resolve_template(None) == META_PROMPTS["instructzero"]
+    assert all("{demos}" in t for t in (*META_PROMPTS.values(), *CHAT_META_PROMPTS.values()))

@@ -57,6 +57,17 @@ CHAT_META_PROMPT = (
 """The user turn for a chat-tuned generator (soft tokens go at the start of the turn); its answer is pre-filled
 with `CHAT_ANSWER_PREFIX` so the continuation is the instruction itself."""
 
+CHAT_META_PROMPTS: dict[str, str] = {
+    "chat": CHAT_META_PROMPT,
+    "chat-minimal": (
+        "Here are input-output pairs.\n\n{demos}\n\n"
+        "What was the instruction? Answer with the instruction only, in one sentence."
+    ),
+}
+"""Named user turns for a chat generator. `chat` (the default) can be echoed back ("turn every input into its
+output."); `chat-minimal` drops that sentence and is echoed less, but scored no better on dev in the screen in
+benchmarks/README.md ("Chat meta-prompt screen"), so the default stays."""
+
 CHAT_ANSWER_PREFIX = "The instruction was to"
 
 _SOFT_MARKER = "\x00soft-tokens\x00"
@@ -71,10 +82,11 @@ def resolve_template(template: str | None) -> str:
         return DEFAULT_TEMPLATE
     if template in META_PROMPTS:
         return META_PROMPTS[template]
+    if template in CHAT_META_PROMPTS:
+        return CHAT_META_PROMPTS[template]
     if "{demos}" not in template:
-        raise ConfigError(
-            f"generator template must be one of {', '.join(META_PROMPTS)} or contain '{{demos}}', got {template!r}"
-        )
+        presets = ", ".join([*META_PROMPTS, *CHAT_META_PROMPTS])
+        raise ConfigError(f"generator template must be one of {presets} or contain '{{demos}}', got {template!r}")
     return template
 
 
