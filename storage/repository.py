@@ -44,9 +44,9 @@ from instructzero.storage.records import (
     Run,
     instruction_hash,
 )
-from instructzero.storage.session import display_url, one_line, open_engine, session_scope, upgrade_store
+from instructzero.storage.session import display_url, one_line, open_engine, session_scope
 
-__all__ = ["RunStore", "instruction_hash", "upgrade_store"]
+__all__ = ["RunStore"]
 
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
 DEFAULT_LEASE_TIMEOUT_S = 60.0

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, inspect, text
 import instructzero.storage.session as session_mod
 from instructzero.storage.errors import StoreError
 from instructzero.storage.models import Base
-from instructzero.storage.repository import RunStore, upgrade_store
-from instructzero.storage.session import downgrade_store, head_revision, normalize_url, store_revision
+from instructzero.storage.repository import RunStore
+from instructzero.storage.session import downgrade_store, head_revision, normalize_url, store_revision, upgrade_store
 from tests.plugins.store import populate
 from tests.test_repository import counts
 

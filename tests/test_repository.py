@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from instructzero.storage.errors import RunNotFoundError, StoreError
-from instructzero.storage.records import BlackBoxCall, Candidate, Dataset, Run
-from instructzero.storage.repository import RunStore, instruction_hash
+from instructzero.storage.records import BlackBoxCall, Candidate, Dataset, Run, instruction_hash
+from instructzero.storage.repository import RunStore
 from instructzero.storage.session import normalize_url
 from tests.plugins.store import make_candidate, make_evaluation, populate
 
