@@ -1,8 +1,8 @@
 """SQLAlchemy 2.0 ORM models of the store (schema revision `0002_run_lease`).
 
 Plural snake_case tables, named constraints (naming convention below). Every change here needs a new Alembic
-revision in `storage/migrations/versions/`; `tests/test_migrations.py` checks that the migrations and these models
-agree.
+revision in `storage/migrations/versions/`; `tests/storage/test_migrations.py` checks that the migrations and
+these models agree.
 """
 
 from __future__ import annotations

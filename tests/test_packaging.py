@@ -26,6 +26,18 @@ def test_every_source_folder_is_an_installed_package() -> None:
     assert set(setuptools["packages"]) == expected
 
 
+def test_a_modules_tests_sit_under_its_folders_path() -> None:
+    """tests/<folder>/test_<name>.py for a module in <folder>/: a reader finds the tests from the code's path."""
+    tests = REPO / "tests"
+    misplaced = [
+        str(path.relative_to(tests))
+        for path in tests.rglob("test_*.py")
+        if path.parent != tests and not (REPO / path.parent.relative_to(tests)).is_dir()
+    ]
+    assert misplaced == []
+    assert {p.name for p in tests.glob("test_*.py")} == {"test_packaging.py"}  # only the whole package's own
+
+
 def _user_project(tmp_path: Path) -> Path:
     """A working directory like many users': its own tasks.py (Prefect, Celery, invoke), flows.py, storage.py ..."""
     for name in FOLDERS:

@@ -63,8 +63,8 @@ TOKENIZER_FAMILY: dict[str, str] = {
     PACKAGED_QWEN_05B: "qwen2.5",
     PACKAGED_QWEN_15B: "qwen2.5",
 }
-"""Packaged models that share one tokenizer (Qwen2.5's 0.5B and 1.5B: one vocabulary; tests/test_model_assets.py
-compares them where both are installed)."""
+"""Packaged models that share one tokenizer (Qwen2.5's 0.5B and 1.5B: one vocabulary;
+tests/tasks/generation/test_model_assets.py compares them where both are installed)."""
 
 
 def same_tokenizer(a: str, b: str) -> bool:

@@ -22,8 +22,8 @@ from instructzero.flows.params import (
     config_options,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "recorded_config.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "recorded_config.json").read_text())
 
 
 @pytest.fixture(autouse=True)

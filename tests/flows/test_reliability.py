@@ -30,7 +30,7 @@ from tests.plugins.store import SoftPromptVector
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------------ helpers

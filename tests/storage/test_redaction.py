@@ -109,7 +109,7 @@ def test_printable_escapes_controls_and_bidi_overrides() -> None:
 def test_runs_and_sql_tables_print_no_raw_control_characters(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     from instructzero.flows.cli import main
     from instructzero.storage.repository import RunStore
-    from tests.test_repository import new_run
+    from tests.storage.test_repository import new_run
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     with RunStore(url) as store:

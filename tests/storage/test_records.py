@@ -10,7 +10,7 @@ import pytest
 
 from instructzero.storage.records import BlackBoxCall, Candidate, Evaluation, Example, ExampleScore, instruction_hash
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _imported(folder: str) -> dict[str, set[str]]:

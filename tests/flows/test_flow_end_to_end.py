@@ -1,7 +1,7 @@
 """End to end on real parts: the default packaged models (Qwen2.5-Coder-0.5B-Instruct as the generator, and as the
 chat black box behind a real local OpenAI-compatible HTTP server), a real SQLite store, the real Prefect flow with
 its baseline report, then the same run re-run by name. (Kill -9 and resume on real processes:
-tests/test_reliability.py, tests/test_run_lease.py and tests/test_interrupts.py.)
+tests/flows/test_reliability.py, tests/storage/test_run_lease.py and tests/flows/test_interrupts.py.)
 """
 
 from __future__ import annotations

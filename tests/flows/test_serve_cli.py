@@ -15,7 +15,7 @@ import pytest
 
 from instructzero.flows.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_serve_help_names_the_command_and_the_rules(capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,7 +102,7 @@ def test_postgres_that_accepts_but_never_answers_fails_in_seconds(tmp_path) -> N
 
 
 # ------------------------------------------------------------------------------------------------ issue 17, section 4
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

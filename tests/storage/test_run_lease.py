@@ -20,7 +20,7 @@ from instructzero.storage.errors import RunExistsError, RunLeasedError
 from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_rows, tiny_run_args
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _new_run(store: RunStore, name: str, owner: str | None):

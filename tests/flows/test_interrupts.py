@@ -33,9 +33,9 @@ import pytest
 
 from instructzero.servers.faults import FaultConfig
 from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_args
-from tests.test_run_lease import _alive, _descendants, _wait_for
+from tests.storage.test_run_lease import _alive, _descendants, _wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LATENCY_S = 1.0  # each black-box answer; below instructzero.tasks.interrupts.STOP_GRACE_S, so what is in flight lands
 EXIT_WITHIN_S = 15.0  # from the signal to the exit, on a loaded 2-core machine
 

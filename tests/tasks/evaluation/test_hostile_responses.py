@@ -40,9 +40,9 @@ RUN_ID = "run-hostile"
 
 
 def settings(base_url: str, **kw: Any) -> BlackBoxSettings:
-    """Fast retries, a price so that cost is visible (as in tests/test_blackbox.py). The timeout is generous: on
-    two loaded cores a 2 s one fired before a malformed body arrived, so the error named the timeout instead; the
-    tests about hangs pass their own short one."""
+    """Fast retries, a price so that cost is visible (as in tests/tasks/evaluation/test_blackbox.py). The timeout is
+    generous: on two loaded cores a 2 s one fired before a malformed body arrived, so the error named the timeout
+    instead; the tests about hangs pass their own short one."""
     defaults: dict[str, Any] = dict(
         model=MODEL,
         api_key_env="INSTRUCTZERO_TEST_HOSTILE_KEY",

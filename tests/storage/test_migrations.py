@@ -16,7 +16,7 @@ from instructzero.storage.models import Base
 from instructzero.storage.repository import RunStore
 from instructzero.storage.session import downgrade_store, head_revision, normalize_url, store_revision, upgrade_store
 from tests.plugins.store import populate
-from tests.test_repository import counts
+from tests.storage.test_repository import counts
 
 OUR_TABLES = set(Base.metadata.tables)
 

@@ -23,7 +23,7 @@ from instructzero.flows.deploy import load_definitions, to_deployments
 from instructzero.storage.repository import RunStore
 from tests.plugins.prefect import store_integrity_problems, tiny_run_overrides
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
