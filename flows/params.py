@@ -18,18 +18,19 @@ from __future__ import annotations
 import os
 import platform
 import reprlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind
 from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks.config_flag import FROZEN, Flag
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.evaluation.answer_length import answer_token_cap
@@ -39,10 +40,9 @@ from instructzero.tasks.evaluation.normalization import AUTO, Normalization, par
 from instructzero.tasks.evaluation.pricing import Prices, resolve_prices
 from instructzero.tasks.generation.model_assets import (
     DEFAULT_BLACK_BOX,
-    DEFAULT_GENERATOR,
-    PACKAGED_MODELS,
     default_cache_dir,
 )
+from instructzero.tasks.generation.settings import GeneratorSettings
 from instructzero.tasks.optimisation.registry import (
     AcquisitionName,
     KernelName,
@@ -56,10 +56,6 @@ if TYPE_CHECKING:  # imported where used (as are storage.session's helpers): `in
     # from this module, and openai, SQLAlchemy and Alembic would more than double its start-up time
     from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
     from instructzero.tasks.prefect_tasks import GeneratorSpec
-
-# allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
-# without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
-_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 DEFAULT_STORE_URL = "sqlite:///instructzero.db"
 """A SQLite file in the working directory; any SQLAlchemy URL (PostgreSQL for teams) works."""
@@ -79,35 +75,10 @@ RECORDED_PACKAGES = (
 )
 
 
-@dataclass(frozen=True)
-class Flag:
-    """The command-line flag of a config field, declared on the field so that the field is the one place of a knob:
-    `n_soft_tokens: Annotated[int, Flag("--soft-tokens", int)] = Field(5, ge=1, description="...")`.
-
-    `instructzero.flows.cli` turns it into the argparse option: help from the field's description, default and
-    INSTRUCTZERO_* variable; choices from a `Literal`; a `bool` is a switch (a `--no-...` name turns it off, any
-    other turns it on); a `tuple` field is repeatable (`action="append"`)."""
-
-    name: str
-    """The flag, e.g. `--soft-tokens`; the argparse attribute is its name without `--` (and `no-`), `soft_tokens`."""
-    parse: Callable[[str], Any] | None = None
-    """argparse `type=` (a bad value is argparse's usage error); None: the text, which the model validates."""
-    metavar: str | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.name.removeprefix("--").removeprefix("no-").replace("-", "_")
-
-    @property
-    def negates(self) -> bool:
-        """A switch that stores False (`--no-empty-baseline`)."""
-        return self.name.startswith("--no-")
-
-
 class DataSettings(BaseModel):
     """Which task, where its files live, and how it is split (seeded by `RunConfig.seed`)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     task: Annotated[str, Flag("--task")] = Field(
         "sentiment",
         description="task name (see `instructzero tasks`: a built-in, instruction-induction or BIG-bench task) "
@@ -127,60 +98,6 @@ class DataSettings(BaseModel):
     )
 
 
-class GeneratorSettings(BaseModel):
-    """The open LLM that turns a soft prompt plus exemplars into an instruction."""
-
-    model_config = _FROZEN
-    model: Annotated[str, Flag("--generator")] = Field(
-        DEFAULT_GENERATOR,
-        description=f"generator model: a packaged one ({', '.join(PACKAGED_MODELS)}), a local folder, or an HF id "
-        "in the local cache",
-    )
-    n_soft_tokens: Annotated[int, Flag("--soft-tokens", int)] = Field(
-        5, ge=1, le=64, description="soft-token embeddings prepended to the generator's prompt (after BOS)"
-    )
-    intrinsic_dim: Annotated[int, Flag("--intrinsic-dim", int)] = Field(
-        10,
-        ge=1,
-        le=1024,
-        description="dimension d of the searched soft prompt z in [-1, 1]^d, projected to the soft tokens by a "
-        "fixed random matrix",
-    )
-    max_new_tokens: Annotated[int, Flag("--max-new-tokens", int)] = Field(
-        32, ge=4, le=512, description="length cap of a generated instruction, in generator tokens"
-    )
-    batch_size: Annotated[int, Flag("--generator-batch", int)] = Field(
-        8, ge=1, le=512, description="soft prompts generated in one padded batch"
-    )
-    device: Annotated[str | None, Flag("--device")] = Field(
-        None,
-        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
-        description="cpu, cuda, cuda:1 ... or mps; unset: CUDA when present, else CPU",
-    )
-    template: Annotated[str | None, Flag("--meta-prompt")] = Field(
-        None,
-        description="generator prompt: a preset (base models: instructzero, ape, task; chat models: chat, "
-        "chat-minimal) or text with {demos}; unset: instructzero, or chat for a chat model",
-    )
-    soft_scale: Annotated[float, Flag("--soft-scale", float)] = Field(
-        1.0, gt=0.0, le=16.0, description="strength of the soft tokens (1 = the spread of real embeddings)"
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _check_template(cls, template: str | None) -> str | None:
-        """A bad meta prompt (`--meta-prompt ''`) is refused with the config, not after Prefect has started and the
-        model has loaded (the generator module, torch with it, is imported only when a template is given)."""
-        if template is not None:
-            from instructzero.tasks.generation.generator import resolve_template
-
-            try:
-                resolve_template(template)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return template
-
-
 EMBEDDED_TIMEOUT_S = 600.0
 """Per-request timeout for the embedded local black box (at least this; a remote API keeps `timeout_s`)."""
 
@@ -188,7 +105,7 @@ EMBEDDED_TIMEOUT_S = 600.0
 class BlackBoxConfig(BaseModel):
     """The black-box LLM that scores instructions zero-shot. The API key itself is never stored: only its env var."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     base_url: Annotated[str | None, Flag("--black-box-url")] = Field(
         None,
         description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1; unset: the packaged chat model "
@@ -345,7 +262,7 @@ class ScoringSettings(BaseModel):
     """How each answer is scored. The defaults are the scores every stored run has: the task's own metric, after
     the instruction-induction normalisation (which lower-cases: a task about case needs `no-lowercase`)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     metric: Annotated[str, Flag("--metric", metavar="NAME")] = Field(
         "auto",
         description="how an answer is scored: auto (the task's own: metric_for_task, exact_match but for a few "
@@ -381,7 +298,7 @@ class ScoringSettings(BaseModel):
 class ReportSettings(BaseModel):
     """What the found instruction is compared with on the same test examples, and how."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     baselines: Annotated[tuple[str, ...], Flag("--baseline-instruction", metavar="TEXT")] = Field(
         (), description="your current instruction, scored on the same test examples as the found one (repeatable)"
     )
@@ -398,7 +315,7 @@ class BOSettings(BaseModel):
     """The search over z in [-1, 1]^d. strategy, kernel, similarity, acquisition and optimizer are names in the
     registries of `instructzero.tasks.optimisation.registry` (their choices are its keys)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     strategy: Annotated[StrategyName, Flag("--strategy")] = Field(
         "bo", description="search strategy: bo (a GP and its acquisition) or uniform (random soft prompts, no GP)"
     )
@@ -451,7 +368,7 @@ class BOSettings(BaseModel):
 class BudgetSettings(BaseModel):
     """Spend limits (unset: unlimited). Not part of a run's identity: `resume --max-cost` raises them."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     max_cost_usd: Annotated[float | None, Flag("--max-cost", metavar="USD")] = Field(
         None, ge=0.0, description="most USD the run may spend on the black box"
     )
@@ -538,23 +455,12 @@ class RunConfig(BaseSettings):
         return self.model_dump(mode="json", exclude={"cache_dir"})
 
     def generator_spec(self) -> GeneratorSpec:
-        """The generator as the tasks load it: one hashable spec (it keys the per-process model cache), built here
-        only, so every caller loads the same model the run records."""
+        """The generator as the tasks load it: its settings plus the run's cache folder and seed (one hashable
+        spec; it keys the per-process model cache), built here only, so every caller loads the model the run
+        records."""
         from instructzero.tasks.prefect_tasks import GeneratorSpec
 
-        g = self.generator
-        return GeneratorSpec(
-            model=g.model,
-            cache_dir=str(self.cache_dir),
-            n_soft_tokens=g.n_soft_tokens,
-            intrinsic_dim=g.intrinsic_dim,
-            projection_seed=self.seed,
-            max_new_tokens=g.max_new_tokens,
-            device=g.device,
-            template=g.template,
-            batch_size=g.batch_size,
-            soft_scale=g.soft_scale,
-        )
+        return GeneratorSpec(self.generator, cache_dir=str(self.cache_dir), projection_seed=self.seed)
 
     def reproducibility_key(self) -> dict[str, Any]:
         """The settings that must match for a run to be resumed under the same name."""

@@ -34,6 +34,7 @@ from instructzero.tasks.evaluation.blackbox import (
 )
 from instructzero.tasks.evaluation.metrics import MetricName, Scorer
 from instructzero.tasks.generation.generator import CLEANING_VERSION, InstructionGenerator
+from instructzero.tasks.generation.settings import GeneratorSettings
 from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.load_once import load_once
 from instructzero.tasks.optimisation.proposer import History, Known, Proposal, Proposer
@@ -75,30 +76,33 @@ def load_generator(
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Hashable description of the generator (what `load_generator` takes)."""
+    """The generator a run loads: its settings (the config's own section, not a copy) plus what the run decides,
+    the model cache folder and the projection's seed. Hashable; what `load_generator` takes."""
 
-    model: str
+    settings: GeneratorSettings
     cache_dir: str
-    n_soft_tokens: int
-    intrinsic_dim: int
     projection_seed: int
-    max_new_tokens: int
-    device: str | None
-    template: str | None
-    batch_size: int
-    soft_scale: float = 1.0
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
 
     def load(self) -> InstructionGenerator:
+        g = self.settings
         return load_generator(
-            self.model,
+            g.model,
             self.cache_dir,
-            self.n_soft_tokens,
-            self.intrinsic_dim,
+            g.n_soft_tokens,
+            g.intrinsic_dim,
             self.projection_seed,
-            self.max_new_tokens,
-            self.device,
-            self.template,
-            self.soft_scale,
+            g.max_new_tokens,
+            g.device,
+            g.template,
+            g.soft_scale,
         )
 
 

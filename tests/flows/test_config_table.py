@@ -14,13 +14,9 @@ import pytest
 from pydantic import Field
 
 from instructzero.flows.cli import _nested_overrides, add_config_flags, build_parser, main
-from instructzero.flows.params import (
-    Flag,
-    GeneratorSettings,
-    RunConfig,
-    build_config,
-    config_options,
-)
+from instructzero.flows.params import RunConfig, build_config, config_options
+from instructzero.tasks.config_flag import Flag
+from instructzero.tasks.generation.settings import GeneratorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "recorded_config.json").read_text())

@@ -10,23 +10,24 @@ import pytest
 
 import instructzero.tasks.prefect_tasks as pt
 from instructzero.storage.records import Example
+from instructzero.tasks.generation.settings import GeneratorSettings
 
 EXEMPLARS = (Example("e0", "hot", ("cold",)), Example("e1", "big", ("small",)))
 
 
 @pytest.fixture(scope="module")
 def spec(tiny_generator_dir: Path) -> pt.GeneratorSpec:
-    return pt.GeneratorSpec(
-        model=str(tiny_generator_dir),
-        cache_dir=str(tiny_generator_dir),
-        n_soft_tokens=2,
-        intrinsic_dim=3,
-        projection_seed=0,
-        max_new_tokens=4,
-        device="cpu",
-        template=None,
-        batch_size=2,
+    settings = GeneratorSettings(
+        model=str(tiny_generator_dir), n_soft_tokens=2, intrinsic_dim=3, max_new_tokens=4, device="cpu", batch_size=2
     )
+    return pt.GeneratorSpec(settings, cache_dir=str(tiny_generator_dir), projection_seed=0)
+
+
+def _changed(spec: pt.GeneratorSpec, **change: object) -> pt.GeneratorSpec:
+    """`spec` with one setting changed: the run's own (the seed) or the generator section's."""
+    if "projection_seed" in change:
+        return dataclasses.replace(spec, **change)  # type: ignore[arg-type]
+    return dataclasses.replace(spec, settings=spec.settings.model_copy(update=change))
 
 
 Z = np.array([[0.1, -0.2, 0.3]])
@@ -38,7 +39,7 @@ Z = np.array([[0.1, -0.2, 0.3]])
     ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}",
 )
 def test_each_generator_setting_flips_the_key(spec: pt.GeneratorSpec, change: dict) -> None:
-    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, **change)) != pt.generation_key(Z, EXEMPLARS, spec)
+    assert pt.generation_key(Z, EXEMPLARS, _changed(spec, **change)) != pt.generation_key(Z, EXEMPLARS, spec)
 
 
 def test_inputs_and_code_version_flip_the_key(spec: pt.GeneratorSpec, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,5 +54,5 @@ def test_inputs_and_code_version_flip_the_key(spec: pt.GeneratorSpec, monkeypatc
 def test_the_batch_size_and_example_ids_do_not_change_the_key(spec: pt.GeneratorSpec) -> None:
     """Outputs do not depend on how soft prompts are batched, nor on the exemplars' ids."""
     key = pt.generation_key(Z, EXEMPLARS, spec)
-    assert pt.generation_key(Z, EXEMPLARS, dataclasses.replace(spec, batch_size=7)) == key
+    assert pt.generation_key(Z, EXEMPLARS, _changed(spec, batch_size=7)) == key
     assert pt.generation_key(Z, tuple(dataclasses.replace(e, id=e.id + "x") for e in EXEMPLARS), spec) == key

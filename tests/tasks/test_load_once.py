@@ -48,20 +48,14 @@ def test_a_failed_load_is_not_cached_and_the_oldest_result_is_evicted() -> None:
 
 
 def test_the_real_generator_loads_once_for_concurrent_callers(tiny_generator_dir: Path, tmp_path: Path) -> None:
+    from instructzero.tasks.generation.settings import GeneratorSettings
     from instructzero.tasks.prefect_tasks import GeneratorSpec, load_generator
 
     load_generator.cache_clear()
-    spec = GeneratorSpec(
-        model=str(tiny_generator_dir),
-        cache_dir=str(tmp_path),
-        n_soft_tokens=2,
-        intrinsic_dim=4,
-        projection_seed=0,
-        max_new_tokens=4,
-        device="cpu",
-        template=None,
-        batch_size=2,
+    settings = GeneratorSettings(
+        model=str(tiny_generator_dir), n_soft_tokens=2, intrinsic_dim=4, max_new_tokens=4, device="cpu", batch_size=2
     )
+    spec = GeneratorSpec(settings, cache_dir=str(tmp_path), projection_seed=0)
     barrier = threading.Barrier(4)
 
     def load() -> object:
