@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from instructzero.storage.errors import RunExistsError
 from instructzero.storage.lease import RunLease
 from instructzero.storage.records import Evaluation, Run
+from instructzero.storage.repository import RunStore
 from instructzero.tasks import interrupts
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import BlackBoxError, ConfigError
@@ -109,9 +110,8 @@ def black_box_endpoint(settings: BlackBoxConfig) -> Iterator[str]:
         yield endpoint.base_url
 
 
-def _resolve_run(config: RunConfig, resume_run_id: str | None) -> Run | None:
+def _resolve_run(config: RunConfig, store: RunStore, resume_run_id: str | None) -> Run | None:
     """The run to continue, if any: an explicit id, or an unfinished run with the same name and settings."""
-    store = open_store(config.store_url)
     if resume_run_id:
         return store.get_run(resume_run_id)
     return same_name_run(config)
@@ -162,10 +162,11 @@ def instructzero_flow(config: RunConfig, resume_run_id: str | None = None) -> Ru
 
 def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease) -> RunSummary:
     logger = get_run_logger()
-    existing = _resolve_run(config, resume_run_id)
+    store = lease.store  # the run's one store handle, from here down
+    existing = _resolve_run(config, store, resume_run_id)
     if existing is not None and existing.status == "completed":  # nothing to do: re-running must not rewrite it
         logger.info("run %s (%s) is already complete: nothing re-run", existing.name, existing.id)
-        return stored_summary(config, existing)
+        return stored_summary(config, store, existing)
     if existing is not None:  # fail fast, before loading anything, while another process holds it
         existing = lease.claim(existing.id)
     data, splits = load_task_data(
@@ -176,7 +177,6 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         n_test=config.data.n_test,
         seed=config.seed,
     )
-    store = open_store(config.store_url)
     spec = config.generator_spec()
     generator = spec.load()
     # a safe point: nothing new written yet (a resumed run keeps its stored status)
@@ -202,7 +202,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
                 )
             )
         except RunExistsError:  # another process created it a moment ago: it holds it, or it went stale
-            found = _resolve_run(config, None)
+            found = _resolve_run(config, store, None)
             if found is None:
                 raise
             existing = lease.claim(found.id)
@@ -214,7 +214,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
             raise ConfigError(f"generator projection of run {run.id} differs from the stored one: cannot resume")
     store.set_run_status(run.id, "running", prefect_flow_run_id=flow_run.get_id())
     try:
-        summary = _search(config, run, config.scoring.scorer(data.metric), splits, spec)
+        summary = _search(config, store, run, config.scoring.scorer(data.metric), splits, spec)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
         store.set_run_status(run.id, status, error=f"{type(exc).__name__}: {exc}")
@@ -244,9 +244,10 @@ def _failed_note(exc: BlackBoxError, run: Run) -> str:
     return f"run {run.id} stored as failed; the model and request settings are part of it: start a new run"
 
 
-def _search(config: RunConfig, run: Run, metric: Scorer, splits: Splits, spec: GeneratorSpec) -> RunSummary:
+def _search(
+    config: RunConfig, store: RunStore, run: Run, metric: Scorer, splits: Splits, spec: GeneratorSpec
+) -> RunSummary:
     """The iterations, then the final test evaluation. Reads top to bottom like the algorithm."""
-    store = open_store(config.store_url)
     bo = config.bo
     dev_ids = tuple(e.id for e in splits.dev)
     history = store.load_candidates(run.id)
@@ -339,7 +340,7 @@ def _search(config: RunConfig, run: Run, metric: Scorer, splits: Splits, spec: G
         best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
         interrupts.check("before the test report")
         rows, test, test_note = _budgeted_test_report(
-            config, run, best.instruction, metric, splits, settings, budget, stopped is not None
+            config, store, run, best.instruction, metric, splits, settings, budget, stopped is not None
         )
         store.record_metrics(run.id, _spend_metrics(budget.spent()), step=-1)
     if stopped is None and test_note:  # the search finished, the full test report did not fit
@@ -360,12 +361,12 @@ def _search(config: RunConfig, run: Run, metric: Scorer, splits: Splits, spec: G
         comparison=tuple(rows),
         confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {config.black_box.base_url or f'embedded {settings.endpoint_id}'}",
-        answered_calls=sum(e.n_calls for e in open_store(config.store_url).load_evaluations(run.id)),
+        answered_calls=sum(e.n_calls for e in store.load_evaluations(run.id)),
         stopped=stopped,
         test_note=test_note,
         spent=budget.spent(),
         limits=budget.describe() if budget.limits.any else "",
-        usd_per_1k_calls=tuple(_per_1k(config, run.id, rows)),
+        usd_per_1k_calls=tuple(_per_1k(store, run.id, rows)),
     )
 
 
@@ -389,11 +390,11 @@ def _generate_task(splits: Splits, spec: GeneratorSpec, iteration: int) -> Calla
     return generate
 
 
-def stored_summary(config: RunConfig, run: Run) -> RunSummary:
+def stored_summary(config: RunConfig, store: RunStore, run: Run) -> RunSummary:
     """A completed run's summary read back from the store (nothing sent, nothing written, nothing paid by this call).
 
     The best is the candidate the run scored on test (its reported instruction); the paired rows stay in the store."""
-    history = open_store(config.store_url).load_candidates(run.id)
+    history = store.load_candidates(run.id)
     tested = [c for c in history if c.test_score is not None]
     best = best_candidate(tested or history)
     ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
@@ -422,8 +423,8 @@ def _closed_on_error(bar: tqdm) -> Iterator[None]:
         raise
 
 
-def _per_1k(config: RunConfig, run_id: str, rows) -> list[float]:
-    values = {m.key: m.value for m in open_store(config.store_url).load_metrics(run_id)}
+def _per_1k(store: RunStore, run_id: str, rows: Sequence[ComparisonRow]) -> list[float]:
+    values = {m.key: m.value for m in store.load_metrics(run_id)}
     return [values.get(f"report.{r.label}.usd_per_1k_calls", 0.0) for r in rows]
 
 
@@ -439,6 +440,7 @@ def _spend_metrics(spent: Usage) -> dict[str, float]:
 
 def _budgeted_test_report(
     config: RunConfig,
+    store: RunStore,
     run: Run,
     found: str,
     metric: Scorer,
@@ -454,12 +456,12 @@ def _budgeted_test_report(
     template = config.black_box.zero_shot
     spent, need, crossed = budget.check(prompts_for([found, *baselines.values()], splits.test, template))
     if not crossed:
-        rows, test = _test_report(config, run, found, metric, splits, settings)
+        rows, test = _test_report(config, store, run, found, metric, splits, settings)
         note = "best-so-far instruction and baselines scored on test (the budget allowed it)" if stopped else ""
         return rows, test, note
     alone_spent, alone, alone_crossed = budget.check(prompts_for([found], splits.test, template))
     if baselines and not alone_crossed:
-        rows, test = _test_report(config, run, found, metric, splits, settings, with_baselines=False)
+        rows, test = _test_report(config, store, run, found, metric, splits, settings, with_baselines=False)
         return (
             rows,
             test,
@@ -477,6 +479,7 @@ def _budgeted_test_report(
 
 def _test_report(
     config: RunConfig,
+    store: RunStore,
     run: Run,
     found: str,
     metric: Scorer,
@@ -509,7 +512,7 @@ def _test_report(
         confidence=config.report.confidence,
         seed=config.seed,
     )
-    prices, store = config.black_box.prices(), open_store(config.store_url)
+    prices = config.black_box.prices()
     per_1k = {
         f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(
             store, settings, text, splits.test, config.black_box.zero_shot, prices
