@@ -457,6 +457,8 @@ def run_quality(
         for seed in s.seeds:
             splits = make_splits(data, n_exemplars=s.n_exemplars, n_dev=s.n_dev, n_test=s.n_test, seed=seed)
             examples = {e.id: e for e in (*splits.dev, *splits.test)}
+            scorer = _run_config(s, task, seed, s.methods[0], "").scoring.scorer(data.metric)
+            result.runs.append(constant_answer_run(data.name, seed, splits.test, scorer))
             for method in s.methods:
                 how = METHODS[method]
                 name = run_name(suite, data.name, method, seed)
@@ -540,6 +542,35 @@ def run_quality(
     if report_only:  # what the runs took when they ran, not the read-back
         result.wall_s = sum(r.wall_s for r in result.runs if r.status == "completed")
     return result
+
+
+CONSTANT = "constant"
+"""The reference row of every task and seed: the best single fixed answer on its test examples (no black-box call).
+A method that only reaches it fixed the answer format, not the task."""
+
+
+def constant_answer_run(task: str, seed: int, test: Sequence[Any], scorer: Any) -> MethodRun:
+    """The constant-answer reference as a method-run: chosen on the very test examples it is scored on, so it is
+    the ceiling of any constant predictor there (what the run report's `constant` row is)."""
+    from instructzero.tasks.evaluation.constant_answer import best_constant_answer
+
+    constant = best_constant_answer(test, scorer)
+    return MethodRun(
+        task=task,
+        method=CONSTANT,
+        seed=seed,
+        run_name=f"{CONSTANT}-{_slug(task)}-s{seed}",
+        run_id=None,
+        status="completed",
+        best_instruction=constant.label,
+        test_score=constant.rate,
+        test_examples=tuple((e.id, float(x)) for e, x in zip(test, constant.scores)),
+    )
+
+
+def with_constant(methods: Sequence[str], runs: Sequence[MethodRun]) -> list[str]:
+    """The report's columns: the methods, then the constant-answer reference where the result holds it."""
+    return [*methods, CONSTANT] if any(r.method == CONSTANT for r in runs) else list(methods)
 
 
 def summarize(runs: Sequence[MethodRun], methods: Sequence[str], tasks: Sequence[str]) -> dict[str, Any]:

@@ -9,14 +9,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from instructzero.benchmarks.quality import MethodRun, QualityResult, summarize
+from instructzero.benchmarks.quality import CONSTANT, MethodRun, QualityResult, summarize, with_constant
 from instructzero.benchmarks.speed import SpeedResult, gp_series
 from instructzero.storage.session import display_url
 from instructzero.tasks.evaluation.statistics import bootstrap_ci, holm, paired_test
 
 REFERENCE = "instructzero"  # the method the paired comparisons are about
-# the baselines, then the kernel ablations (is the coupled kernel better than the exploring one, than a plain Matern?)
-PAIRED_AGAINST = ("uniform", "ape", "empty", "instructzero-explore", "instructzero-matern")
+# the baselines, the constant-answer reference (a gain that only reaches it is a format fix), then the kernel
+# ablations (is the coupled kernel better than the exploring one, than a plain Matern?)
+PAIRED_AGAINST = ("uniform", "ape", "empty", CONSTANT, "instructzero-explore", "instructzero-matern")
 ALPHA = 0.05
 
 
@@ -39,7 +40,7 @@ def _file_slug(text: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ quality
 def quality_tables(q: QualityResult) -> str:
-    methods = list(q.settings["methods"])
+    methods = with_constant(q.settings["methods"], q.runs)
     tasks = list(dict.fromkeys(r.task for r in q.runs))
     summary = summarize(q.runs, methods, tasks)
     lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
@@ -77,7 +78,7 @@ def quality_tables(q: QualityResult) -> str:
     for task in tasks:
         for m in methods:
             rows = [r for r in q.runs if r.task == task and r.method == m and r.status == "completed"]
-            if not rows:
+            if not rows or m == CONSTANT:  # no black-box call
                 continue
             mean = lambda key, rows=rows: statistics.fmean(getattr(r, key) for r in rows)  # noqa: E731
             cost.append(
@@ -123,8 +124,9 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
     scored (same seed, same example), pooled over seeds, with a valid paired p-value (exact McNemar for 0/1
     scores, sign-flip permutation otherwise), its Holm adjustment over every task x method comparison of the
     report, and per-seed win/tie/loss of the test accuracies; over tasks: win/tie/loss by mean difference, and
-    how many differences are significant at `ALPHA` after Holm's adjustment."""
-    methods = list(q.settings["methods"])
+    how many differences are significant at `ALPHA` after Holm's adjustment. The constant-answer reference is one
+    more column and one more comparison."""
+    methods = with_constant(q.settings["methods"], q.runs)
     tasks = list(dict.fromkeys(r.task for r in q.runs))
     accuracy: dict[str, dict[str, Any]] = {}
     paired: dict[str, dict[str, Any]] = {}
@@ -186,7 +188,7 @@ def quality_statistics(q: QualityResult, *, n_boot: int = 10_000) -> dict[str, A
     cost = {}
     for m in methods:
         rows = [r for r in q.runs if r.method == m and r.status == "completed"]
-        if rows:
+        if rows and m != CONSTANT:
             cost[m] = {
                 "runs": len(rows),
                 "wall_s": statistics.fmean(r.wall_s for r in rows),
@@ -499,11 +501,11 @@ def write_report(
             quality_tables(quality),
         ]
         stats = quality_statistics(quality)
-        md += ["### Statistics", "", statistics_tables(stats, list(s["methods"]))]
+        md += ["### Statistics", "", statistics_tables(stats, with_constant(s["methods"], quality.runs))]
         for curve in plot_curves(quality, out_dir):
             md += [f"![{curve.stem}]({curve.name})", ""]
         md += reproduce_section(quality.suite, s["store_url"])
-        methods = list(s["methods"])
+        methods = with_constant(s["methods"], quality.runs)
         tasks = list(dict.fromkeys(r.task for r in quality.runs))
         results["quality"] = {
             "settings": s,

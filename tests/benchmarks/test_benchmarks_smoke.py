@@ -105,12 +105,18 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in results["quality"]["runs"]}
     assert {m: r["status"] for m, r in runs.items()} == dict.fromkeys(
-        ["instructzero", "instructzero-explore", "uniform", "ape", "manual", "empty"], "completed"
+        ["instructzero", "instructzero-explore", "uniform", "ape", "manual", "empty", "constant"], "completed"
     )
+    # the constant-answer reference: the best fixed answer on the same test examples, no black-box call
+    constant = runs.pop("constant")
+    assert constant["calls"] == 0 and constant["run_id"] is None and constant["best_instruction"].startswith("<always")
+    assert constant["test_score"] == sum(x for _, x in constant["test_examples"]) / 2
+    assert [i for i, _ in constant["test_examples"]] == [i for i, _ in runs["manual"]["test_examples"]]
+    assert "| task | instructzero | instructzero-explore | uniform | ape | manual | empty | constant |" in report
     stats = results["quality"]["statistics"]
     assert stats["accuracy"]["sum"]["manual"] == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 2}
     vs_manual_free = stats["paired"]["sum"]  # the baselines and the kernel ablation that ran
-    assert set(vs_manual_free) == {"uniform", "ape", "empty", "instructzero-explore"}
+    assert set(vs_manual_free) == {"uniform", "ape", "empty", "constant", "instructzero-explore"}
     assert all(c["n"] == 2 for c in vs_manual_free.values())
     assert all(0.0 < c["p"] <= c["p_holm"] <= 1.0 for c in vs_manual_free.values())
     assert stats["paired_overall"]["empty"]["tasks"] == 1
@@ -192,7 +198,8 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     )
     assert rc == 0
     again = json.loads((tmp_path / "again" / "results.json").read_text())
-    assert {r["run_id"] for r in again["quality"]["runs"]} <= {r["run_id"] for r in runs.values()}
+    reran = {r["run_id"] for r in again["quality"]["runs"] if r["method"] != "constant"}
+    assert reran <= {r["run_id"] for r in runs.values()}
 
     # --report-only: the same numbers read back, nothing run (no black box: there is no URL to reach), and a
     # method the suite never ran is reported as not run.
