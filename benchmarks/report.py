@@ -94,9 +94,7 @@ def quality_tables(q: QualityResult) -> str:
         "",
     ]
 
-    notes = sorted(
-        {f"- {r.task} / {r.method} (seed {r.seed}): {r.status}: {r.note}" for r in q.runs if r.status != "completed"}
-    )
+    notes = _grouped_notes(q.runs, list(q.settings["methods"]))
     if notes:
         out += ["Notes:", "", *notes, ""]
     best = ["| run | dev | test | best dev instruction |", "|---|---:|---:|---|"]
@@ -106,6 +104,23 @@ def quality_tables(q: QualityResult) -> str:
             best.append(f"| {r.run_name} | {_fmt(r.dev_score)} | {_fmt(r.test_score)} | {instr[:90]} |")
     out += ["<details><summary>Best instruction per run</summary>", "", *best, "", "</details>", ""]
     return "\n".join(out)
+
+
+def _grouped_notes(runs: list[MethodRun], methods: list[str]) -> list[str]:
+    """One line per reason a method-run did not complete, naming the task and seed cells it covers (a partial
+    suite read back with --report-only has dozens)."""
+    by_note: dict[str, dict[tuple[str, int], list[str]]] = {}
+    for r in runs:
+        if r.status != "completed":
+            by_note.setdefault(f"{r.status}: {r.note}", {}).setdefault((r.task, r.seed), []).append(r.method)
+    lines = []
+    for note, cells in sorted(by_note.items()):
+        named = [
+            f"{task} seed {seed} ({'every method' if len(ms) == len(methods) else ', '.join(ms)})"
+            for (task, seed), ms in sorted(cells.items())
+        ]
+        lines.append(f"- {note}: {sum(len(ms) for ms in cells.values())} method-runs: " + "; ".join(named))
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ statistics

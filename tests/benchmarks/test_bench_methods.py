@@ -68,7 +68,7 @@ def test_a_new_method_is_one_entry(
         max_new_tokens=4,
         suite="toy",
     )
-    [reference, run] = run_quality(settings, log=lambda line: None).runs  # the constant answer comes first
+    [run, reference] = run_quality(settings, log=lambda line: None).runs  # the constant answer after the methods
     assert reference.method == "constant" and reference.calls == 0
     assert (run.method, run.status, run.best_instruction, run.test_score) == ("toy", "completed", "Add them.", 1.0)
     stored = RunStore(store_url).find_run_by_name("bench-toy-sum-toy-s0")

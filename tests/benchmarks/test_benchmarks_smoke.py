@@ -247,6 +247,11 @@ def test_bench_one_command_writes_report_plots_and_store_runs(prefect_harness, t
     assert (
         read_back["instructzero-matern"]["status"] == "skipped" and read_back["instructzero-matern"]["run_id"] is None
     )
+    notes = (tmp_path / "read-back" / "report.md").read_text()
+    assert (
+        "- skipped: not completed in the store (--report-only): 1 method-runs: sum seed 0 (instructzero-matern)"
+        in notes
+    )
     for method in ("instructzero", "manual"):
         assert {k: read_back[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")} == {
             k: runs[method][k] for k in ("run_id", "test_score", "calls", "tokens", "test_examples")
