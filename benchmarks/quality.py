@@ -20,9 +20,13 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instructzero.tasks.generation.model_assets import DEFAULT_GENERATOR
+
+if TYPE_CHECKING:
+    from instructzero.storage.records import Example
+    from instructzero.tasks.evaluation.metrics import Scorer
 
 _FLOW_DEFAULT: Mapping[str, str] = {"strategy": "bo", "kernel": "coupled"}
 
@@ -537,7 +541,8 @@ def run_quality(
                     )
                 result.runs.append(run)
             if any(r.task == data.name and r.seed == seed and r.status == "completed" for r in result.runs):
-                scorer = _run_config(s, task, seed, s.methods[0], "").scoring.scorer(data.metric)
+                # every method of this task and seed scores with the same settings: the last one's config serves
+                scorer = config.scoring.scorer(data.metric)
                 result.runs.append(constant_answer_run(data.name, seed, splits.test, scorer))
     result.wall_s = time.perf_counter() - start_all
     if report_only:  # what the runs took when they ran, not the read-back
@@ -550,7 +555,7 @@ CONSTANT = "constant"
 (no black-box call). A method that only reaches it fixed the answer format, not the task."""
 
 
-def constant_answer_run(task: str, seed: int, test: Sequence[Any], scorer: Any) -> MethodRun:
+def constant_answer_run(task: str, seed: int, test: Sequence[Example], scorer: Scorer) -> MethodRun:
     """The constant-answer reference as a method-run: chosen on the very test examples it is scored on, so it is
     the ceiling of any constant predictor there (what the run report's `constant` row is)."""
     from instructzero.tasks.evaluation.constant_answer import best_constant_answer
