@@ -12,13 +12,13 @@ All of them use the run's seeded splits and the same black box, template and set
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from instructzero.flows.params import same_settings
 from instructzero.storage.records import Candidate, Dataset, Example, Run
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits
@@ -103,29 +103,25 @@ def sample_instructions(
     return [clean_instruction(t) for t in texts[:n]]
 
 
-def same_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a stored run's config is the one wanted, ignoring what differs between invocations of the same
-    benchmark: the run name, the store URL and the black box's URL (a local endpoint gets a new port each time)."""
-
-    def comparable(config: dict[str, Any], *, endpoint_id: bool = True) -> dict[str, Any]:
-        out = json.loads(json.dumps(config, default=str))
-        for key in ("name", "store_url"):
-            out.pop(key, None)
-        out.get("black_box", {}).pop("base_url", None)
-        if not endpoint_id:
-            out.get("black_box", {}).pop("endpoint_id", None)
-        return out
-
-    # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
-    known = "endpoint_id" in recorded.get("black_box", {})
-    return comparable(recorded, endpoint_id=known) == comparable(wanted, endpoint_id=known)
+INVOCATION_FIELDS = ("name", "store_url", "black_box.base_url")
+"""What differs between invocations of the same benchmark cell: the run name, the store URL and the black box's URL
+(a local endpoint gets a new port each time; its `endpoint_id` names it)."""
 
 
 def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> Run | None:
     """The stored run of a benchmark cell (any status), None when there is none; ConfigError when the run of
     that name was made with other settings (the suite label must then change)."""
     run = store.find_run_by_name(name)
-    if run is not None and not same_settings(run.config, config):
+    # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
+    ignored = (
+        INVOCATION_FIELDS
+        if run is None or "endpoint_id" in run.config.get("black_box", {})
+        else (
+            *INVOCATION_FIELDS,
+            "black_box.endpoint_id",
+        )
+    )
+    if run is not None and not same_settings(run.config, config, ignore=ignored):
         from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")

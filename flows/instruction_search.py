@@ -23,7 +23,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from instructzero.flows import stop_signals
-from instructzero.flows.params import BlackBoxConfig, RunConfig, package_versions, with_recorded_defaults
+from instructzero.flows.params import (
+    RESUME_IGNORED,
+    BlackBoxConfig,
+    RunConfig,
+    package_versions,
+    same_settings,
+    with_recorded_defaults,
+)
 from instructzero.flows.search_artifacts import SearchArtifacts, publish_table
 from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from instructzero.storage.errors import RunExistsError
@@ -127,10 +134,7 @@ def same_name_run(config: RunConfig) -> Run | None:
     if existing is None:
         return None
     stored = with_recorded_defaults(existing.config)  # a run stored before a setting existed ran at its default
-    stored.pop("name", None)
-    stored.pop("store_url", None)
-    stored.pop("budget", None)
-    if stored != config.reproducibility_key():
+    if not same_settings(stored, config.reproducibility_key(), ignore=RESUME_IGNORED):
         raise ConfigError(
             f"a run named {config.name!r} already exists ({existing.id}) with different settings; "
             "use another --name or `instructzero resume` it"

@@ -15,6 +15,7 @@ place. `instructzero.flows.cli` generates the `run`/`estimate`/`resume` flags an
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import reprlib
@@ -97,6 +98,16 @@ class DataSettings(BaseModel):
         30, ge=1, le=100_000, description="examples of the final paired report only"
     )
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, data_dir: Path | None) -> Path | None:
+        """Recorded as an absolute path, so the run names its data wherever it is resumed or re-read from (a
+        relative `../shared/data` means another folder from another working directory)."""
+        return None if data_dir is None else Path(data_dir).expanduser().resolve()
+
+
+RESUME_IGNORED = ("name", "store_url", "budget")
+"""Recorded settings a run resumed under its name may change: the limits bound the spending, not the result."""
 
 EMBEDDED_TIMEOUT_S = 600.0
 """Per-request timeout for the embedded local black box (at least this; a remote API keeps `timeout_s`)."""
@@ -463,11 +474,11 @@ class RunConfig(BaseSettings):
         return GeneratorSpec(self.generator, cache_dir=str(self.cache_dir), projection_seed=self.seed)
 
     def reproducibility_key(self) -> dict[str, Any]:
-        """The settings that must match for a run to be resumed under the same name."""
+        """The settings that must match for a run to be resumed under the same name (`same_settings` compares
+        them, the data folder by where it is, not by how it is written)."""
         recorded = self.recorded()
-        recorded.pop("name", None)
-        recorded.pop("store_url", None)
-        recorded.pop("budget", None)  # limits bound the spending, not the result: a resume may raise them
+        for key in RESUME_IGNORED:
+            recorded.pop(key, None)
         return recorded
 
 
@@ -601,6 +612,29 @@ def _encodable(config: RunConfig) -> RunConfig:
 def config_from_record(recorded: dict[str, Any], **overrides: Any) -> RunConfig:
     """Rebuild the config a run was started with (for `resume`)."""
     return build_config(**{**with_recorded_defaults(recorded), **overrides})
+
+
+def same_settings(stored: dict[str, Any], wanted: dict[str, Any], *, ignore: Collection[str] = ()) -> bool:
+    """Whether a stored run's recorded config is the wanted one, ignoring the dotted keys in `ignore` (e.g.
+    "name", "black_box.base_url") and how the data folder is named: `../shared/data` recorded from one working
+    directory and `/work/shared/data` given from another are the same folder, so resuming from elsewhere is not
+    refused as "different settings". The one comparison behind `run`'s same-name check and the benchmarks' reuse."""
+
+    def key(config: dict[str, Any]) -> dict[str, Any]:
+        out = json.loads(json.dumps(config, default=str))
+        for dotted in ignore:
+            *parents, last = dotted.split(".")
+            section = out
+            for part in parents:
+                section = section.get(part, {}) if isinstance(section, dict) else {}
+            if isinstance(section, dict):
+                section.pop(last, None)
+        data = out.get("data")
+        if isinstance(data, dict) and data.get("data_dir"):
+            data["data_dir"] = str(Path(data["data_dir"]).expanduser().resolve())
+        return out
+
+    return key(stored) == key(wanted)
 
 
 def with_recorded_defaults(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -45,3 +45,21 @@ def test_client_settings_carry_the_run_settings() -> None:
 def test_package_versions_are_recorded() -> None:
     versions = package_versions()
     assert versions["torch"].startswith("2.13") and versions["prefect"] == "3.8.8"
+
+
+def test_same_settings_ignores_the_named_keys_and_how_the_data_folder_is_written(tmp_path, monkeypatch) -> None:
+    """Hand cases: a relative and an absolute name of one folder match; an ignored nested key may differ, any
+    other may not."""
+    from instructzero.flows.params import same_settings
+
+    monkeypatch.chdir(tmp_path)
+    stored = {"name": "a", "data": {"data_dir": "data", "n_dev": 5}, "black_box": {"base_url": "http://x:1/v1"}}
+    wanted = {"name": "b", "data": {"data_dir": str(tmp_path / "data"), "n_dev": 5}, "black_box": {"base_url": "y"}}
+    assert same_settings(stored, wanted, ignore=("name", "black_box.base_url"))
+    assert not same_settings(stored, wanted, ignore=("name",))
+    assert not same_settings(
+        stored, {**wanted, "data": {"data_dir": "elsewhere", "n_dev": 5}}, ignore=("name", "black_box.base_url")
+    )
+    assert not same_settings(
+        stored, {**wanted, "data": {"data_dir": "data", "n_dev": 6}}, ignore=("name", "black_box.base_url")
+    )

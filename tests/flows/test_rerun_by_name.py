@@ -12,8 +12,8 @@ from instructzero.tasks.data.splits import make_splits
 from instructzero.tasks.data.task_data import load_task
 
 
-def _stored_run(url: str, status: str) -> str:
-    config = build_config(name="nightly", store_url=url)
+def _stored_run(url: str, status: str, **data: object) -> str:
+    config = build_config(name="nightly", store_url=url, data=data)
     data = load_task(config.data.task, config.data.data_dir)
     splits = make_splits(
         data, n_exemplars=config.data.n_exemplars, n_dev=config.data.n_dev, n_test=config.data.n_test, seed=config.seed
@@ -61,3 +61,20 @@ def test_a_same_name_run_with_other_settings_is_refused_before_prefect(sqlite_ur
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0] and run_id in err[0] and "different settings" in err[0]
     assert RunStore(sqlite_url).get_run(run_id).status == "interrupted"
+
+
+def test_a_run_rerun_from_another_directory_is_the_same_run(sqlite_url, tmp_path, monkeypatch, no_prefect, capsys):
+    """The data folder named relatively where the run was made and absolutely from elsewhere later is one folder:
+    the completed run is found, not refused as "different settings" (the benchmarks' resume hit this); the same
+    relative name from another directory is another folder, and is refused."""
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    (tmp_path / "other" / "data").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    run_id = _stored_run(sqlite_url, "completed", data_dir="data")
+    monkeypatch.chdir(tmp_path / "other")
+
+    absolute = str(tmp_path / "work" / "data")
+    assert cli.main(["run", "--name", "nightly", "--store", sqlite_url, "--data-dir", absolute]) == 0
+    assert f"run 'nightly' ({run_id}) is already complete" in capsys.readouterr().out
+    assert cli.main(["run", "--name", "nightly", "--store", sqlite_url, "--data-dir", "data"]) == 2
+    assert "different settings" in capsys.readouterr().err
