@@ -112,16 +112,13 @@ def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> Run | No
     """The stored run of a benchmark cell (any status), None when there is none; ConfigError when the run of
     that name was made with other settings (the suite label must then change)."""
     run = store.find_run_by_name(name)
-    # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
-    ignored = (
-        INVOCATION_FIELDS
-        if run is None or "endpoint_id" in run.config.get("black_box", {})
-        else (
-            *INVOCATION_FIELDS,
-            "black_box.endpoint_id",
-        )
-    )
-    if run is not None and not same_settings(run.config, config, ignore=ignored):
+    if run is None:
+        return None
+    ignored: tuple[str, ...] = INVOCATION_FIELDS
+    if "endpoint_id" not in run.config.get("black_box", {}):
+        # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
+        ignored = (*INVOCATION_FIELDS, "black_box.endpoint_id")
+    if not same_settings(run.config, config, ignore=ignored):
         from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")
