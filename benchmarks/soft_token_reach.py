@@ -8,6 +8,9 @@ Sobol design give 2 distinct instructions, BO and uniform sampling find the same
 Each setting is META:N_SOFT_TOKENS:SCALE:POSITION, POSITION `start` (the soft tokens open the user turn, the
 generator's behaviour) or `answer` (right before the pre-filled "The instruction was to", next to where decoding
 starts). Generation only: nothing is scored, so it needs no black box; ~20 s per task and setting on 2 cores.
+
+`--pool N` (N > 5) lets z choose the exemplars as well: each soft prompt shows the 5 of N induce examples that a
+fixed random projection of z ranks highest (piecewise constant in z, as the soft prompt's own projection is linear).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", default=PACKAGED_QWEN_05B)
     parser.add_argument("--settings", default="chat:5:1:start,chat:5:1:answer")
     parser.add_argument("--n-prompts", type=int, default=20)
+    parser.add_argument("--pool", type=int, default=5, help="induce examples z chooses 5 from (5: fixed exemplars)")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else None
     defaults = RunConfig().generator  # everything but the setting's fields as a run has it
@@ -68,9 +72,17 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=defaults.max_new_tokens,
         )
         for name in args.tasks.split(","):
-            splits = make_splits(load_task(name, data_dir), n_exemplars=5, n_dev=10, n_test=1, seed=0)
+            splits = make_splits(load_task(name, data_dir), n_exemplars=args.pool, n_dev=10, n_test=1, seed=0)
             t0 = time.perf_counter()
-            counts = Counter(generator.generate(z, splits.exemplars, batch_size=defaults.batch_size))
+            if args.pool > 5:
+                ranks = z @ np.random.default_rng(0).standard_normal((defaults.intrinsic_dim, args.pool))
+                texts = [
+                    generator.generate(z[i : i + 1], [splits.exemplars[j] for j in np.argsort(-row)[:5]])[0]
+                    for i, row in enumerate(ranks)
+                ]
+            else:
+                texts = generator.generate(z, splits.exemplars, batch_size=defaults.batch_size)
+            counts = Counter(texts)
             top = [(text[:60], n) for text, n in counts.most_common(3)]
             print(
                 f"{setting:<22} {name:<18} distinct {len(counts):>2}/{len(z)} {time.perf_counter() - t0:5.1f} s  {top}",
