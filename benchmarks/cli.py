@@ -62,7 +62,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from instructzero.benchmarks.quality import METHODS
-    from instructzero.servers.local_endpoint import ENDPOINT_KINDS
+    from instructzero.tasks.evaluation.blackbox_settings import ENGINE_KINDS
 
     p = argparse.ArgumentParser(prog="instructzero bench", description=__doc__.splitlines()[0])
     p.add_argument("--quality", action="store_true", help="run the quality benchmark")
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--black-box-api", choices=["chat", "completions"], default=None)
     b.add_argument(
         "--endpoint",
-        choices=ENDPOINT_KINDS,
+        choices=ENGINE_KINDS,
         default="auto",
         help="local black box when no URL is given (auto: the transformers server, see benchmarks/README.md)",
     )
@@ -269,10 +269,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
         )
         task_data = check_quality_settings(QualitySettings(**common))  # a bad method or task fails before a model loads
         if args.report_only:
-            from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind, served_model
+            from instructzero.servers.local_endpoint import served_model
+            from instructzero.tasks.evaluation.blackbox_settings import local_endpoint_id, resolve_engine
 
             # the settings the runs were made with (what the local endpoint would serve); nothing is contacted
-            kind = resolve_kind(args.endpoint)
+            kind = resolve_engine(args.endpoint)
             served, api = served_model(kind)
             model = args.black_box_model or served
             settings = QualitySettings(

@@ -57,8 +57,8 @@ def timed(
 ) -> tuple[list[BlackBoxCall], float]:
     """Send `batch` once through the project's client (chat, greedy, no cache), after a short warm-up; the answers
     and the wall time of the batch alone."""
-    settings = BlackBoxSettings(
-        base_url=endpoint.base_url,
+    settings = BlackBoxSettings.at(
+        endpoint.base_url,
         model=endpoint.model,
         api="chat",
         max_tokens=max_tokens,

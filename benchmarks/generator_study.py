@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for task_name in args.tasks.split(","):
             task = load_task(task_name, data_dir)
             splits = make_splits(task, n_exemplars=args.n_exemplars, n_dev=args.n_dev, n_test=1, seed=0)
-            client = BlackBoxClient(bb.settings_for_splits(ep.base_url, splits), cache=cache)
+            client = BlackBoxClient(bb.client_settings(ep.base_url, answers=splits.answers()), cache=cache)
             references = ["", *task.human_instructions[:1]]
             t0 = time.perf_counter()
             ref_scores = [

@@ -465,7 +465,7 @@ def run_quality(
                 how = METHODS[method]
                 name = run_name(suite, data.name, method, seed)
                 config = _run_config(s, task, seed, method, name)
-                settings = config.black_box.settings_for_splits(config.black_box.base_url, splits)
+                settings = config.black_box.client_settings(config.black_box.base_url, answers=splits.answers())
                 template = config.black_box.zero_shot  # the run's template and instruction role
                 note = how.cannot_run(data)
                 if note:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             if not task.human_instructions:
                 continue
             splits = make_splits(task, n_exemplars=5, n_dev=args.n, n_test=1, seed=0)
-            settings = config.settings_for_splits(ep.base_url, splits)
+            settings = config.client_settings(ep.base_url, answers=splits.answers())
             client = BlackBoxClient(settings)
             human = task.human_instructions[0]
             empty_ev, human_ev = evaluate_instructions(

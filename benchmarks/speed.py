@@ -64,8 +64,8 @@ def measure_throughput(n_requests: int, concurrency: int, latency_s: float) -> d
 
         def timed(c: int, tag: str) -> float:
             client = BlackBoxClient(
-                BlackBoxSettings(
-                    base_url=endpoint.base_url, model=endpoint.model, api="completions", concurrency=c, max_tokens=8
+                BlackBoxSettings.at(
+                    endpoint.base_url, model=endpoint.model, api="completions", concurrency=c, max_tokens=8
                 )
             )
             prompts = [f"Instruction: add\n\nInput: {tag} {i} {i + 1}\nOutput:" for i in range(n_requests)]
@@ -154,14 +154,7 @@ def plain_loop(config: Any) -> float:
     from instructzero.tasks.optimisation.proposer import ProposerContext, make_proposer
     from instructzero.tasks.optimisation.selection import best_candidate
 
-    data, splits = pt.load_task_data.fn(
-        config.data.task,
-        config.data.data_dir,
-        n_exemplars=config.data.n_exemplars,
-        n_dev=config.data.n_dev,
-        n_test=config.data.n_test,
-        seed=config.seed,
-    )
+    data, splits = pt.load_task_data.fn(config.data, config.seed)
     spec = config.generator_spec()  # the flow's own (this copy had lost soft_scale)
     generator = spec.load()
     store = pt.open_store(config.store_url)

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from instructzero.flows import stop_signals
 from instructzero.flows.params import (
     RESUME_IGNORED,
-    BlackBoxConfig,
     RunConfig,
     package_versions,
     same_settings,
@@ -41,13 +40,13 @@ from instructzero.tasks import interrupts
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import BlackBoxError, ConfigError
 from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+from instructzero.tasks.evaluation.blackbox_settings import BlackBoxConfig
 from instructzero.tasks.evaluation.budget import Budget, Usage
 from instructzero.tasks.evaluation.comparison import (
     CONSTANT,
     FOUND,
     ComparisonRow,
     ScoredInstruction,
-    baseline_labels,
     compare,
     comparison_metrics,
     comparison_table,
@@ -173,14 +172,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
         return stored_summary(config, store, existing)
     if existing is not None:  # fail fast, before loading anything, while another process holds it
         existing = lease.claim(existing.id)
-    data, splits = load_task_data(
-        config.data.task,
-        config.data.data_dir,
-        n_exemplars=config.data.n_exemplars,
-        n_dev=config.data.n_dev,
-        n_test=config.data.n_test,
-        seed=config.seed,
-    )
+    data, splits = load_task_data(config.data, config.seed)
     spec = config.generator_spec()
     generator = spec.load()
     # a safe point: nothing new written yet (a resumed run keeps its stored status)
@@ -277,12 +269,7 @@ def _search(
     artifacts.search(history)  # a resumed run: what is recorded so far
     bar = tqdm(total=n_steps, initial=len(done), desc=f"instructzero {run.name}", unit="step")
     with _closed_on_error(bar), black_box_endpoint(config.black_box) as base_url:
-        settings = config.black_box.settings_for_splits(
-            base_url,
-            splits,
-            requests_per_minute=config.budget.requests_per_minute,
-            tokens_per_minute=config.budget.tokens_per_minute,
-        )
+        settings = config.black_box_settings(base_url, splits)
         budget = make_budget(config, store, run.id, settings, settings.max_tokens)
         stopped: str | None = None
         if budget.limits.any:
@@ -318,9 +305,7 @@ def _search(
             evaluations = evaluate_batch(
                 instructions, splits.dev, metric, config.black_box.zero_shot, settings, config.store_url, run.id
             )
-            history = record_iteration(
-                config.store_url, run.id, proposal, instructions, evaluations, config.black_box.model
-            )
+            history = record_iteration(config.store_url, run.id, proposal, instructions, evaluations, settings.model)
             store.record_metrics(
                 run.id,
                 {  # the iteration's metrics, in one transaction
@@ -456,8 +441,8 @@ def _budgeted_test_report(
     """The test report if the remaining budget allows it; else the found instruction alone; else nothing.
 
     Returns (rows, the found instruction's test evaluation or None, a note saying which)."""
-    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline)
-    template = config.black_box.zero_shot
+    baselines = config.report.labelled_baselines()
+    template = settings.config.zero_shot
     spent, need, crossed = budget.check(prompts_for([found, *baselines.values()], splits.test, template))
     if not crossed:
         rows, test = _test_report(config, store, run, found, metric, splits, settings)
@@ -496,9 +481,10 @@ def _test_report(
 
     Returns the report's rows and the found instruction's test evaluation.
     """
-    baselines = baseline_labels(config.report.baselines, empty=config.report.empty_baseline) if with_baselines else {}
+    baselines = config.report.labelled_baselines() if with_baselines else {}
     texts = [found, *baselines.values()]
-    results = evaluate_batch(texts, splits.test, metric, config.black_box.zero_shot, settings, config.store_url, run.id)
+    zero_shot = settings.config.zero_shot
+    results = evaluate_batch(texts, splits.test, metric, zero_shot, settings, config.store_url, run.id)
     for result in dict(zip(texts, results)).values():
         record_test_evaluation(config.store_url, run.id, result)
     test_ids = [e.id for e in splits.test]
@@ -516,11 +502,9 @@ def _test_report(
         confidence=config.report.confidence,
         seed=config.seed,
     )
-    prices = config.black_box.prices()
+    prices = settings.config.prices()
     per_1k = {
-        f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(
-            store, settings, text, splits.test, config.black_box.zero_shot, prices
-        )
+        f"report.{label}.usd_per_1k_calls": usd_per_1k_calls(store, settings, text, splits.test, zero_shot, prices)
         for label, text in zip([FOUND, *baselines], texts)
     }
     store.record_metrics(run.id, {**comparison_metrics(rows), **per_1k})

@@ -18,29 +18,25 @@ from __future__ import annotations
 import json
 import os
 import platform
-import reprlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from instructzero.servers.local_endpoint import local_endpoint_id, resolve_kind
-from instructzero.storage.redaction import redact_secrets
-from instructzero.tasks.config_flag import FROZEN, Flag
+from instructzero.tasks.config_flag import FROZEN, Flag, one_line_error
+from instructzero.tasks.data.settings import DataSettings
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.errors import ConfigError
-from instructzero.tasks.evaluation.answer_length import answer_token_cap
+from instructzero.tasks.evaluation.blackbox_settings import BlackBoxConfig
 from instructzero.tasks.evaluation.budget import Limits
 from instructzero.tasks.evaluation.metrics import Scorer
 from instructzero.tasks.evaluation.normalization import AUTO, Normalization, parse_normalization
-from instructzero.tasks.evaluation.pricing import Prices, resolve_prices
 from instructzero.tasks.generation.model_assets import (
-    DEFAULT_BLACK_BOX,
     default_cache_dir,
 )
 from instructzero.tasks.generation.settings import GeneratorSettings
@@ -51,11 +47,10 @@ from instructzero.tasks.optimisation.registry import (
     SimilarityName,
     StrategyName,
 )
-from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
 
 if TYPE_CHECKING:  # imported where used (as are storage.session's helpers): `instructzero --help` builds its flags
     # from this module, and openai, SQLAlchemy and Alembic would more than double its start-up time
-    from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
+    from instructzero.tasks.evaluation.blackbox_settings import BlackBoxSettings
     from instructzero.tasks.prefect_tasks import GeneratorSpec
 
 DEFAULT_STORE_URL = "sqlite:///instructzero.db"
@@ -76,197 +71,8 @@ RECORDED_PACKAGES = (
 )
 
 
-class DataSettings(BaseModel):
-    """Which task, where its files live, and how it is split (seeded by `RunConfig.seed`)."""
-
-    model_config = FROZEN
-    task: Annotated[str, Flag("--task")] = Field(
-        "sentiment",
-        description="task name (see `instructzero tasks`: a built-in, instruction-induction or BIG-bench task) "
-        "or a .jsonl/.csv file",
-    )
-    data_dir: Annotated[Path | None, Flag("--data-dir")] = Field(
-        None, description="root holding instruction-induction/ and/or bigbench-ii/; unset: the built-in tasks only"
-    )
-    n_exemplars: Annotated[int, Flag("--n-exemplars", int)] = Field(
-        5, ge=1, le=50, description="input/output pairs shown to the generator"
-    )
-    n_dev: Annotated[int, Flag("--n-dev", int)] = Field(
-        10, ge=1, le=10_000, description="examples every candidate is scored on: the BO objective"
-    )
-    n_test: Annotated[int, Flag("--n-test", int)] = Field(
-        30, ge=1, le=100_000, description="examples of the final paired report only"
-    )
-
-    @field_validator("data_dir")
-    @classmethod
-    def _absolute_data_dir(cls, data_dir: Path | None) -> Path | None:
-        """Recorded as an absolute path, so the run names its data wherever it is resumed or re-read from (a
-        relative `../shared/data` means another folder from another working directory)."""
-        return None if data_dir is None else Path(data_dir).expanduser().resolve()
-
-
 RESUME_IGNORED = ("name", "store_url", "budget")
 """Recorded settings a run resumed under its name may change: the limits bound the spending, not the result."""
-
-EMBEDDED_TIMEOUT_S = 600.0
-"""Per-request timeout for the embedded local black box (at least this; a remote API keeps `timeout_s`)."""
-
-
-class BlackBoxConfig(BaseModel):
-    """The black-box LLM that scores instructions zero-shot. The API key itself is never stored: only its env var."""
-
-    model_config = FROZEN
-    base_url: Annotated[str | None, Flag("--black-box-url")] = Field(
-        None,
-        description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1; unset: the packaged chat model "
-        "is served locally on 127.0.0.1 for the run",
-    )
-    endpoint_id: str | None = Field(
-        None,
-        description="who answers at base_url, for the response-cache key, when its URL changes between runs (a "
-        "benchmark's own local server gets a new port each invocation); unset: the URL itself",
-    )
-    model: Annotated[str, Flag("--black-box-model")] = Field(
-        DEFAULT_BLACK_BOX,
-        description="model name sent to the black-box API; with no --black-box-url, the packaged model to serve",
-    )
-    engine: Annotated[Literal["auto", "transformers", "llama.cpp"], Flag("--engine")] = Field(
-        "auto", description="what serves the embedded black box when no --black-box-url is given"
-    )
-    api_key_env: Annotated[str, Flag("--api-key-env")] = Field(
-        "OPENAI_API_KEY",
-        description="env var holding the API key (a dummy is used when unset); the key itself is never stored",
-    )
-    api: Annotated[Literal["chat", "completions"], Flag("--black-box-api")] = Field(
-        "chat", description="chat for chat models (their own template), completions for base models"
-    )
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature of the black box")
-    max_tokens: Annotated[int | None, Flag("--max-tokens", int)] = Field(
-        None,
-        ge=1,
-        le=4096,
-        description="answer cap per black-box call; unset: from the task's longest accepted answer, so none is "
-        "cut; not a spend limit, see --max-total-tokens",
-    )
-    concurrency: Annotated[int, Flag("--concurrency", int)] = Field(
-        8, ge=1, le=1024, description="black-box requests in flight at once"
-    )
-    max_retries: int = Field(
-        4, ge=0, le=20, description="retries per request, on 429/5xx/timeouts/malformed bodies only"
-    )
-    timeout_s: float = Field(
-        60.0,
-        gt=0,
-        description=f"per-request timeout in seconds (the embedded black box waits at least {EMBEDDED_TIMEOUT_S:g})",
-    )
-    stop: tuple[str, ...] = Field(
-        ("\n",), description="stop sequences: answers are one line; base models would otherwise ramble on"
-    )
-    template: Annotated[str, Flag("--template", metavar="TEXT")] = Field(
-        ZERO_SHOT_TEMPLATE,
-        description="zero-shot prompt, the same for dev and test, with {instruction} and {input} (only {input} "
-        "with --instruction-role system, whose default is then SYSTEM_ROLE_TEMPLATE); literal braces as {{ }}",
-    )
-    instruction_role: Annotated[Literal["user", "system"], Flag("--instruction-role")] = Field(
-        "user",
-        description="where the instruction goes: in the user message, with the template (default), or as the "
-        "system message, the template being the user turn (chat API only)",
-    )
-    price_in_per_mtok: Annotated[float | None, Flag("--price-in", metavar="USD")] = Field(
-        None,
-        ge=0.0,
-        description="black-box input price in USD per million tokens; unset: the shipped table "
-        "(tasks/evaluation/pricing.py) for hosted models, 0 on local endpoints",
-    )
-    price_out_per_mtok: Annotated[float | None, Flag("--price-out", metavar="USD")] = Field(
-        None, ge=0.0, description="black-box output price in USD per million tokens; unset: as --price-in"
-    )
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, url: str | None) -> str | None:
-        """An unparsable URL (`http://[::1`, a bad port) is one config error naming it, not a ValueError from deep
-        inside urllib once the task data is loaded. Shown redacted: a URL may carry a key."""
-        if url is None:
-            return None
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(url.strip())
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
-        except ValueError as exc:
-            raise ValueError(f"black-box URL {redact_secrets(url)!r} cannot be parsed: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"black-box URL {redact_secrets(url)!r} must start with http:// or https:// and name a host"
-            )
-        return url
-
-    @model_validator(mode="before")
-    @classmethod
-    def _system_role_template(cls, data: Any) -> Any:
-        """With the instruction in the system message and no template given, the user turn is the default
-        template without its instruction line (recorded as such)."""
-        if isinstance(data, dict) and data.get("instruction_role") == "system" and "template" not in data:
-            return {**data, "template": SYSTEM_ROLE_TEMPLATE}
-        return data
-
-    @model_validator(mode="after")
-    def _check_prompt(self) -> BlackBoxConfig:
-        """A bad template or role fails here, in one line (ConfigError), before anything is sent."""
-        if self.instruction_role == "system" and self.api == "completions":
-            raise ConfigError(
-                "instruction role 'system' needs the chat API: the completions API sends one text, "
-                "with no system message; use --black-box-api chat, or put the instruction in the "
-                "template with --instruction-role user"
-            )
-        validate_template(self.template, self.instruction_role)
-        return self
-
-    @property
-    def zero_shot(self) -> ZeroShotFormat:
-        """How each (instruction, input) pair becomes a request: the template and the instruction's role."""
-        return ZeroShotFormat(self.template, self.instruction_role)
-
-    @field_serializer("base_url", when_used="json")
-    def _redact_base_url(self, url: str | None) -> str | None:
-        """JSON (runs.config, Prefect parameters) never carries credentials written into the URL (`user:pass@`,
-        `?api_key=`); pass the key through `api_key_env` instead, which is never stored."""
-        return None if url is None else redact_secrets(url)
-
-    def prices(self) -> Prices:
-        """The prices this black box is charged at (ConfigError for a hosted model without a known price)."""
-        return resolve_prices(self.model, self.base_url, self.price_in_per_mtok, self.price_out_per_mtok)
-
-    def client_settings(
-        self, base_url: str, *, answers: Sequence[Sequence[str]] = (), **overrides: Any
-    ) -> BlackBoxSettings:
-        """The client's settings for a resolved endpoint (the embedded server's URL is only known at run time).
-
-        `answers`: the accepted answers of the task's examples; with `max_tokens` unset the answer cap is derived
-        from them (`instructzero.tasks.evaluation.answer_length.answer_token_cap`), so no accepted answer can be cut.
-        """
-        fields = self.model_dump(
-            exclude={"base_url", "template", "instruction_role", "engine", "price_in_per_mtok", "price_out_per_mtok"}
-        )
-        from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
-
-        prices = self.prices()
-        fields["price_in_per_mtok"], fields["price_out_per_mtok"] = prices.in_per_mtok, prices.out_per_mtok
-        if fields["max_tokens"] is None:
-            fields["max_tokens"] = answer_token_cap(answers)
-        if self.base_url is None:  # the embedded black box: a new port each run, one stable identity
-            fields["endpoint_id"] = local_endpoint_id(resolve_kind(self.engine), self.model)
-            # on a busy CPU a batch of long answers can take minutes: it is slow, not down
-            fields["timeout_s"] = max(fields["timeout_s"], EMBEDDED_TIMEOUT_S)
-        return BlackBoxSettings(base_url=base_url, **{**fields, **overrides})
-
-    def settings_for_splits(self, base_url: str, splits: Splits, **overrides: Any) -> BlackBoxSettings:
-        """`client_settings` with the answer cap derived from every example of the run's splits (one rule for the
-        flow, the baselines and the benchmarks, so their requests - and cache keys - are the same)."""
-        examples = (*splits.exemplars, *splits.dev, *splits.test)
-        return self.client_settings(base_url, answers=[e.answers for e in examples], **overrides)
 
 
 class ScoringSettings(BaseModel):
@@ -320,6 +126,12 @@ class ReportSettings(BaseModel):
         10_000, ge=100, le=1_000_000, description="bootstrap resamples for the intervals and paired tests"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="level of the bootstrap intervals")
+
+    def labelled_baselines(self) -> dict[str, str]:
+        """label -> instruction of the baselines, in report order (`baseline_labels`)."""
+        from instructzero.tasks.evaluation.comparison import baseline_labels  # scipy: not at `--help` time
+
+        return baseline_labels(self.baselines, empty=self.empty_baseline)
 
 
 class BOSettings(BaseModel):
@@ -473,6 +285,14 @@ class RunConfig(BaseSettings):
 
         return GeneratorSpec(self.generator, cache_dir=str(self.cache_dir), projection_seed=self.seed)
 
+    def black_box_settings(self, base_url: str, splits: Splits) -> BlackBoxSettings:
+        """The black box as the client uses it: the `black_box` section resolved for `base_url` (the answer cap
+        from the run's splits) and paced by the budget's rate limits, which are not part of what it records."""
+        rpm, tpm = self.budget.requests_per_minute, self.budget.tokens_per_minute
+        return self.black_box.client_settings(
+            base_url, answers=splits.answers(), requests_per_minute=rpm, tokens_per_minute=tpm
+        )
+
     def reproducibility_key(self) -> dict[str, Any]:
         """The settings that must match for a run to be resumed under the same name (`same_settings` compares
         them, the data folder by where it is, not by how it is written)."""
@@ -564,15 +384,7 @@ def build_config(**overrides: Any) -> RunConfig:
         message = f"invalid setting from the environment: {names} is nested too deeply to read as JSON"
         raise ConfigError(message) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        shown = redact_secrets(_SHORT_REPR.repr(first.get("input")))  # one short line, whatever the input was
-        raise ConfigError(f"invalid setting {where}={shown}: {first['msg'].removeprefix('Value error, ')}") from None
-
-
-_SHORT_REPR = reprlib.Repr()
-"""How a refused input is shown: a value nested 500 deep or 1 MB long is cut, never printed whole."""
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlong = 3, 120, 120, 60
+        raise one_line_error(exc) from None
 
 
 def _too_deep_env() -> list[str]:

@@ -18,7 +18,6 @@ from instructzero.tasks.evaluation.budget import (
     estimate_run,
     token_counter,
 )
-from instructzero.tasks.evaluation.comparison import baseline_labels
 from instructzero.tasks.prompts import Prompt, ZeroShotFormat
 
 
@@ -43,7 +42,7 @@ def estimate_for(
     spent: Usage | None = None,
 ) -> RunEstimate:
     """Worst case of the run's steps not yet recorded (all of them for a new run), plus what was spent."""
-    baselines = list(baseline_labels(config.report.baselines, empty=config.report.empty_baseline).values())
+    baselines = list(config.report.labelled_baselines().values())
     return estimate_run(
         dev=splits.dev,
         test=splits.test,

@@ -27,13 +27,13 @@ from prefect.runtime import flow_run
 from instructzero.flows.instruction_search import RunSummary, black_box_endpoint, instructzero_flow
 from instructzero.flows.params import (
     DEFAULT_STORE_URL,
-    BlackBoxConfig,
     RunConfig,
     build_config,
     config_from_record,
     resolve_store_url,
 )
 from instructzero.tasks.errors import ConfigError, InstructZeroError
+from instructzero.tasks.evaluation.blackbox_settings import BlackBoxConfig
 from instructzero.tasks.optimisation.selection import best_candidate
 from instructzero.tasks.prefect_tasks import open_store
 

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks.evaluation.blackbox_settings import (
+    EngineKind,
+    local_endpoint_id,
+    resolve_engine,
+)
 from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, packaged_gguf
-
-EndpointKind = Literal["auto", "llama.cpp", "transformers", "echo"]
-ENDPOINT_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
 
 
 @dataclass
@@ -172,12 +174,6 @@ def start_llama_cpp(
     )
 
 
-def local_endpoint_id(kind: str, model: str) -> str:
-    """The cache identity of a local engine serving `model`: "local:<engine>:<model>". Its URL gets a new port at
-    every start, so responses are cached under this instead (`BlackBoxConfig.endpoint_id`)."""
-    return f"local:{kind}:{model}"
-
-
 ECHO_MODEL = "rule-based"
 """The model name our echo backend answers to (it has no model: rule-based answers for tests and timings)."""
 
@@ -257,21 +253,8 @@ def start_own_server(
     )
 
 
-def resolve_kind(kind: EndpointKind) -> Literal["llama.cpp", "transformers", "echo"]:
-    """The engine "auto" stands for: our transformers server (see `AUTO_ENGINE`)."""
-    if kind not in ENDPOINT_KINDS:
-        raise ConfigError(f"unknown black-box engine {kind!r}; choose one of {', '.join(ENDPOINT_KINDS)}")
-    return AUTO_ENGINE if kind == "auto" else kind
-
-
-AUTO_ENGINE: Literal["transformers"] = "transformers"
-"""What "auto" means. Measured on the same 200 requests (benchmarks/README.md, "Local black-box engines"): our
-transformers server answered 4.02 requests/s against llama.cpp's 3.07 here (it micro-batches concurrent
-requests), needs no source build, and is what the tests check; llama.cpp stays one flag away."""
-
-
 def start_endpoint(
-    kind: EndpointKind = "auto",
+    kind: EngineKind = "auto",
     *,
     model: str = DEFAULT_BLACK_BOX,
     api: Literal["chat", "completions"] = "chat",
@@ -280,19 +263,19 @@ def start_endpoint(
     log_path: Path | None = None,
     max_batch: int = 8,
 ) -> LocalEndpoint:
-    """Start the requested local black box serving packaged `model` (`resolve_kind` says what "auto" is).
+    """Start the requested local black box serving packaged `model` (`resolve_engine` says what "auto" is).
 
     `max_batch`: our transformers server micro-batches up to this many concurrent requests per forward pass
     (left padding; greedy answers can differ from unbatched ones only by float round-off).
     """
-    resolved = resolve_kind(kind)
+    resolved = resolve_engine(kind)
     if resolved == "llama.cpp":
         return start_llama_cpp(model=model, api=api, cache_dir=cache_dir, log_path=log_path)
     return start_own_server(resolved, model=model, api=api, latency_s=latency_s, max_batch=max_batch)
 
 
 @contextlib.contextmanager
-def local_endpoint(kind: EndpointKind = "auto", **kwargs: Any) -> Iterator[LocalEndpoint]:
+def local_endpoint(kind: EngineKind = "auto", **kwargs: Any) -> Iterator[LocalEndpoint]:
     """`start_endpoint` for the duration of a `with` block."""
     endpoint = start_endpoint(kind, **kwargs)
     try:

@@ -6,13 +6,17 @@ still be one row of the table `instructzero.flows.params` assembles and `instruc
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, ValidationError
 
-__all__ = ["FROZEN", "Flag"]
+from instructzero.storage.redaction import redact_secrets
+from instructzero.tasks.errors import ConfigError
+
+__all__ = ["FROZEN", "Flag", "one_line_error"]
 
 # allow_inf_nan=False: `--max-cost inf` passes `ge=0` and would silently mean "no limit", and nan passes a field
 # without bounds; every float setting, from flags or INSTRUCTZERO_* variables, must be a finite number.
@@ -42,3 +46,17 @@ class Flag:
     def negates(self) -> bool:
         """A switch that stores False (`--no-empty-baseline`)."""
         return self.name.startswith("--no-")
+
+
+_SHORT_REPR = reprlib.Repr()
+"""How a refused input is shown: a value nested 500 deep or 1 MB long is cut, never printed whole."""
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlong = 3, 120, 120, 60
+
+
+def one_line_error(exc: ValidationError) -> ConfigError:
+    """A settings model's validation error as the one-line `ConfigError` every entry point prints: the first
+    problem, its dotted field name and its value (short, secrets masked)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    shown = redact_secrets(_SHORT_REPR.repr(first.get("input")))  # one short line, whatever the input was
+    return ConfigError(f"invalid setting {where}={shown}: {first['msg'].removeprefix('Value error, ')}")

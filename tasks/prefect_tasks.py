@@ -23,6 +23,7 @@ from prefect.states import Cancelled
 
 from instructzero.storage.records import Candidate, Dataset, Evaluation, Example, Run
 from instructzero.storage.repository import RunStore
+from instructzero.tasks.data.settings import DataSettings
 from instructzero.tasks.data.splits import Splits, make_splits
 from instructzero.tasks.data.task_data import TaskData, load_task
 from instructzero.tasks.errors import BlackBoxError, ConfigError
@@ -122,12 +123,11 @@ def _only_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="load-task-data", cache_policy=NO_CACHE)
-def load_task_data(
-    task_name: str, data_dir: Path | None, *, n_exemplars: int, n_dev: int, n_test: int, seed: int
-) -> tuple[TaskData, Splits]:
+def load_task_data(settings: DataSettings, seed: int) -> tuple[TaskData, Splits]:
     """Read the task and draw its seeded exemplar/dev/test splits (fixed for the whole run)."""
-    data = load_task(task_name, data_dir)
-    return data, make_splits(data, n_exemplars=n_exemplars, n_dev=n_dev, n_test=n_test, seed=seed)
+    data = load_task(settings.task, settings.data_dir)
+    sizes = dict(n_exemplars=settings.n_exemplars, n_dev=settings.n_dev, n_test=settings.n_test)
+    return data, make_splits(data, **sizes, seed=seed)
 
 
 @task(name="start-run", cache_policy=NO_CACHE)

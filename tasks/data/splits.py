@@ -27,6 +27,12 @@ class Splits:
     # one line when a split got fewer examples than requested (the task is too small), else "": shown to the user
     shortfall: str = field(default="", compare=False)
 
+    def answers(self) -> list[tuple[str, ...]]:
+        """The accepted answers of every example of the run, each split's: what the black box's answer cap is
+        derived from (one rule for the flow, the baselines and the benchmarks, so their requests - and cache keys -
+        are the same)."""
+        return [e.answers for e in (*self.exemplars, *self.dev, *self.test)]
+
     def manifest(self) -> dict[str, list[str]]:
         """Split name -> example ids, stored with the run so it can be reproduced and audited."""
         return {

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx2  # the HTTP library of the pinned openai SDK: its errors surface while we read a streamed body
 import openai
@@ -36,6 +36,7 @@ from instructzero.storage.records import BlackBoxCall, Evaluation, Example, Exam
 from instructzero.storage.redaction import redact_secrets
 from instructzero.tasks import interrupts
 from instructzero.tasks.errors import BlackBoxError, ConfigError
+from instructzero.tasks.evaluation.blackbox_settings import ApiKind, BlackBoxSettings
 from instructzero.tasks.evaluation.budget import CHAT_OVERHEAD_TOKENS
 from instructzero.tasks.evaluation.rate_limit import shared_limiter
 from instructzero.tasks.prompts import (
@@ -69,91 +70,10 @@ class _RedactedRecords(logging.Filter):
 for _name in ("httpx", "httpx2", "openai"):
     logging.getLogger(_name).addFilter(_RedactedRecords())
 
-ApiKind = Literal["chat", "completions"]
 NO_KEY = "not-needed"
 """Sent when the key env var is unset: local servers (vLLM, llama.cpp, Ollama, ours) ignore the key."""
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class BlackBoxSettings:
-    """Where and how to query the black-box LLM. Holds the *name* of the key's env var, never the key."""
-
-    base_url: str  # e.g. "https://api.openai.com/v1", "http://127.0.0.1:8011/v1"
-    model: str  # model id sent to the endpoint; part of the cache key
-    api_key_env: str = "OPENAI_API_KEY"  # env var holding the key; unset -> a dummy key for local servers
-    temperature: float = 0.0  # 0 = greedy, so cached answers are the answers
-    max_tokens: int = 32  # answers are short; longer only costs tokens
-    concurrency: int = 8  # requests in flight at once, across all instructions of one evaluation
-    max_retries: int = 4  # retries per request on transient failures (so at most max_retries + 1 attempts)
-    timeout_s: float = 60.0  # per-attempt timeout
-    api: ApiKind = "chat"  # "chat" -> /chat/completions (one user message, or system + user); "completions"
-    stop: tuple[str, ...] = ()  # extension: stop sequences, e.g. ("\n",) for base models on the completions API
-    retry_base_delay_s: float = 0.5  # extension: first backoff delay; doubles per retry, with jitter
-    retry_max_delay_s: float = 8.0  # extension: cap of one backoff delay
-    endpoint_id: str | None = None  # who answers, for the cache key; None: base_url. The embedded black box
-    # (a new port every run) names its engine and model instead, so its answers stay cached across runs.
-    price_in_per_mtok: float = 0.0  # extension: USD per million tokens, recorded as each paid call's cost_usd
-    price_out_per_mtok: float = 0.0
-    max_answer_chars: int = 16_384  # extension: most characters of one answer that are stored and scored. A server
-    # that ignores max_tokens (or a hostile one) could otherwise fill the ledger: one answer is stored twice (the
-    # llm_calls row and the example's prediction), so eight 10 MB answers made a 160 MB database. 16k characters are
-    # 4 per token of the largest answer cap the run derives (MAX_ANSWER_TOKENS = 4096), far above any accepted answer
-    # (<= 4096 bytes); a longer answer is cut here and its call stored with status "ok_truncated".
-    max_response_bytes: int = 16 * 1024 * 1024  # extension: most bytes read of one response body; beyond them the
-    # body is dropped as malformed (retried, then an error), so no answer can exhaust memory. Not in the cache key.
-    requests_per_minute: int | None = None  # extension: the API's rate limits, kept by the client (rate_limit.py)
-    tokens_per_minute: int | None = None  # (prompt estimate + max_tokens per request); None: off. Not in the key.
-    max_retry_after_s: float = 120.0  # extension: longest Retry-After of a 429/503 that is waited out in full
-
-    @property
-    def shown_url(self) -> str:
-        """`base_url` as messages and logs show it: credentials written into it (`user:key@`) masked."""
-        return redact_secrets(self.base_url)
-
-    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD of one paid call's reported usage."""
-        return (prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok) / 1_000_000
-
-    def __post_init__(self) -> None:
-        url = self.base_url.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"black-box base_url must start with http:// or https://, got {self.base_url!r}")
-        object.__setattr__(self, "base_url", url)
-        object.__setattr__(self, "stop", tuple(self.stop))
-        if not self.model.strip():
-            raise ConfigError("black-box model name is empty")
-        if self.api not in ("chat", "completions"):
-            raise ConfigError(f"black-box api must be 'chat' or 'completions', got {self.api!r}")
-        checks = {
-            "concurrency": self.concurrency >= 1,
-            "max_retries": self.max_retries >= 0,
-            "max_tokens": self.max_tokens >= 1,
-            "timeout_s": self.timeout_s > 0,
-            "temperature": 0.0 <= self.temperature <= 2.0,
-            "retry_base_delay_s": self.retry_base_delay_s >= 0,
-            "retry_max_delay_s": self.retry_max_delay_s >= 0,
-            "max_answer_chars": self.max_answer_chars >= 1,
-            "max_response_bytes": self.max_response_bytes >= 1,
-            "requests_per_minute": self.requests_per_minute is None or self.requests_per_minute >= 1,
-            "tokens_per_minute": self.tokens_per_minute is None or self.tokens_per_minute >= 1,
-            "max_retry_after_s": self.max_retry_after_s >= 0,
-            "stop": all(isinstance(s, str) and s for s in self.stop),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"black-box setting {name}={getattr(self, name)!r} is out of range")
-
-    def request_params(self) -> dict[str, Any]:
-        """The generation parameters that change the answer, normalised so equal settings hash equally."""
-        return {
-            "endpoint": self.endpoint_id or self.base_url,
-            "api": self.api,
-            "temperature": float(self.temperature),
-            "max_tokens": int(self.max_tokens),
-            "stop": list(self.stop),
-        }
 
 
 class ResponseCache(Protocol):

@@ -14,7 +14,7 @@ from instructzero.tasks.evaluation.blackbox import BlackBoxSettings
 
 
 def _settings(base_url: str) -> BlackBoxSettings:
-    return BlackBoxSettings(base_url=base_url, model="rule-based", api="completions", max_tokens=8)
+    return BlackBoxSettings.at(base_url, model="rule-based", api="completions", max_tokens=8)
 
 
 def _config(base_url: str, n_dev: int = 3) -> dict:

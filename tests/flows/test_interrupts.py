@@ -59,7 +59,7 @@ def test_a_stop_sends_nothing_new_and_keeps_the_answers_in_flight(make_server, s
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(latency_s=0.5))
     cache = InMemoryResponseCache()
     client = BlackBoxClient(
-        BlackBoxSettings(base_url=server.base_url, model="rule-based", api="completions", max_tokens=8, concurrency=2),
+        BlackBoxSettings.at(server.base_url, model="rule-based", api="completions", max_tokens=8, concurrency=2),
         cache=cache,
     )
 

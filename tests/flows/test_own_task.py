@@ -75,7 +75,7 @@ def _scores(base_url: str, path: Path, scoring: dict) -> tuple[float, float]:
     config = build_config(data={"task": str(path)}, scoring=scoring)
     data = load_task(str(path), None)
     splits = make_splits(data, n_exemplars=5, n_dev=10, n_test=10, seed=0)
-    client = BlackBoxClient(BlackBoxSettings(base_url=base_url, model="rule-based", timeout_s=5.0))
+    client = BlackBoxClient(BlackBoxSettings.at(base_url, model="rule-based", timeout_s=5.0))
     empty, upper = evaluate_instructions(client, ["", UPPER], splits.dev, config.scoring.scorer(data.metric))
     return empty.mean_score, upper.mean_score
 

@@ -40,6 +40,21 @@ def test_client_settings_carry_the_run_settings() -> None:
     config = build_config(black_box={"max_tokens": 5, "concurrency": 3, "stop": ["\n", "###"]})
     settings = config.black_box.client_settings("http://127.0.0.1:1/v1")
     assert (settings.max_tokens, settings.concurrency, settings.stop) == (5, 3, ("\n", "###"))
+    assert settings.config is config.black_box  # one type: the client holds the recorded section itself
+
+
+def test_client_settings_resolve_the_embedded_black_box_and_validate_overrides() -> None:
+    embedded = build_config().black_box  # no URL: the packaged model served on a new port each run
+    settings = embedded.client_settings("http://127.0.0.1:4321/v1", answers=[("positive",), ("negative",)])
+    assert settings.endpoint_id == f"local:transformers:{embedded.model}"  # stable across ports: cached answers
+    assert settings.timeout_s >= 600.0 and settings.max_tokens == len("positive") + 8
+    assert settings.request_params()["endpoint"] == settings.endpoint_id
+    remote = build_config(black_box={"base_url": "http://127.0.0.1:9/v1", "timeout_s": 5.0}).black_box
+    probe = remote.client_settings("http://127.0.0.1:9/v1", concurrency=2, retry_base_delay_s=0.0)
+    assert (probe.endpoint_id, probe.timeout_s, probe.concurrency, probe.retry_base_delay_s) == (None, 5.0, 2, 0.0)
+    assert probe.config.concurrency == 2 and remote.concurrency == 8  # a changed copy; the run's stays
+    with pytest.raises(ConfigError, match=r"^invalid setting concurrency=0: "):
+        remote.client_settings("http://127.0.0.1:9/v1", concurrency=0)
 
 
 def test_package_versions_are_recorded() -> None:

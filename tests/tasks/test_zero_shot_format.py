@@ -39,7 +39,7 @@ CASE_SENSITIVE = Scorer("exact_match", parse_normalization("no-lowercase"))
 
 
 def settings(base_url: str, **kw: Any) -> BlackBoxSettings:
-    return BlackBoxSettings(base_url=base_url, model="rule-based", retry_base_delay_s=0.01, timeout_s=5.0, **kw)
+    return BlackBoxSettings.at(base_url, model="rule-based", retry_base_delay_s=0.01, timeout_s=5.0, **kw)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -93,7 +93,7 @@ def test_system_role_defaults_to_the_template_without_its_instruction_line() -> 
     assert config.black_box.template == SYSTEM_ROLE_TEMPLATE
     assert config.recorded()["black_box"]["instruction_role"] == "system"
     assert config_from_record(config.recorded()).black_box == config.black_box
-    assert "instruction_role" not in vars(config.black_box.client_settings("http://127.0.0.1:1/v1"))
+    assert config.black_box.client_settings("http://127.0.0.1:1/v1").config.zero_shot == config.black_box.zero_shot
 
 
 # ---------------------------------------------------------------------------------------------- requests

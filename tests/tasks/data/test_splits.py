@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from instructzero.storage.records import Example
 from instructzero.tasks.data.splits import Splits, make_splits, normalize_input
 from instructzero.tasks.data.task_data import TaskData, load_task
 from instructzero.tasks.errors import SplitError
@@ -31,6 +32,13 @@ def test_same_seed_same_splits() -> None:
     b = make_splits(task, n_exemplars=5, n_dev=20, n_test=50, seed=7)
     assert a == b and a.manifest() == b.manifest()
     assert (len(a.exemplars), len(a.dev), len(a.test), a.seed) == (5, 20, 50, 7)
+
+
+def test_answers_cover_every_split_in_order() -> None:
+    """The answer cap is derived from these: a test answer longer than every dev answer must be in them."""
+    e = Example
+    splits = Splits((e("x", "a", ("1",)),), (e("d", "b", ("22", "2")),), (e("t", "c", ("333",)),), seed=0)
+    assert splits.answers() == [("1",), ("22", "2"), ("333",)]
 
 
 def test_different_seeds_differ() -> None:

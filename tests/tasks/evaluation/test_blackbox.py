@@ -41,7 +41,7 @@ def settings(base_url: str, **kw: Any) -> BlackBoxSettings:
     defaults: dict[str, Any] = dict(
         model="rule-based", api_key_env=KEY_ENV, retry_base_delay_s=0.01, retry_max_delay_s=0.05, timeout_s=5.0
     )
-    return BlackBoxSettings(base_url=base_url, **{**defaults, **kw})
+    return BlackBoxSettings.at(base_url, **{**defaults, **kw})
 
 
 def prompt(instruction: str, x: str) -> str:
@@ -370,7 +370,8 @@ def test_api_key_never_stored(make_server: Callable[..., ServerHandle], monkeypa
         json.dumps({k: dataclasses.asdict(v) for k, v in store.calls.items()}),
         repr(memory.data),
         repr(result),
-        json.dumps(dataclasses.asdict(s)),
+        json.dumps(dataclasses.asdict(s), default=str),
+        s.config.model_dump_json(),
     ]
     assert not any(secret in d for d in dumps)
 

@@ -54,7 +54,7 @@ def settings(base_url: str, **kw: Any) -> BlackBoxSettings:
         price_in_per_mtok=30.0,
         price_out_per_mtok=60.0,
     )
-    return BlackBoxSettings(base_url=base_url, **{**defaults, **kw})
+    return BlackBoxSettings.at(base_url, **{**defaults, **kw})
 
 
 def bound(prompt: str = PROMPT) -> tuple[int, int]:
@@ -353,7 +353,7 @@ def test_truncated_json_body_is_retried(hostile: Callable[..., HostileServer]) -
 def test_a_10_mb_answer_is_capped_and_marked(hostile: Callable[..., HostileServer], store: RunStore) -> None:
     huge = "7" * 10_000_000
     server = hostile(chat(huge, usage={"prompt_tokens": 11, "completion_tokens": 16}))
-    cap = BlackBoxSettings(base_url=server.url, model=MODEL).max_answer_chars  # the default
+    cap = BlackBoxSettings.at(server.url, model=MODEL).max_answer_chars  # the default
     assert 0 < cap < 100_000
     c = ask(server, store)
     assert c.text == huge[:cap] and c.truncated
@@ -392,7 +392,7 @@ def test_answer_and_byte_caps_are_validated() -> None:
 
     for bad in (dict(max_answer_chars=0), dict(max_response_bytes=0)):
         with pytest.raises(ConfigError):
-            BlackBoxSettings(base_url="http://127.0.0.1:1/v1", model=MODEL, **bad)
+            BlackBoxSettings.at("http://127.0.0.1:1/v1", model=MODEL, **bad)
 
 
 # ----------------------------------------------------------------------------------------- status and time

@@ -123,8 +123,8 @@ def test_a_retry_paid_by_a_failed_attempt_is_counted_once(make_server, tmp_path)
     url = f"sqlite:///{tmp_path / 'retried.db'}"
     # One request at a time, no backoff: e1 gets 500, e2 gets 500, e1's retry is answered, e2's retry fails.
     server = make_server("rule", model_name="rule-based", faults=FaultConfig(script=("500", "500", "ok", "500")))
-    settings = BlackBoxSettings(
-        base_url=server.base_url,
+    settings = BlackBoxSettings.at(
+        server.base_url,
         model="rule-based",
         api="completions",
         max_tokens=8,
@@ -258,8 +258,8 @@ def test_credentials_in_the_black_box_url_never_show_in_its_errors(make_server) 
     key = "bb-" + uuid.uuid4().hex[:16]
     server = make_server("rule", model_name="rule-based", strict_model=True)  # 404 for another model
     for base_url in (server.base_url.replace("http://", f"http://iz:{key}@"), f"http://iz:{key}@127.0.0.1:9/v1"):
-        settings = BlackBoxSettings(
-            base_url=base_url,
+        settings = BlackBoxSettings.at(
+            base_url,
             model="not-served",
             api="completions",
             max_retries=0,

@@ -63,8 +63,8 @@ def test_rate_limits_are_config_fields_with_flags() -> None:
 
 
 def _settings(base_url: str, **kw) -> BlackBoxSettings:
-    return BlackBoxSettings(
-        base_url=base_url,
+    return BlackBoxSettings.at(
+        base_url,
         model="rule-based",
         api="completions",
         api_key_env="IZ_TEST_NO_KEY",
