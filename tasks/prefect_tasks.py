@@ -126,8 +126,10 @@ def _only_transient(task: Any, task_run: Any, state: Any) -> bool:
 def load_task_data(settings: DataSettings, seed: int) -> tuple[TaskData, Splits]:
     """Read the task and draw its seeded exemplar/dev/test splits (fixed for the whole run)."""
     data = load_task(settings.task, settings.data_dir)
-    sizes = dict(n_exemplars=settings.n_exemplars, n_dev=settings.n_dev, n_test=settings.n_test)
-    return data, make_splits(data, **sizes, seed=seed)
+    splits = make_splits(
+        data, n_exemplars=settings.n_exemplars, n_dev=settings.n_dev, n_test=settings.n_test, seed=seed
+    )
+    return data, splits
 
 
 @task(name="start-run", cache_policy=NO_CACHE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 
@@ -24,7 +24,7 @@ from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE,
 
 ApiKind = Literal["chat", "completions"]
 EngineKind = Literal["auto", "llama.cpp", "transformers", "echo"]
-ENGINE_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "echo")
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 """What can serve a local black box: `echo` is the rule-based test backend (no model), `auto` is `AUTO_ENGINE`."""
 
 AUTO_ENGINE: Literal["transformers"] = "transformers"
@@ -143,9 +143,9 @@ class BlackBoxConfig(BaseModel):
     @field_validator("stop")
     @classmethod
     def _check_stop(cls, stop: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(isinstance(s, str) and s for s in stop):
+        if not all(stop):  # the type already made them strings in a tuple
             raise ValueError(f"stop sequences must be non-empty strings, got {stop!r}")
-        return tuple(stop)
+        return stop
 
     @model_validator(mode="before")
     @classmethod

@@ -93,7 +93,9 @@ def test_system_role_defaults_to_the_template_without_its_instruction_line() -> 
     assert config.black_box.template == SYSTEM_ROLE_TEMPLATE
     assert config.recorded()["black_box"]["instruction_role"] == "system"
     assert config_from_record(config.recorded()).black_box == config.black_box
-    assert config.black_box.client_settings("http://127.0.0.1:1/v1").config.zero_shot == config.black_box.zero_shot
+    settings = config.black_box.client_settings("http://127.0.0.1:1/v1")
+    assert settings.config.zero_shot == config.black_box.zero_shot
+    assert "instruction_role" not in settings.request_params()  # it shapes the prompt, which the cache key hashes
 
 
 # ---------------------------------------------------------------------------------------------- requests
