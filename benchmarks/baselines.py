@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from instructzero.flows.params import same_settings
-from instructzero.storage.records import Candidate, Dataset, Example, Run
+from instructzero.storage.records import BASELINE_PHASE, Candidate, Dataset, Example, Run
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits
 from instructzero.tasks.data.task_data import TaskData
@@ -177,7 +177,7 @@ def run_fixed_candidates(
                     Candidate(
                         iteration=0,
                         index=i,
-                        phase="baseline",
+                        phase=BASELINE_PHASE,
                         z=None,
                         acquisition_value=None,
                         instruction=text,

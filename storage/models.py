@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 ORM models of the store (schema revision `0002_run_lease`).
+"""SQLAlchemy 2.0 ORM models of the store (schema revision `0004_phase_is_data`).
 
 Plural snake_case tables, named constraints (naming convention below). Every change here needs a new Alembic
 revision in `storage/migrations/versions/`; `tests/storage/test_migrations.py` checks that the migrations and
@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from instructzero.storage.lossless_text import LosslessText
+from instructzero.storage.records import PHASE_MAX_LEN
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -125,7 +126,7 @@ class SqlCandidate(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer)
     index: Mapped[int] = mapped_column(Integer)
-    phase: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(PHASE_MAX_LEN))  # a name the strategy declares, no CHECK: see records
     z: Mapped[list[float] | None] = mapped_column(JSON)  # JSON list; Python's float repr round-trips float64
     acquisition_value: Mapped[float | None] = mapped_column(Double)
     instruction_id: Mapped[int] = mapped_column(ForeignKey("instructions.id", ondelete="CASCADE"))
@@ -136,7 +137,6 @@ class SqlCandidate(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "iteration", "index"),
-        CheckConstraint("phase IN ('init', 'bo', 'uniform', 'baseline')", name="phase"),
         Index("ix_candidates_instruction_id", "instruction_id"),
     )
 

@@ -11,12 +11,14 @@ every layer can.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 __all__ = [
-    "PHASES",
+    "BASELINE_PHASE",
+    "PHASE_MAX_LEN",
     "RUN_STATUSES",
     "SPLITS",
     "BlackBoxCall",
@@ -26,27 +28,38 @@ __all__ = [
     "Example",
     "ExampleScore",
     "Metric",
-    "Phase",
-    "ProposalPhase",
     "Run",
     "RunStatus",
     "Split",
+    "check_phase",
     "instruction_hash",
 ]
 
 Split = Literal["dev", "test"]
-ProposalPhase = Literal["init", "bo", "uniform"]
-"""How a proposer made a candidate's soft prompt (the Sobol design, the GP's acquisition, uniform sampling)."""
-Phase = ProposalPhase | Literal["baseline"]
-"""A stored candidate's phase: a proposal phase, or a fixed baseline scored beside the search."""
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 
 SPLITS: tuple[str, ...] = ("dev", "test")
-PHASES: tuple[str, ...] = ("init", "bo", "uniform", "baseline")
+PHASE_MAX_LEN = 32
+BASELINE_PHASE = "baseline"
+"""The phase of a fixed instruction scored beside a search (no soft prompt): the benchmarks' baselines."""
+_PHASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")
 RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "interrupted")
 
 _TRUNCATED = "_truncated"
 _ANSWER_STATUSES = frozenset({"ok", "ok_no_usage", "ok" + _TRUNCATED, "ok_no_usage" + _TRUNCATED})
+
+
+def check_phase(phase: object) -> str | None:
+    """Why `phase` cannot be stored as a candidate's phase (None: it can).
+
+    The store knows no strategy: a phase is any short name (letters, digits, `_.:+-`, at most PHASE_MAX_LEN
+    characters). Which phases a strategy writes is its own declaration (`Proposer.phases`), checked where it
+    proposes, so a new strategy needs no migration."""
+    if not isinstance(phase, str) or not _PHASE_NAME.fullmatch(phase):
+        return f"phase must be a name of letters, digits and _.:+- (starting with a letter or digit), got {phase!r}"
+    if len(phase) > PHASE_MAX_LEN:
+        return f"phase must be at most {PHASE_MAX_LEN} characters, got {len(phase)}"
+    return None
 
 
 def instruction_hash(text: str) -> str:
@@ -115,7 +128,7 @@ class Candidate:
 
     iteration: int
     index: int
-    phase: str  # one of PHASES
+    phase: str  # how it was proposed: a phase its strategy declares (`Proposer.phases`) or BASELINE_PHASE
     z: tuple[float, ...] | None
     acquisition_value: float | None
     instruction: str

@@ -33,7 +33,6 @@ from instructzero.storage.models import (
     SqlRun,
 )
 from instructzero.storage.records import (
-    PHASES,
     RUN_STATUSES,
     BlackBoxCall,
     Candidate,
@@ -42,6 +41,7 @@ from instructzero.storage.records import (
     ExampleScore,
     Metric,
     Run,
+    check_phase,
     instruction_hash,
 )
 from instructzero.storage.session import display_url, one_line, open_engine, session_scope
@@ -364,8 +364,8 @@ class RunStore:
             seen.add(c.index)
             if c.iteration != iteration:
                 raise StoreError(f"{where}: candidate {c.index} is of iteration {c.iteration!r}")
-            if c.phase not in PHASES:
-                raise StoreError(f"{where}: candidate {c.index} has unknown phase {c.phase!r}")
+            if (why := check_phase(c.phase)) is not None:
+                raise StoreError(f"{where}: candidate {c.index}: {why}")
             if c.dev is None:
                 raise StoreError(f"{where}: candidate {c.index} has no dev evaluation to record")
             if c.dev.split not in (None, "dev"):

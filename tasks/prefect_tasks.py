@@ -38,7 +38,7 @@ from instructzero.tasks.generation.generator import CLEANING_VERSION, Instructio
 from instructzero.tasks.generation.settings import GeneratorSettings
 from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.load_once import load_once
-from instructzero.tasks.optimisation.proposer import History, Known, Proposal, Proposer
+from instructzero.tasks.optimisation.proposer import History, Known, Proposal, Proposer, propose_checked
 from instructzero.tasks.prompts import ZeroShotFormat
 
 
@@ -189,7 +189,7 @@ def propose_prompt(
     exclude: np.ndarray | None = None,
 ) -> Proposal:
     """Steps 2 and 3 of the call order: the iteration's soft prompts, or (attempt > 0) replacements."""
-    return proposer.propose(iteration, n, attempt=attempt, known=known, pending=pending, exclude=exclude)
+    return propose_checked(proposer, iteration, n, attempt=attempt, known=known, pending=pending, exclude=exclude)
 
 
 def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorSpec) -> str:

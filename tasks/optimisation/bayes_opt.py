@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from instructzero.tasks.errors import ConfigError
-from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer
+from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, propose_checked
 
 __all__ = ["DistinctProposal", "ProposeFn", "propose_distinct", "proposing"]
 
@@ -44,7 +44,7 @@ def proposing(proposer: Proposer, iteration: int) -> ProposeFn:
     """`proposer` at `iteration` as the `ProposeFn` of `propose_distinct` (the flow wraps its own in a task)."""
 
     def propose(n: int, attempt: int, known: Known, pending: np.ndarray, tried: np.ndarray) -> Proposal:
-        return proposer.propose(iteration, n, attempt=attempt, known=known, pending=pending, exclude=tried)
+        return propose_checked(proposer, iteration, n, attempt=attempt, known=known, pending=pending, exclude=tried)
 
     return propose
 

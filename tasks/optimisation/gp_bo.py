@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,25 +26,13 @@ from instructzero.tasks.optimisation.registry import (
     OptimizerName,
     SimilarityName,
 )
+from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.sobol import SobolDesign
 
 if TYPE_CHECKING:
     from botorch.models.model import Model
 
-__all__ = ["GpSettings", "SurrogateState", "GpBoProposer", "history_arrays", "gp_update", "propose_bo"]
-
-
-class GpSettings(Protocol):
-    """The `BOSettings` fields GP-BO reads."""
-
-    n_init: int
-    kernel: str
-    similarity: str
-    latent_weight: float
-    acquisition: str
-    optimizer: str
-    num_restarts: int
-    raw_samples: int
+__all__ = ["SurrogateState", "GpBoProposer", "history_arrays", "gp_update", "propose_bo"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +53,10 @@ class SurrogateState:
 class GpBoProposer(Proposer):
     """`registry.PROPOSERS["bo"]`: the Sobol design, then (Log)EI batches of the GP fitted in `observe`."""
 
+    phases = ("init", "bo")
     learns = True
 
-    def __init__(self, context: ProposerContext, settings: GpSettings) -> None:
+    def __init__(self, context: ProposerContext, settings: BOSettings) -> None:
         self.design = SobolDesign(context, settings)
         self.context, self.settings = context, settings
         self.state: SurrogateState | None = None

@@ -2,11 +2,11 @@
 functions and acquisition optimisers. Each is a small registry, name -> constructor, instead of if/elif at every
 use (as BoTorch's `acquisition/input_constructors.py` maps acquisition classes to their input constructors).
 
-Entries are "module:attribute" references resolved on first use: `flows/params.py` builds the `Literal` of each
+Entries are "module:attribute" references resolved on first use: `settings.py` builds the `Literal` of each
 `BOSettings` field from these keys (its validation, the CLI's choices and the JSON schema of deployments) without
 importing torch or botorch. Add a choice here, one line, next to its constructor's module; a name registered at
 run time (a test) is usable through the registry (`make_proposer`) but not through `BOSettings`, whose choices
-are fixed when params.py is imported.
+are fixed when settings.py is imported.
 """
 
 from __future__ import annotations

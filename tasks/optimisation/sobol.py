@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from instructzero.tasks.optimisation.acquisition import sobol_design
 from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext
+from instructzero.tasks.optimisation.settings import BOSettings
 
 
 class SobolDesign(Proposer):
@@ -19,7 +18,9 @@ class SobolDesign(Proposer):
     design and from the other attempts.
     """
 
-    def __init__(self, context: ProposerContext, settings: Any) -> None:
+    phases = ("init",)
+
+    def __init__(self, context: ProposerContext, settings: BOSettings) -> None:
         self.dim, self.seed, self.n_init = context.dim, context.seed, int(settings.n_init)
 
     def propose(

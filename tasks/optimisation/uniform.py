@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext
+from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.sobol import SobolDesign
 
 
@@ -14,7 +13,9 @@ class UniformProposer(Proposer):
     """Uniform soft prompts, seeded by (seed, iteration) and, re-proposing, (seed, iteration, attempt): as
     reproducible and resumable as BO, with the same budget and initial design, and no GP (nothing to observe)."""
 
-    def __init__(self, context: ProposerContext, settings: Any) -> None:
+    phases = ("init", "uniform")
+
+    def __init__(self, context: ProposerContext, settings: BOSettings) -> None:
         self.design = SobolDesign(context, settings)
         self.dim, self.seed = context.dim, context.seed
 

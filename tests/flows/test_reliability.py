@@ -25,6 +25,7 @@ import pytest
 from instructzero.flows.params import build_config, config_from_record
 from instructzero.servers.faults import FaultConfig
 from instructzero.storage.repository import RunStore
+from instructzero.storage.session import downgrade_store, head_revision, upgrade_store
 from tests.plugins.prefect import store_integrity_problems, store_rows, tiny_run_args, tiny_run_overrides
 from tests.plugins.store import SoftPromptVector
 
@@ -228,6 +229,13 @@ def test_dead_endpoint_fails_clearly_and_the_run_resumes_later(
     assert kept_iterations[:1] == [0] and kept_iterations == list(range(len(kept_iterations)))
     kept = _candidates(sqlite_url, run.id)
     assert store_integrity_problems(sqlite_url) == {}
+
+    # The run's rows cross the schema change of 0004 (a store of the version before, upgraded) and still resume.
+    store.close()
+    assert downgrade_store(sqlite_url, "0003_one_retry_count") == "0003_one_retry_count"
+    assert upgrade_store(sqlite_url) == head_revision()
+    store = RunStore(sqlite_url)
+    assert _candidates(sqlite_url, run.id) == kept
 
     revived = make_server("rule", model_name="rule-based", port=port)  # the same URL is back
     assert revived.base_url == server.base_url

@@ -20,16 +20,17 @@ from tests.storage.test_repository import counts
 
 OUR_TABLES = set(Base.metadata.tables)
 
-NEXT_REVISION = '''"""test-only next revision: adds runs.note
+HEAD = "0004_phase_is_data"
+NEXT_REVISION = f'''"""test-only next revision: adds runs.note
 
-Revision ID: 0004_test_note
-Revises: 0003_one_retry_count
+Revision ID: 9000_test_note
+Revises: {HEAD}
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_test_note"
-down_revision = "0003_one_retry_count"
+revision = "9000_test_note"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -64,10 +65,10 @@ def execute(url: str, sql: str) -> None:
 
 @pytest.fixture
 def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Pretend this code has a newer migration: a copy of storage/migrations plus 0004_test_note."""
+    """Pretend this code has a newer migration: a copy of storage/migrations plus 9000_test_note."""
     migrations = tmp_path / "migrations"
     shutil.copytree(session_mod.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0004_test_note.py").write_text(NEXT_REVISION)
+    (migrations / "versions" / "9000_test_note.py").write_text(NEXT_REVISION)
     monkeypatch.setattr(session_mod, "MIGRATIONS_DIR", migrations)
     return migrations
 
@@ -75,7 +76,7 @@ def newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_fresh_store_is_upgraded_to_head(store_url: str) -> None:
     assert store_revision(store_url) is None
     RunStore(store_url).close()
-    assert store_revision(store_url) == head_revision() == "0003_one_retry_count"
+    assert store_revision(store_url) == head_revision() == HEAD
     assert OUR_TABLES <= tables(store_url)
 
 
@@ -96,7 +97,7 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
         populate(store, n_iterations=1)
     assert downgrade_store(store_url, "base") == "base"
     assert tables(store_url) & OUR_TABLES == set()
-    assert upgrade_store(store_url) == "0003_one_retry_count"
+    assert upgrade_store(store_url) == HEAD
     with RunStore(store_url) as store:
         assert store.list_runs() == []
         populate(store, n_iterations=1)
@@ -104,14 +105,14 @@ def test_downgrade_and_upgrade_again(store_url: str) -> None:
 
 def test_out_of_date_store_is_refused_until_upgraded(store_url: str, newer_code: Path) -> None:
     upgrade_store(store_url, "0001_initial")
-    assert head_revision() == "0004_test_note"
+    assert head_revision() == "9000_test_note"
     with pytest.raises(
         StoreError,
-        match=r"revision '0001_initial' but this version needs '0004_test_note'.*"
+        match=r"revision '0001_initial' but this version needs '9000_test_note'.*"
         r"instructzero db upgrade",
     ):
         RunStore(store_url)
-    assert upgrade_store(store_url) == "0004_test_note"
+    assert upgrade_store(store_url) == "9000_test_note"
     engine = create_engine(normalize_url(store_url))
     try:
         assert "note" in {c["name"] for c in inspect(engine).get_columns("runs")}
@@ -152,7 +153,7 @@ def test_0002_adds_the_lease_and_redacts_stored_store_urls(store_url: str) -> No
         "'{\"store_url\": \"postgresql+psycopg://iz:s3cret@db/iz\", \"seed\": 0}', 0, '{}', '{}', "
         "'2025-01-01 00:00:00')",
     )
-    assert upgrade_store(store_url) == "0003_one_retry_count"
+    assert upgrade_store(store_url) == HEAD
     with RunStore(store_url) as store:
         run = store.get_run("r1")
         assert run.config == {"store_url": "postgresql+psycopg://iz:***@db/iz", "seed": 0}
@@ -173,4 +174,28 @@ def test_upgrading_a_populated_store_keeps_every_row(store_url: str) -> None:
     assert counts(store_url) == before
     with RunStore(store_url) as store:
         run = store.list_runs()[0]
+        assert all(ev.examples for ev in store.load_evaluations(run.id))
+
+
+def test_0004_drops_the_phase_check_and_keeps_every_row(store_url: str) -> None:
+    """0003 refused any phase but the built-in strategies'; 0004 takes any name. Up and down again with every row
+    kept, on SQLite (a table rebuild) and PostgreSQL; a downgrade that would strand a new phase is refused, with
+    nothing changed, until those candidates are gone."""
+    with RunStore(store_url) as store:
+        populate(store, n_iterations=2)
+    before = counts(store_url)
+    assert downgrade_store(store_url, "0003_one_retry_count") == "0003_one_retry_count"
+    assert counts(store_url) == before
+    with pytest.raises(Exception, match="CHECK|check"):  # the old schema refuses a new strategy's phase
+        execute(store_url, "UPDATE candidates SET phase = 'explore' WHERE iteration = 0")
+    assert upgrade_store(store_url) == HEAD
+    assert counts(store_url) == before
+    execute(store_url, "UPDATE candidates SET phase = 'explore' WHERE iteration = 0")
+    with pytest.raises(StoreError, match=r"candidates hold phases 'explore', which the older schema refuses"):
+        downgrade_store(store_url, "0003_one_retry_count")
+    assert store_revision(store_url) == HEAD and counts(store_url) == before
+    with RunStore(store_url) as store:
+        [run] = store.list_runs()
+        phases = [c.phase for c in store.load_candidates(run.id)]
+        assert phases == ["explore", "explore", "bo", "bo"]
         assert all(ev.examples for ev in store.load_evaluations(run.id))

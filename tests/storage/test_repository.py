@@ -195,12 +195,25 @@ def test_identical_instructions_share_one_row(store: RunStore, store_url: str) -
     assert len({x.instruction_hash for x in cands}) == 2
 
 
+def test_a_phase_no_strategy_of_ours_writes_is_stored(store: RunStore, store_url: str) -> None:
+    """The store knows no strategy names: a new strategy's phases (any short name, up to 32 characters, as long
+    as a built-in one was not) are recorded and read back as given, on both backends."""
+    run = new_run(store)
+    phases = ["explore", "pool-bo:" + "x" * 24]
+    store.record_iteration(
+        run.id, 0, [make_candidate(i, f"instruction {i}", {"d0": 1.0}, phase=p) for i, p in enumerate(phases)]
+    )
+    assert [c.phase for c in store.load_candidates(run.id)] == phases
+
+
 def test_input_validation(store: RunStore) -> None:
     run = new_run(store)
     with pytest.raises(StoreError, match="index 0 given twice"):
         store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}), make_candidate(0, "b", {"d0": 1})])
-    with pytest.raises(StoreError, match="'explore'"):
-        store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}, phase="explore")])
+    with pytest.raises(StoreError, match="candidate 0: phase must be a name .* got 'two words'"):
+        store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}, phase="two words")])
+    with pytest.raises(StoreError, match="phase must be at most 32 characters, got 33"):
+        store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}, phase="x" * 33)])
     with pytest.raises(StoreError, match="nan"):
         store.record_iteration(run.id, 0, [make_candidate(0, "a", {"d0": 1}, z=(0.1, math.nan))])
     with pytest.raises(StoreError, match="no candidates"):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from instructzero.flows.params import BOSettings
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.optimisation.acquisition import sobol_design
 from instructzero.tasks.optimisation.bayes_opt import propose_distinct, proposing
 from instructzero.tasks.optimisation.gp_bo import SurrogateState
 from instructzero.tasks.optimisation.proposer import Proposal, ProposerContext, make_proposer
+from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.sobol import SobolDesign
 from instructzero.tasks.optimisation.surrogate import fit_surrogate
 from tests.plugins.gp import toy

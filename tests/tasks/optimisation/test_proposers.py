@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any, get_args
 
 import numpy as np
 import pytest
 import torch
 
-from instructzero.flows.params import BOSettings, build_config
+from instructzero.flows.params import build_config
 from instructzero.storage.records import Candidate
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.optimisation.acquisition import AcquisitionSpec, sobol_design
 from instructzero.tasks.optimisation.bayes_opt import propose_distinct, proposing
-from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext, make_proposer
+from instructzero.tasks.optimisation.proposer import (
+    Known,
+    Proposal,
+    Proposer,
+    ProposerContext,
+    make_proposer,
+    propose_checked,
+)
 from instructzero.tasks.optimisation.registry import ACQUISITIONS, KERNELS, OPTIMIZERS, PROPOSERS, SIMILARITIES
+from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.surrogate import KernelSpec
 from tests.plugins.gp import toy
 
@@ -123,8 +132,9 @@ def test_only_gp_bo_learns_and_it_needs_data_first() -> None:
 
 
 class Toy(Proposer):
-    """A strategy written in a test: grid points, and a log of how it was called."""
+    """A strategy written in a test, with a phase of its own: grid points, and a log of how it was called."""
 
+    phases = ("toy",)
     learns = True
 
     def __init__(self, context: ProposerContext, settings: Any) -> None:
@@ -137,7 +147,7 @@ class Toy(Proposer):
     def propose(self, iteration, n, *, attempt=0, known=(), pending=None, exclude=None) -> Proposal:
         self.calls.append(("propose", iteration, n, attempt, len(known)))
         z = np.array([[0.9 - 0.1 * (i + 2 * attempt + 3 * iteration)] * self.dim for i in range(n)])
-        return Proposal(iteration=iteration, phase="uniform", z=z, acquisition_values=(None,) * n)
+        return Proposal(iteration=iteration, phase="toy", z=z, acquisition_values=(None,) * n)
 
 
 def test_a_new_strategy_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +188,34 @@ def test_the_flow_runs_a_registered_strategy_in_call_order(
         ("propose", 2, 1, 0, 0)
     ]
     candidates = store.load_candidates(summary.run_id)
-    assert [(c.iteration, c.phase) for c in candidates] == [(0, "uniform"), (0, "uniform"), (1, "uniform")] + [
-        (2, "uniform")
-    ]
+    assert [(c.iteration, c.phase) for c in candidates] == [(0, "toy"), (0, "toy"), (1, "toy"), (2, "toy")]
     assert all(len(set(c.z)) == 1 and -1.0 <= c.z[0] <= 1.0 for c in candidates)  # the toy's diagonal points
+
+
+class Undeclared(Toy):
+    """The toy, writing a phase it does not declare."""
+
+    def propose(self, iteration, n, *, attempt=0, known=(), pending=None, exclude=None) -> Proposal:
+        return replace(super().propose(iteration, n, attempt=attempt), phase="bo")
+
+
+class OutOfBox(Toy):
+    """The toy, proposing outside [-1, 1]."""
+
+    def propose(self, iteration, n, *, attempt=0, known=(), pending=None, exclude=None) -> Proposal:
+        proposal = super().propose(iteration, n, attempt=attempt)
+        return replace(proposal, z=proposal.z * 10)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (Undeclared, r"strategy Undeclared \(iteration 1, attempt 0\) proposed phase 'bo'; it declares 'toy'"),
+        (OutOfBox, r"strategy OutOfBox .* outside \[-1, 1\]"),
+    ],
+)
+def test_a_proposal_the_strategy_did_not_declare_is_refused(strategy: type[Toy], message: str) -> None:
+    """Checked where the pipeline asks for proposals, before anything is generated or paid for."""
+    with pytest.raises(ConfigError, match=message):
+        propose_checked(strategy(CONTEXT, None), 1, 2)
+    assert propose_checked(Toy(CONTEXT, None), 1, 2).phase == "toy"
