@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from instructzero.flows.params import same_settings
+from instructzero.flows.params import same_settings, with_recorded_defaults
 from instructzero.storage.records import BASELINE_PHASE, Candidate, Dataset, Example, Run
 from instructzero.storage.repository import RunStore
 from instructzero.tasks.data.splits import Splits
@@ -67,7 +67,7 @@ def sample_instructions(
 
     from instructzero.tasks.generation.generator import _FirstLineDone
 
-    model, tok = generator._model, generator._tokenizer  # noqa: SLF001 - see the docstring
+    model, tok = generator._model, generator._tokenizer
     ids = generator.prompt_ids(exemplars)
     input_ids = torch.tensor([ids], device=generator.device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -118,7 +118,8 @@ def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> Run | No
     if "endpoint_id" not in run.config.get("black_box", {}):
         # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
         ignored = (*INVOCATION_FIELDS, "black_box.endpoint_id")
-    if not same_settings(run.config, config, ignore=ignored):
+    # a run stored before a setting existed ran at its default (e.g. generator.temperature: greedy)
+    if not same_settings(with_recorded_defaults(run.config), config, ignore=ignored):
         from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")

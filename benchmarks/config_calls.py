@@ -1,6 +1,6 @@
 """Where the run config goes from the flow: every call in a module that hands on `config` or a piece of it
-(`config`, `config.bo`, `config.black_box.model` ...), counted by callee. Issue 18 measured the flow as a hub by
-how many rooms `config` enters; this is the reproducible count behind docs/ARCHITECTURE.md's row.
+(`config`, `config.bo`, `config.black_box.model` ...), counted by callee: how many places a
+change of the config reaches, the reproducible count behind docs/ARCHITECTURE.md's row.
 
     python -m instructzero.benchmarks.config_calls [flows/instruction_search.py]
 

@@ -15,11 +15,11 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from instructzero.storage.records import Example  # noqa: E402
-from instructzero.tasks.generation.generator import InstructionGenerator  # noqa: E402
-from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir  # noqa: E402
+from instructzero.storage.records import Example
+from instructzero.tasks.generation.generator import InstructionGenerator
+from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
 
 EXEMPLARS = (
     Example("b-0", "hot", ("cold",)),

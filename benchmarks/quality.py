@@ -49,10 +49,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class FlowMethod:
-    """The InstructZero flow with these `bo` settings (strategy: a key of tasks/optimisation/registry.py)."""
+    """The InstructZero flow with these `bo` settings (strategy: a key of tasks/optimisation/registry.py) and
+    these generator settings."""
 
     about: str
     bo: Mapping[str, str]
+    generator: Mapping[str, Any] = field(default_factory=dict)  # generator settings over the suite's
 
     def cannot_run(self, data: Any) -> str | None:
         return None
@@ -85,21 +87,11 @@ class FixedMethod:
     def run(self, cell: Cell) -> str:
         from instructzero.benchmarks.baselines import existing_run, run_fixed_candidates
         from instructzero.flows.params import package_versions
-        from instructzero.tasks.prefect_tasks import load_generator
 
         if cell.reused:  # a completed baseline: read back as is (no generator, no black box)
             return existing_run(cell.store, cell.name, cell.recorded).id  # type: ignore[union-attr]
         config = cell.config
-        gen = load_generator(
-            config.generator.model,
-            str(config.cache_dir),
-            config.generator.n_soft_tokens,
-            config.generator.intrinsic_dim,
-            cell.seed,
-            config.generator.max_new_tokens,
-            config.generator.device,
-            config.generator.template,
-        )
+        gen = config.generator_spec().load()  # the run's own generator (projection seed = the cell's seed)
         return run_fixed_candidates(
             cell.store,
             name=cell.name,
@@ -143,6 +135,17 @@ METHODS: dict[str, FlowMethod | FixedMethod] = {
     "uniform": FlowMethod(
         'the flow with bo.strategy="uniform": as many random soft prompts, no BO',
         {"strategy": "uniform", "kernel": "coupled"},
+    ),
+    "instructzero-sampled": FlowMethod(
+        "the flow, each soft prompt sampling its instruction (temperature 0.9, top-p 0.95, seeded by the run's seed "
+        "and z) instead of decoding greedily",
+        _FLOW_DEFAULT,
+        {"temperature": 0.9, "top_p": 0.95},
+    ),
+    "uniform-sampled": FlowMethod(
+        "uniform soft prompts, each sampling its instruction as instructzero-sampled does (no BO)",
+        {"strategy": "uniform", "kernel": "coupled"},
+        {"temperature": 0.9, "top_p": 0.95},
     ),
     "ape": FixedMethod(
         "APE-style: the generator samples instructions from the exemplars, no soft prompt",
@@ -260,11 +263,13 @@ def _run_config(s: QualitySettings, task: str, seed: int, method: str, name: str
     from instructzero.flows.params import build_config
 
     n_init, iterations, batch = bo_shape(s.budget, s.n_init, s.batch_size)
-    variant = dict(METHODS[method].bo)
+    how = METHODS[method]
+    variant = dict(how.bo)
     generator: dict[str, Any] = {
         "max_new_tokens": s.max_new_tokens,
         "n_soft_tokens": s.n_soft_tokens,
         "intrinsic_dim": s.intrinsic_dim,
+        **(how.generator if isinstance(how, FlowMethod) else {}),
     }
     if s.generator:
         generator["model"] = s.generator

@@ -21,7 +21,7 @@ PAIRED_AGAINST = ("uniform", "ape", "empty", CONSTANT, "instructzero-explore", "
 ALPHA = 0.05
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")

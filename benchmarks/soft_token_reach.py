@@ -5,9 +5,11 @@
 
 InstructZero's search can only choose among the instructions its soft prompts decode to: when 20 points of the
 Sobol design give 2 distinct instructions, BO and uniform sampling find the same one and APE (26-40 distinct) wins.
-Each setting is META:N_SOFT_TOKENS:SCALE:POSITION, POSITION `start` (the soft tokens open the user turn, the
-generator's behaviour) or `answer` (right before the pre-filled "The instruction was to", next to where decoding
-starts). Generation only: nothing is scored, so it needs no black box; ~20 s per task and setting on 2 cores.
+Each setting is META:N_SOFT_TOKENS:SCALE:POSITION[:TEMPERATURE], POSITION `start` (the soft tokens open the user
+turn, the generator's behaviour) or `answer` (right before the pre-filled "The instruction was to", next to where
+decoding starts); TEMPERATURE > 0 samples each z's instruction with its own seed (top-p 0.95, as
+`--generator-temperature T --generator-top-p 0.95`), 0 or absent decodes greedily. Generation only: nothing is
+scored, so it needs no black box; ~20-50 s per task and setting on 2 cores.
 
 `--pool N` (N > 5) lets z choose the exemplars as well: each soft prompt shows the 5 of N induce examples that a
 fixed random projection of z ranks highest (piecewise constant in z, as the soft prompt's own projection is linear).
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults = RunConfig().generator  # everything but the setting's fields as a run has it
     z = np.asarray(sobol_design(args.n_prompts, defaults.intrinsic_dim, 0), dtype=np.float64)
     for setting in args.settings.split(","):
-        meta, n_tokens, scale, position = setting.split(":")
+        meta, n_tokens, scale, position, *sampling = setting.split(":")
+        temperature = float(sampling[0]) if sampling else 0.0
         cls = AnswerPositionGenerator if position == "answer" else InstructionGenerator
         generator = cls(
             args.generator,
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             soft_scale=float(scale),
             intrinsic_dim=defaults.intrinsic_dim,
             max_new_tokens=defaults.max_new_tokens,
+            temperature=temperature,
+            top_p=0.95 if temperature > 0 else 1.0,
         )
         for name in args.tasks.split(","):
             splits = make_splits(load_task(name, data_dir), n_exemplars=args.pool, n_dev=10, n_test=1, seed=0)

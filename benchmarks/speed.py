@@ -100,9 +100,11 @@ def measure_generation(n: int, max_new_tokens: int, repeats: int, model: str | N
     """One batched generate over n soft prompts vs n single-prompt calls (same generator, greedy, same outputs)."""
     from instructzero.benchmarks.generation_speed import time_generation
     from instructzero.tasks.generation.model_assets import PACKAGED_GEMMA, default_cache_dir
-    from instructzero.tasks.prefect_tasks import load_generator
+    from instructzero.tasks.generation.settings import GeneratorSettings
+    from instructzero.tasks.prefect_tasks import GeneratorSpec
 
-    gen = load_generator(model or PACKAGED_GEMMA, str(default_cache_dir()), 5, 10, 0, max_new_tokens, None, None)
+    settings = GeneratorSettings(model=model or PACKAGED_GEMMA, max_new_tokens=max_new_tokens, template=None)
+    gen = GeneratorSpec(settings, cache_dir=str(default_cache_dir()), projection_seed=0).load()
     result = time_generation(gen, n, repeats)
     del result["instructions"]
     return result
@@ -201,7 +203,7 @@ def plain_loop(config: Any) -> float:
     return test.mean_score
 
 
-def _refresh_prefect_cache():  # noqa: ANN202 - context manager
+def _refresh_prefect_cache():
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
     return temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True})
@@ -293,7 +295,7 @@ def measure_gp(
 # ---------------------------------------------------------------------------------------------------- 5. resume
 def _completion_requests(endpoint: Any) -> int:
     """Completion requests the server received (read in-process: cheap enough to poll)."""
-    return endpoint._handle.app.state.stats.completion_requests  # noqa: SLF001 - our own server, in this process
+    return endpoint._handle.app.state.stats.completion_requests
 
 
 def _cli_run_args(config: Any) -> tuple[list[str], dict[str, str]]:
@@ -382,7 +384,7 @@ def measure_resume(
             env = {**os.environ, **extra_env, "PREFECT_TASKS_REFRESH_CACHE": "true", "PYTHONUNBUFFERED": "1"}
             stop_after = max(1, reference // 2)
             child_log = workdir / "resume-child.log"
-            log = open(child_log, "wb")  # noqa: SIM115 - closed below
+            log = open(child_log, "wb")
             child = subprocess.Popen(
                 [sys.executable, "-m", "instructzero.flows.cli", *args],
                 env=env,

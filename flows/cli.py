@@ -16,6 +16,7 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
+from instructzero.flows.console import resume_command
 from instructzero.flows.offline import offline_defaults
 from instructzero.storage.errors import StoreError
 from instructzero.tasks.errors import InstructZeroError
@@ -45,7 +46,7 @@ def _nested_overrides(args: argparse.Namespace, config: type[BaseSettings] | Non
     return nested
 
 
-def _print_summary(summary: Any, wall_s: float) -> None:
+def _print_summary(summary: Any, wall_s: float, store_url: str) -> None:
     from instructzero.tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
 
     print()
@@ -89,7 +90,7 @@ def _print_summary(summary: Any, wall_s: float) -> None:
             print(f"test: {summary.test_note}")
         print(
             f"status: budget exhausted (stored as 'interrupted'); continue with "
-            f"`instructzero resume {summary.run_id} --max-cost USD` (or --max-total-tokens/--max-calls)"
+            f"`{resume_command(summary.run_id, store_url, '--max-cost USD')}` (or --max-total-tokens/--max-calls)"
         )
 
 
@@ -222,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_not_held(config, existing)
     start = time.perf_counter()
     _start_prefect()
-    _print_summary(_run_flow(config), time.perf_counter() - start)
+    _print_summary(_run_flow(config), time.perf_counter() - start, config.store_url)
     return 0
 
 
@@ -251,7 +252,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _check_not_held(config, run)
     start = time.perf_counter()
     _start_prefect()
-    _print_summary(_run_flow(config, resume_run_id=run.id), time.perf_counter() - start)
+    _print_summary(_run_flow(config, resume_run_id=run.id), time.perf_counter() - start, config.store_url)
     return 0
 
 
@@ -617,9 +618,8 @@ def _stopped_early_line(exc: KeyboardInterrupt, args: argparse.Namespace) -> str
     """The line for a signal before the flow started: nothing of the run was written."""
     name = str(exc.args[0]) if exc.args else "SIGINT"  # StopSignal("SIGTERM"), or Python's own KeyboardInterrupt
     if args.command == "resume":
-        store = f" --store {args.store}" if getattr(args, "store", None) else ""
         return (
-            f"interrupted: resume with `instructzero resume {args.run_id}{store}` ({name} before the run "
+            f"interrupted: resume with `{resume_command(args.run_id, _store_url(args))}` ({name} before the run "
             f"resumed; nothing changed)"
         )
     if args.command == "run":
@@ -631,10 +631,10 @@ def _interrupted_line(exc: Any, args: argparse.Namespace) -> str:
     """The one line an interrupted run ends with: how to resume it."""
     if exc.run_id is None:
         return f"interrupted: nothing was recorded yet ({exc}); run the same command again to start"
-    store = f" --store {args.store}" if getattr(args, "store", None) else ""
     # `recorded` is set once the search had started and the flow stored the run as interrupted
     what = f"stored as 'interrupted' with {exc.recorded}" if exc.recorded else "unchanged"
-    return f"interrupted: resume with `instructzero resume {exc.run_id}{store}` ({exc}; run {exc.run_name!r} {what})"
+    resume = resume_command(exc.run_id, _store_url(args))
+    return f"interrupted: resume with `{resume}` ({exc}; run {exc.run_name!r} {what})"
 
 
 if __name__ == "__main__":

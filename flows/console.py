@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 
 from instructzero.storage.errors import StoreError
 from instructzero.tasks.errors import InstructZeroError
+
+
+def resume_command(run_id: str, store_url: str, *flags: str) -> str:
+    """The `instructzero resume` command line for a run, as every hint prints it: with `--store` whenever the store
+    is not the default one, so the line works when pasted (a password in the URL shows as *** and must be filled
+    in: it is never printed)."""
+    from instructzero.flows.params import DEFAULT_STORE_URL
+    from instructzero.storage.session import display_url
+
+    store = "" if store_url == DEFAULT_STORE_URL else f" --store {shlex.quote(display_url(store_url))}"
+    return f"instructzero resume {run_id}{store}" + "".join(f" {flag}" for flag in flags)
+
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (InstructZeroError, StoreError)
 """The errors the CLI reports itself, in one line (see `instructzero.flows.cli.main`)."""

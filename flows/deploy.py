@@ -32,7 +32,7 @@ def load_definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
     return list(document.get("deployments") or [])
 
 
-def load_entrypoint(entrypoint: str):  # noqa: ANN201 - a prefect Flow
+def load_entrypoint(entrypoint: str):
     """`flows/suite.py:benchmark_suite` -> the flow object (paths relative to the repository root)."""
     from prefect.flows import load_flow_from_entrypoint
 

@@ -23,6 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from instructzero.flows import stop_signals
+from instructzero.flows.console import resume_command
 from instructzero.flows.params import (
     RESUME_IGNORED,
     RunConfig,
@@ -54,10 +55,10 @@ from instructzero.tasks.evaluation.comparison import (
 )
 from instructzero.tasks.evaluation.constant_answer import best_constant_answer
 from instructzero.tasks.evaluation.metrics import Scorer
-from instructzero.tasks.evaluation.pareto import instruction_tokens, penalised
+from instructzero.tasks.evaluation.objective import instruction_tokens, penalised
 from instructzero.tasks.interrupts import RunInterrupted
-from instructzero.tasks.optimisation.bayes_opt import ProposeFn, propose_distinct
 from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext, make_proposer
+from instructzero.tasks.optimisation.reproposal import ProposeFn, propose_distinct
 from instructzero.tasks.optimisation.selection import best_candidate
 from instructzero.tasks.prefect_tasks import (
     GeneratorSpec,
@@ -219,7 +220,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
             recorded = len(store.completed_iterations(run.id))
             exc.recorded = f"{recorded} of {config.bo.iterations + 1} iterations recorded"
         if isinstance(exc, BlackBoxError):  # the CLI's `error:` line ends with this note
-            exc.add_note(_failed_note(exc, run))
+            exc.add_note(_failed_note(exc, run, config.store_url))
         raise
     if summary.stopped:  # status "interrupted" (resumable) with the reason; no schema change for a new status
         store.set_run_status(run.id, "interrupted", error=f"budget_exhausted: {summary.stopped}")
@@ -232,11 +233,13 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     return summary
 
 
-def _failed_note(exc: BlackBoxError, run: Run) -> str:
+def _failed_note(exc: BlackBoxError, run: Run, store_url: str) -> str:
     """What to do about a run the black box failed: resume it when the cause lies outside the run's settings (the
     endpoint was down or kept failing, the key was wrong), else start anew (the model or request is recorded)."""
     if exc.status is None or exc.status in (401, 403, 408, 409, 429) or exc.status >= 500:
-        return f"run {run.id} stored as failed; once that is fixed, continue it with `instructzero resume {run.id}`"
+        return (
+            f"run {run.id} stored as failed; once that is fixed, continue it with `{resume_command(run.id, store_url)}`"
+        )
     return f"run {run.id} stored as failed; the model and request settings are part of it: start a new run"
 
 

@@ -45,7 +45,7 @@ class _SubprocessDyingWithUs:
         return getattr(subprocess, name)
 
     @staticmethod
-    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - the module's name
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
         parent = os.getpid()
         kwargs.setdefault("preexec_fn", lambda: _die_with_parent(parent))
         # A session of its own: a terminal's ^C goes to the CLI's process group, and a server dying of it would

@@ -4,9 +4,8 @@ benchmarks' endpoint.
 Three kinds:
 
 * ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a
-packaged
-  model (default the chat-tuned SmolLM2-135M-Instruct on /v1/chat/completions with its own chat template). It
-  always works offline and is what `make run` uses.
+  packaged model (default `DEFAULT_BLACK_BOX`, the chat-tuned Qwen2.5-Coder-0.5B-Instruct, on /v1/chat/completions
+  with its own chat template). It always works offline and is what `make run` uses.
 * ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
   ``llama-cpp-python[server]`` (built from source, ~6 min, see benchmarks/README.md); not a dependency.
 * ``echo``: our server's rule-based test backend (no model; for smoke tests and speed measurements).
@@ -100,14 +99,14 @@ def _spawn_and_wait(
     cmd: list[str], probe_url: str, what: str, startup_timeout_s: float, log_path: Path | None = None
 ) -> subprocess.Popen:
     """Start a server process and return once `probe_url` answers 200 (or raise, with the process killed)."""
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + startup_timeout_s
     while True:
         if process.poll() is not None:
             raise BlackBoxError(f"{what} exited with status {process.returncode}: {' '.join(cmd)}")
         try:
-            with urllib.request.urlopen(probe_url, timeout=2) as resp:  # noqa: S310 - 127.0.0.1
+            with urllib.request.urlopen(probe_url, timeout=2) as resp:
                 if resp.status == 200:
                     return process
         except OSError:

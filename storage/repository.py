@@ -164,7 +164,7 @@ class RunStore:
             finally:
                 trans.rollback()
 
-    def _scope(self, what: str, *, write: bool = False):  # noqa: ANN202 - contextmanager
+    def _scope(self, what: str, *, write: bool = False):
         return session_scope(self._engine, write=write, what=what)
 
     @staticmethod

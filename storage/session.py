@@ -356,7 +356,7 @@ def _migrate(url: str, revision: str, *, upgrade: bool) -> str:
         raise StoreError(f"cannot migrate store {shown!r}: {one_line(exc)}") from None
     except StoreError:
         raise
-    except Exception as exc:  # alembic's CommandError for unknown revisions etc.
+    except Exception as exc:  # noqa: BLE001 - alembic's CommandError for unknown revisions, a migration's refusal
         raise StoreError(f"cannot migrate store {shown!r} to {revision!r}: {one_line(exc)}") from None
     finally:
         engine.dispose()

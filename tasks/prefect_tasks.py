@@ -49,30 +49,17 @@ def open_store(url: str) -> RunStore:
 
 
 @load_once(maxsize=2)
-def load_generator(
-    model: str,
-    cache_dir: str,
-    n_soft_tokens: int,
-    intrinsic_dim: int,
-    projection_seed: int,
-    max_new_tokens: int,
-    device: str | None,
-    template: str | None,
-    soft_scale: float = 1.0,
-) -> InstructionGenerator:
-    """Load the generator once per process (a reload of the packaged model costs seconds), one load at a time."""
-    kwargs: dict[str, Any] = dict(
-        cache_dir=Path(cache_dir),
-        n_soft_tokens=n_soft_tokens,
-        intrinsic_dim=intrinsic_dim,
-        projection_seed=projection_seed,
-        max_new_tokens=max_new_tokens,
-        device=device,
-        soft_scale=soft_scale,
+def load_generator(spec: GeneratorSpec) -> InstructionGenerator:
+    """Load the generator once per process (a reload of the packaged model costs seconds), one load at a time.
+    Every `GeneratorSettings` field but the batch size is a constructor argument, so a new knob is its field and
+    its use in the generator."""
+    g = spec.settings
+    return InstructionGenerator(
+        g.model,
+        cache_dir=Path(spec.cache_dir),
+        projection_seed=spec.projection_seed,
+        **g.model_dump(exclude={"model", "batch_size"}),
     )
-    if template is not None:
-        kwargs["template"] = template
-    return InstructionGenerator(model, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -93,18 +80,7 @@ class GeneratorSpec:
         return self.settings.batch_size
 
     def load(self) -> InstructionGenerator:
-        g = self.settings
-        return load_generator(
-            g.model,
-            self.cache_dir,
-            g.n_soft_tokens,
-            g.intrinsic_dim,
-            self.projection_seed,
-            g.max_new_tokens,
-            g.device,
-            g.template,
-            g.soft_scale,
-        )
+        return load_generator(self)
 
 
 def _digest(*parts: Any) -> str:
@@ -200,6 +176,12 @@ def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorS
     generator = spec.load()
     z = np.ascontiguousarray(z, dtype=np.float64)
     exemplars_key = [(e.input, e.answers[0]) for e in exemplars]
+    # sampling (temperature > 0) keys on its settings and seed; greedy keys stay as they were
+    sampling = (
+        [("sampling", generator.temperature, generator.top_p, generator.sampling_seed)]
+        if generator.temperature > 0
+        else []
+    )
     return "generate-" + _digest(
         hashlib.sha256(z.tobytes()).hexdigest(),
         z.shape,
@@ -212,6 +194,7 @@ def generation_key(z: np.ndarray, exemplars: Sequence[Example], spec: GeneratorS
         CLEANING_VERSION,
         spec.model,
         exemplars_key,
+        *sampling,
     )
 
 

@@ -103,7 +103,7 @@ class ZeroShotFormat:
     def __post_init__(self) -> None:
         validate_template(self.template, self.instruction_role)
 
-    def render(self, instruction: str, input: str) -> Prompt:  # noqa: A002
+    def render(self, instruction: str, input: str) -> Prompt:
         """The request for one pair; instruction and input are stripped so stray whitespace is not scored."""
         if self.instruction_role == "user":
             return self.template.format(instruction=instruction.strip(), input=input.strip())
@@ -114,7 +114,7 @@ class ZeroShotFormat:
 def render_zero_shot(
     instruction: str,
     input: str,
-    template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,  # noqa: A002
+    template: str | ZeroShotFormat = ZERO_SHOT_TEMPLATE,
 ) -> Prompt:
     """Fill the zero-shot template (a text with both fields, or a `ZeroShotFormat`); a text template gives a text."""
     fmt = template if isinstance(template, ZeroShotFormat) else ZeroShotFormat(template)

@@ -300,15 +300,3 @@ class Budget:
 
     def describe(self) -> str:
         return self.limits.describe(self.spent())
-
-
-def parse_limits(max_cost_usd: Any, max_total_tokens: Any, max_calls: Any) -> Limits:
-    """Limits from already validated settings (a negative value here is a programming error)."""
-    for name, value in (
-        ("max_cost_usd", max_cost_usd),
-        ("max_total_tokens", max_total_tokens),
-        ("max_calls", max_calls),
-    ):
-        if value is not None and value < 0:
-            raise ConfigError(f"budget.{name} must be >= 0, got {value!r}")
-    return Limits(max_cost_usd, max_total_tokens, max_calls)

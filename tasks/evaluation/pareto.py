@@ -1,28 +1,10 @@
-"""Instructions cost tokens on every future call: their length, the length-penalised objective, and the Pareto
-front of dev accuracy against length (shorter and at least as accurate dominates)."""
+"""Instructions cost tokens on every future call: the Pareto front of dev accuracy against length (shorter and at
+least as accurate dominates) and its plot. The length-penalised objective the search maximises is objective.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
-
-from instructzero.storage.records import Candidate
-
-
-def instruction_tokens(tokenizer: Any, text: str) -> int:
-    """The instruction's length in tokens of `tokenizer` (no special tokens)."""
-    return len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"]) if text.strip() else 0
-
-
-def penalised(history: Sequence[Candidate], lengths: Mapping[str, int], penalty: float) -> list[Candidate]:
-    """Candidates whose dev_score is the BO objective: dev accuracy - penalty x instruction tokens."""
-    if penalty == 0:
-        return list(history)
-    return [
-        c if c.dev_score is None else replace(c, dev_score=c.dev_score - penalty * lengths.get(c.instruction, 0))
-        for c in history
-    ]
 
 
 def pareto_front(points: Sequence[tuple[str, float, int]]) -> list[tuple[str, float, int]]:

@@ -15,6 +15,7 @@ and the assistant's answer is pre-filled with "The instruction was to".
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,6 +186,38 @@ class _StopRequested:
         return torch.full((input_ids.shape[0],), interrupts.stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
+class _SeededSampling:
+    """Logits processor that turns greedy decoding into sampling at `temperature` within the top-p nucleus, with
+    each row's randomness its own: row i draws from a generator seeded by `seeds[i]`, one noise vector per step
+    (the Gumbel-max trick: argmax(logits / T + Gumbel noise) is a sample of softmax(logits / T)).
+
+    So a soft prompt's instruction is a function of its own seed (the run's seed and z) and not of the batch it was
+    generated in, or of the order; the same z writes the same instruction on a resumed run."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: str) -> None:
+        self.generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_p, self.device = temperature, top_p, device
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:  # drop the tail beyond the smallest set of tokens holding top_p of the mass
+            ordered, order = torch.sort(logits, descending=True, dim=-1)
+            mass_before = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1)
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, mass_before > self.top_p)
+            logits = logits.masked_fill(drop, float("-inf"))
+        noise = torch.stack(
+            [-torch.empty(logits.shape[-1]).exponential_(generator=g).log() for g in self.generators]
+        ).to(logits.device)
+        return logits + noise
+
+
+def sampling_seed(seed: int, z_row: np.ndarray) -> int:
+    """The sampling seed of one soft prompt: a hash of (the run's seed, z's float64 bytes), so each z has its own
+    instructions and equal z (a resumed run's) the same."""
+    digest = hashlib.sha256(np.asarray(z_row, dtype=np.float64).tobytes() + str(int(seed)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def resolve_device(device: str | None) -> str:
     """The torch device the generator runs on (None: CUDA when present, else CPU). Raises ConfigError for one this
     machine lacks; the CLI calls it before Prefect starts, so `--device cuda` without CUDA is one line."""
@@ -233,17 +266,23 @@ class InstructionGenerator:
         n_soft_tokens: int = 5,
         intrinsic_dim: int = 10,
         projection_seed: int = 0,
-        max_new_tokens: int = 48,
+        max_new_tokens: int = 32,
         device: str | None = None,
         template: str | None = None,
         demo_template: str = DEMO_TEMPLATE,
         stop_at_first_line: bool = True,
         soft_scale: float = 1.0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
     ) -> None:
         if template is not None:
             resolve_template(template)  # a bad template fails before seconds of model loading
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if not (0.0 <= temperature <= 5.0 and 0.0 < top_p <= 1.0):
+            raise ConfigError(f"temperature must be in [0, 5] and top_p in (0, 1], got {temperature!r}, {top_p!r}")
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.sampling_seed = projection_seed
         self.model_id = model
         self.demo_template = demo_template
         self.max_new_tokens = max_new_tokens
@@ -342,9 +381,12 @@ class InstructionGenerator:
         soft = self.projection(z).to(self.device)  # (b x n x hidden)
         before, after = self._prompt_embeddings(exemplars)  # (P x hidden), (L x hidden)
         sequences = [torch.cat([before, s, after]) for s in soft]  # each (P + n + L) x hidden
+        rows = np.asarray(z.detach().cpu().numpy() if isinstance(z, Tensor) else z, dtype=np.float64)
+        seeds = [sampling_seed(self.sampling_seed, row) for row in rows.reshape(len(sequences), -1)]
         outputs: list[str] = []
         for start in range(0, len(sequences), batch_size):
-            outputs.extend(self._generate_batch(sequences[start : start + batch_size]))
+            end = start + batch_size
+            outputs.extend(self._generate_batch(sequences[start:end], seeds[start:end]))
         return outputs
 
     def generate(self, z: np.ndarray | Tensor, exemplars: Sequence[Example], *, batch_size: int = 8) -> list[str]:
@@ -361,9 +403,10 @@ class InstructionGenerator:
         return [clean_instruction(t) for t in self.generate_raw(z, exemplars, batch_size=batch_size)]
 
     @torch.inference_mode()
-    def _generate_batch(self, sequences: Sequence[Tensor]) -> list[str]:
-        """Greedy decoding for b embedding sequences (L_i x hidden), left-padded into one batch."""
-        from transformers import GenerationConfig, StoppingCriteriaList
+    def _generate_batch(self, sequences: Sequence[Tensor], seeds: Sequence[int] = ()) -> list[str]:
+        """Greedy decoding for b embedding sequences (L_i x hidden), left-padded into one batch; with a temperature,
+        each row sampled with its own seed (`_SeededSampling`)."""
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         tok = self._tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -384,6 +427,9 @@ class InstructionGenerator:
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList(
                     ([_FirstLineDone(tok, prompt_length=0)] if self.stop_at_first_line else []) + [_StopRequested()]
+                ),
+                logits_processor=LogitsProcessorList(
+                    [_SeededSampling(seeds, self.temperature, self.top_p, self.device)] if self.temperature > 0 else []
                 ),
             )
         except Exception as exc:  # out of memory, bad dtype/device combinations

@@ -56,6 +56,16 @@ class GeneratorSettings(BaseModel):
     soft_scale: Annotated[float, Flag("--soft-scale", float)] = Field(
         1.0, gt=0.0, le=16.0, description="strength of the soft tokens (1 = the spread of real embeddings)"
     )
+    temperature: Annotated[float, Flag("--generator-temperature", float)] = Field(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        description="0: greedy instructions; above 0, each soft prompt samples its instruction at this temperature "
+        "with its own seed (the run's seed and z), so a z always writes the same one and a resume is exact",
+    )
+    top_p: Annotated[float, Flag("--generator-top-p", float)] = Field(
+        1.0, gt=0.0, le=1.0, description="with a temperature: sample within the top-p nucleus (1: every token)"
+    )
 
     @field_validator("template")
     @classmethod

@@ -111,7 +111,7 @@ def propose_batch(
     batch_size: int,
     dim: int,
     acquisition: AcquisitionName = "logei",
-    optimizer: OptimizerName = "optimize_acqf",
+    optimizer: OptimizerName,
     seed: int,
     num_restarts: int = 5,
     raw_samples: int = 128,
@@ -148,7 +148,8 @@ def propose_batch(
         batch_size: b >= 1 candidates to return.
         dim: d, the soft-prompt dimension.
         acquisition: a key of `registry.ACQUISITIONS`: "logei" (default, numerically robust) or "ei".
-        optimizer: a key of `registry.OPTIMIZERS`: "optimize_acqf" (default) or "cmaes".
+        optimizer: a key of `registry.OPTIMIZERS`: "optimize_acqf" or "cmaes" (no default here: the run's
+            `BOSettings.optimizer` is the one default).
         seed: seeds raw samples, restarts, QMC samples and CMA-ES.
         num_restarts: multi-start count for either optimiser.
         raw_samples: Sobol points scored to choose the starting points.

@@ -7,7 +7,7 @@ Call order, per iteration (like Optuna's `samplers/_base.py`, the interface docu
    `gp-update` task, and only for proposers with `learns = True`.
 2. `propose(iteration, n)`: the iteration's batch (attempt 0). The flow runs it as the `propose-prompt` task.
 3. `propose(iteration, n, attempt=k, known=..., pending=..., exclude=...)`, k = 1, 2, ...: replacements for the
-   slots whose soft prompt decoded to an already scored instruction (`bayes_opt.propose_distinct`), at most
+   slots whose soft prompt decoded to an already scored instruction (`reproposal.propose_distinct`), at most
    `bo.propose_attempts - 1` rounds. `known`: (z, dev score) pairs of such rejected soft prompts (data at no
    black-box cost); `pending`: (p x d) the batch's kept soft prompts; `exclude`: (t x d) all tried so far.
 

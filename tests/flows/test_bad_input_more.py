@@ -1,4 +1,4 @@
-"""Bad input (issue 12, section 5): one `error:` line, exit status 2, nothing written or created."""
+"""Bad input: one `error:` line, exit status 2, nothing written or created."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_postgres_that_accepts_but_never_answers_fails_in_seconds(tmp_path) -> N
     assert elapsed < 20
 
 
-# ------------------------------------------------------------------------------------------------ issue 17, section 4
+# ------------------------------------------------------------------------------ refused before Prefect starts
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -343,7 +343,8 @@ def test_a_failing_black_box_ends_the_run_in_one_error_line(
     assert code == 2 and needle in last, last
     (run,) = RunStore(url, read_only=True).list_runs()
     assert run.status == "failed" and run.error.startswith("BlackBoxError") and run.id in last
-    assert (f"`instructzero resume {run.id}`" in last) == resumable, last
+    # the hint works when pasted: it names the store the run is in
+    assert (f"`instructzero resume {run.id} --store {url}`" in last) == resumable, last
     print(f"\n{needle.split(':')[0]}: exit {code}, stderr {len(err.splitlines())} lines, last: {last[:160]}...")
 
 

@@ -1,6 +1,6 @@
-"""The config table (issue 18, step 3): the CLI flags and the flag -> field map are generated from the fields of
+"""The config table: the CLI flags and the flag -> field map are generated from the fields of
 `RunConfig`'s sections (`Flag` markers, `description`s), the recorded config is unchanged by that, a new knob is
-one field; and the two command lines no longer import each other (step 5)."""
+one field; and the two command lines no longer import each other."""
 
 from __future__ import annotations
 

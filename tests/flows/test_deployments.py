@@ -120,7 +120,7 @@ def deployed(prefect_home, cli_env, tmp_path_factory) -> Iterator[DeployedServer
         deadline = time.monotonic() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as resp:  # noqa: S310 - 127.0.0.1
+                with urllib.request.urlopen(f"{api}/health", timeout=2) as resp:
                     if resp.status == 200:
                         break
             except OSError:

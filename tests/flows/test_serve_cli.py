@@ -59,7 +59,7 @@ def test_serve_says_how_to_use_it_and_answers(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
                     assert json.load(resp)["model"] == "rules"
                     break
             except OSError:

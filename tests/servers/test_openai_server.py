@@ -259,7 +259,7 @@ class _SlowBackend(RuleBackend):
         super().__init__("slow")
         self.seen: list[str] = []
 
-    def generate(self, requests):  # noqa: ANN001, ANN201 - Backend protocol
+    def generate(self, requests):
         import time
 
         time.sleep(2.0)  # long against the hasty client's 0.3 s timeout and the server's 0.25 s disconnect poll

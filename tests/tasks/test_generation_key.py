@@ -35,7 +35,13 @@ Z = np.array([[0.1, -0.2, 0.3]])
 
 @pytest.mark.parametrize(
     "change",
-    [dict(projection_seed=1), dict(max_new_tokens=5), dict(soft_scale=2.0), dict(template="ape")],
+    [
+        dict(projection_seed=1),
+        dict(max_new_tokens=5),
+        dict(soft_scale=2.0),
+        dict(template="ape"),
+        dict(temperature=0.7),
+    ],
     ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}",
 )
 def test_each_generator_setting_flips_the_key(spec: pt.GeneratorSpec, change: dict) -> None:
@@ -56,3 +62,12 @@ def test_the_batch_size_and_example_ids_do_not_change_the_key(spec: pt.Generator
     key = pt.generation_key(Z, EXEMPLARS, spec)
     assert pt.generation_key(Z, EXEMPLARS, _changed(spec, batch_size=7)) == key
     assert pt.generation_key(Z, tuple(dataclasses.replace(e, id=e.id + "x") for e in EXEMPLARS), spec) == key
+
+
+def test_top_p_keys_sampling_only(spec: pt.GeneratorSpec) -> None:
+    """Greedy decoding ignores top-p (its key stays what it was before sampling existed); sampling does not."""
+    assert pt.generation_key(Z, EXEMPLARS, _changed(spec, top_p=0.5)) == pt.generation_key(Z, EXEMPLARS, spec)
+    sampling = _changed(spec, temperature=0.7)
+    assert pt.generation_key(Z, EXEMPLARS, _changed(sampling, top_p=0.5)) != pt.generation_key(Z, EXEMPLARS, sampling)
+    seeded = dataclasses.replace(sampling, projection_seed=1)
+    assert pt.generation_key(Z, EXEMPLARS, seeded) != pt.generation_key(Z, EXEMPLARS, sampling)

@@ -209,7 +209,8 @@ def test_estimate_prints_the_worst_case_and_writes_nothing(
 def test_pareto_front_and_length_penalty() -> None:
     from dataclasses import dataclass
 
-    from instructzero.tasks.evaluation.pareto import pareto_front, penalised
+    from instructzero.tasks.evaluation.objective import penalised
+    from instructzero.tasks.evaluation.pareto import pareto_front
 
     points = [
         ("long good", 0.9, 20),

@@ -132,7 +132,7 @@ class HostileServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 with lock:
                     reply = outer.script[min(outer.requests, len(outer.script) - 1)]

@@ -207,3 +207,26 @@ def test_meta_prompt_presets_resolve_by_name_for_base_and_chat_generators() -> N
     assert resolve_template("chat") == CHAT_META_PROMPTS["chat"] != resolve_template("chat-minimal")
     assert resolve_template("ape") == META_PROMPTS["ape"] and resolve_template(None) == META_PROMPTS["instructzero"]
     assert all("{demos}" in t for t in (*META_PROMPTS.values(), *CHAT_META_PROMPTS.values()))
+
+
+@pytest.mark.slow
+def test_sampling_is_each_soft_prompts_own(packaged_generator, antonym_exemplars) -> None:
+    """With a temperature each z samples its instruction with its own seed (run seed, z): the same z writes the same
+    instruction alone, in another batch, in another order and from a new generator (a resume); another run seed
+    or another z writes another; temperature 0 stays greedy."""
+    g = packaged_generator
+    z = torch.linspace(-0.9, 0.9, 40).reshape(4, 10)
+    greedy = g.generate(z, antonym_exemplars)
+    g.temperature, g.top_p = 1.0, 0.95
+    try:
+        sampled = g.generate(z, antonym_exemplars, batch_size=4)
+        assert g.generate(z[[2, 0, 3, 1]], antonym_exemplars, batch_size=3) == [sampled[i] for i in (2, 0, 3, 1)]
+        assert g.generate(z[1:2], antonym_exemplars) == sampled[1:2]
+        repeats = g.generate(z[:1].repeat(6, 1), antonym_exemplars)
+        assert len(set(repeats)) == 1  # one z, one instruction, however often it is asked
+        g.sampling_seed = 1
+        other_seed = g.generate(z, antonym_exemplars, batch_size=4)
+    finally:
+        g.temperature, g.top_p, g.sampling_seed = 0.0, 1.0, 0
+    assert sampled != greedy and other_seed != sampled
+    assert g.generate(z, antonym_exemplars) == greedy

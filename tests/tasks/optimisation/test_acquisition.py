@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 D = 4
 N = 16
-FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 64}
+FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 64, "optimizer": "optimize_acqf"}
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +123,15 @@ def test_bad_arguments(models, X):
     model = models["matern"]
     base = dict(best_f=0.0, batch_size=2, dim=D, seed=0)
     with pytest.raises(ConfigError, match="dim=5"):
-        propose_batch(model, **{**base, "dim": 5})
+        propose_batch(model, optimizer="optimize_acqf", **{**base, "dim": 5})
     with pytest.raises(ConfigError, match="'ucb'"):
-        propose_batch(model, acquisition="ucb", **base)  # type: ignore[arg-type]
+        propose_batch(model, acquisition="ucb", optimizer="optimize_acqf", **base)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="'adam'"):
         propose_batch(model, optimizer="adam", **base)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="got 0"):
-        propose_batch(model, **{**base, "batch_size": 0})
+        propose_batch(model, optimizer="optimize_acqf", **{**base, "batch_size": 0})
     with pytest.raises(ConfigError, match=r"\(16, 3\)"):
-        propose_batch(model, exclude=X[:, :3], **base)
+        propose_batch(model, exclude=X[:, :3], optimizer="optimize_acqf", **base)
 
 
 def test_cmaes_maximize_finds_box_optimum():

@@ -16,7 +16,6 @@ from instructzero.flows.params import build_config
 from instructzero.storage.records import Candidate
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.optimisation.acquisition import AcquisitionSpec, sobol_design
-from instructzero.tasks.optimisation.bayes_opt import propose_distinct, proposing
 from instructzero.tasks.optimisation.proposer import (
     Known,
     Proposal,
@@ -26,6 +25,7 @@ from instructzero.tasks.optimisation.proposer import (
     propose_checked,
 )
 from instructzero.tasks.optimisation.registry import ACQUISITIONS, KERNELS, OPTIMIZERS, PROPOSERS, SIMILARITIES
+from instructzero.tasks.optimisation.reproposal import propose_distinct, proposing
 from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.surrogate import KernelSpec
 from tests.plugins.gp import toy

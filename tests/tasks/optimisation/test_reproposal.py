@@ -1,4 +1,4 @@
-"""Re-proposal of soft prompts that decode to already scored instructions (tasks/optimisation/bayes_opt.py)."""
+"""Re-proposal of soft prompts that decode to already scored instructions (tasks/optimisation/reproposal.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 
 from instructzero.tasks.errors import ConfigError
 from instructzero.tasks.optimisation.acquisition import sobol_design
-from instructzero.tasks.optimisation.bayes_opt import propose_distinct, proposing
 from instructzero.tasks.optimisation.gp_bo import SurrogateState
 from instructzero.tasks.optimisation.proposer import Proposal, ProposerContext, make_proposer
+from instructzero.tasks.optimisation.reproposal import propose_distinct, proposing
 from instructzero.tasks.optimisation.settings import BOSettings
 from instructzero.tasks.optimisation.sobol import SobolDesign
 from instructzero.tasks.optimisation.surrogate import fit_surrogate
