@@ -1,12 +1,13 @@
-"""Local black-box engines on the same requests: our transformers server vs llama.cpp, both serving the packaged
-SmolLM2-135M-Instruct GGUF on the chat endpoint with its own chat template.
+"""Local black-box engines on the same requests, each serving one packaged model on the chat endpoint with its own
+chat template: our transformers server in float32 (the reference, first), in bfloat16, and llama.cpp.
 
-    python -m instructzero.benchmarks.engines [--requests 200] [--concurrency 8] [--llama-python /path/to/python]
+    python -m instructzero.benchmarks.engines [--engines transformers,transformers-bf16,llama.cpp]
+        [--model qwen2.5-coder-0.5b-instruct] [--requests 200] [--concurrency 8] [--llama-python /path/to/python]
 
 The requests are the zero-shot prompts of the built-in `sentiment` task under a few instructions (the empty one,
 the hand-written one, two generated ones), so answers are of the length a run sees. Both engines get the same
 prompts through the project's own client (`BlackBoxClient`, no cache), one engine after the other; prints and
-writes requests/s, mean latency, and how many answers are identical at temperature 0.
+writes requests/s, mean latency, and how many answers are identical to the first engine's at temperature 0.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from instructzero.storage.records import BlackBoxCall
 from instructzero.tasks.data.builtin_tasks import HUMAN_INSTRUCTIONS
 from instructzero.tasks.data.task_data import load_task
 from instructzero.tasks.evaluation.blackbox import BlackBoxClient, BlackBoxSettings
-from instructzero.tasks.generation.model_assets import PACKAGED_SMOLLM2
+from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX
 from instructzero.tasks.prompts import render_zero_shot
 
 INSTRUCTIONS = (
@@ -87,11 +88,19 @@ def measure(endpoint: LocalEndpoint, batch: list[str], concurrency: int, max_tok
     }
 
 
+def start(engine: str, model: str, concurrency: int, llama_python: str | None) -> LocalEndpoint:
+    if engine == "llama.cpp":
+        return start_llama_cpp(model=model, python=llama_python)
+    return start_own_server(engine, model=model, max_batch=concurrency)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
     parser = argparse.ArgumentParser(
         prog="python -m instructzero.benchmarks.engines", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--engines", default="transformers,transformers-bf16", help="the first is the reference")
+    parser.add_argument("--model", default=DEFAULT_BLACK_BOX, help="a packaged model")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=16)
@@ -100,34 +109,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batch = prompts(args.requests)
     results = []
-    for start in (
-        lambda: start_own_server("transformers", model=PACKAGED_SMOLLM2, max_batch=args.concurrency),
-        lambda: start_llama_cpp(model=PACKAGED_SMOLLM2, python=args.llama_python),
-    ):
-        endpoint = start()
+    for engine in args.engines.split(","):
+        endpoint = start(engine, args.model, args.concurrency, args.llama_python)
         try:
             results.append(measure(endpoint, batch, args.concurrency, args.max_tokens))
         finally:
             endpoint.stop()
         print(
-            f"{results[-1]['engine']:<13} {results[-1]['requests_per_s']:>6.2f} req/s  "
+            f"{results[-1]['engine']:<18} {results[-1]['requests_per_s']:>6.2f} req/s  "
             f"({results[-1]['wall_s']} s for {len(batch)})",
             flush=True,
         )
-    a, b = results[0]["answers"], results[1]["answers"]
-    same = sum(x.strip() == y.strip() for x, y in zip(a, b))
+    reference = results[0]
+    for result in results[1:]:
+        same = [x.strip() == y.strip() for x, y in zip(reference["answers"], result["answers"])]
+        result["identical_to_reference"] = sum(same)
+        result["speedup_vs_reference"] = round(result["requests_per_s"] / reference["requests_per_s"], 2)
+        result["differing_examples"] = [
+            (p[-80:], x, y) for p, x, y, ok in zip(batch, reference["answers"], result["answers"], same) if not ok
+        ][:8]
+        print(
+            f"{result['engine']} vs {reference['engine']}: {result['speedup_vs_reference']}x the requests/s, "
+            f"identical answers {sum(same)}/{len(batch)}"
+        )
     summary = {
+        "model": args.model,
         "requests": len(batch),
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
-        "identical_answers": same,
-        "speedup_llama_cpp": round(results[1]["requests_per_s"] / results[0]["requests_per_s"], 2),
-        "differing_examples": [(p[-80:], x, y) for p, x, y in zip(batch, a, b) if x.strip() != y.strip()][:8],
+        "reference": reference["engine"],
         "engines": results,
     }
-    print(
-        f"identical answers: {same}/{len(batch)}; llama.cpp / transformers throughput: {summary['speedup_llama_cpp']}x"
-    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
     return 0

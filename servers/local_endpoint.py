@@ -6,6 +6,8 @@ Three kinds:
 * ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a
   packaged model (default `DEFAULT_BLACK_BOX`, the chat-tuned Qwen2.5-Coder-0.5B-Instruct, on /v1/chat/completions
   with its own chat template). It always works offline and is what `make run` uses.
+* ``transformers-bf16``: the same server computing in bfloat16 (about twice as fast where the CPU has bf16
+  instructions); its answers are cached under their own identity.
 * ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
   ``llama-cpp-python[server]`` (built from source, ~6 min, see benchmarks/README.md); not a dependency.
 * ``echo``: our server's rule-based test backend (no model; for smoke tests and speed measurements).
@@ -44,7 +46,7 @@ from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX, packag
 class LocalEndpoint:
     """A running local black box. `stats()` works only for our own server (llama.cpp has no /admin/stats)."""
 
-    kind: str  # "llama.cpp", "transformers" or "echo"
+    kind: str  # "llama.cpp", "transformers", "transformers-bf16" or "echo"
     base_url: str  # http://127.0.0.1:<port>/v1
     model: str  # model name to send (what `BlackBoxConfig.model` should be)
     api: Literal["chat", "completions"]
@@ -183,7 +185,7 @@ def served_model(kind: str, model: str = DEFAULT_BLACK_BOX) -> tuple[str, Litera
 
 
 def start_own_server(
-    backend: Literal["transformers", "echo"],
+    backend: Literal["transformers", "transformers-bf16", "echo"],
     *,
     model: str = DEFAULT_BLACK_BOX,
     api: Literal["chat", "completions"] = "chat",
@@ -198,20 +200,21 @@ def start_own_server(
     measurement then shares neither the GIL nor the CPU time of the server's event loop with it.
     """
     from instructzero.servers.faults import FaultConfig
-    from instructzero.servers.openai_compatible import start_server_in_thread
+    from instructzero.servers.openai_compatible import TRANSFORMERS_DTYPES, start_server_in_thread
 
     faults = FaultConfig(latency_s=latency_s)
-    if backend == "transformers":
+    if backend in TRANSFORMERS_DTYPES:
         handle = start_server_in_thread(
-            "transformers", model=model, model_name=model, faults=faults, max_batch=max_batch, startup_timeout_s=300
+            backend, model=model, model_name=model, faults=faults, max_batch=max_batch, startup_timeout_s=300
         )
         return LocalEndpoint(
-            kind="transformers",
+            kind=backend,
             base_url=handle.base_url,
             model=model,
             api=api,
             description=f"instructzero.servers.openai_compatible, transformers backend, packaged {model} "
-            f"(float32, greedy, max_batch={max_batch}), /v1/{'chat/' if api == 'chat' else ''}completions",
+            f"({TRANSFORMERS_DTYPES[backend]}, greedy, max_batch={max_batch}), "
+            f"/v1/{'chat/' if api == 'chat' else ''}completions",
             _handle=handle,
         )
     if not in_process:  # a separate process, like a real endpoint: no GIL shared with the client under test

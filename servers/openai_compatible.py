@@ -154,9 +154,12 @@ class TransformersBackend:
         model_name: str | None = None,
         device: str = "cpu",
         torch_threads: int | None = None,
+        dtype: str = "float32",
     ) -> None:
         """`torch_threads` caps intra-op threads of the generating thread only (OpenMP/MKL settings are
-        per-thread): on a busy machine one thread is several times faster than oversubscribed spinning."""
+        per-thread): on a busy machine one thread is several times faster than oversubscribed spinning.
+        `dtype`: "float32", or "bfloat16" (the weights and the arithmetic; about twice as fast on a CPU with bf16
+        instructions, answers may differ from float32's by round-off)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -167,7 +170,10 @@ class TransformersBackend:
         self.model_name = model_name or str(model)
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        self.dtype = dtype
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
         self.device = device
         self.torch_threads = torch_threads
         tok = self.tokenizer
@@ -567,14 +573,21 @@ def create_app(
 def make_backend(
     backend: str | Backend, *, model: str | None = None, model_name: str | None = None, torch_threads: int | None = None
 ) -> Backend:
-    """`"rule"`/`"echo"` or `"transformers"` (loads the model now), or an already built backend."""
+    """`"rule"`/`"echo"`, `"transformers"` or `"transformers-bf16"` (loads the model now, in float32 or
+    bfloat16), or an already built backend."""
     if not isinstance(backend, str):
         return backend
     if backend in ("rule", "echo"):
         return RuleBackend(model_name or "rule-based")
-    if backend == "transformers":
-        return TransformersBackend(model, model_name=model_name, torch_threads=torch_threads)
-    raise ValueError(f"unknown backend {backend!r}; choose 'rule' (alias 'echo') or 'transformers'")
+    if backend in TRANSFORMERS_DTYPES:
+        return TransformersBackend(
+            model, model_name=model_name, torch_threads=torch_threads, dtype=TRANSFORMERS_DTYPES[backend]
+        )
+    raise ValueError(f"unknown backend {backend!r}; choose 'rule' (alias 'echo'), {', '.join(TRANSFORMERS_DTYPES)}")
+
+
+TRANSFORMERS_DTYPES = {"transformers": "float32", "transformers-bf16": "bfloat16"}
+"""The transformers backends by name: the number type each computes in."""
 
 
 # ------------------------------------------------------------------------------------------ thread runner
@@ -695,6 +708,7 @@ def serve(backend: str | Backend = "rule", **kwargs: Any) -> Iterator[str]:
 
 BACKEND_HELP = (
     "transformers (default): a packaged model, as the embedded black box of `instructzero run` answers; "
+    "transformers-bf16: the same in bfloat16 (about twice as fast on a CPU with bf16 instructions); "
     "rule: a deterministic test model that reads the zero-shot prompt's instruction: one mentioning "
     "sum/add/plus/total answers the sum of the input's integers, upper/capital the input upper-cased, reverse its "
     "words reversed, anything else (the empty instruction too) echoes the input; "
@@ -707,7 +721,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m instructzero.
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--backend", choices=["rule", "echo", "transformers"], default="transformers", help=BACKEND_HELP
+        "--backend",
+        choices=["rule", "echo", "transformers", "transformers-bf16"],
+        default="transformers",
+        help=BACKEND_HELP,
     )
     parser.add_argument(
         "--model",

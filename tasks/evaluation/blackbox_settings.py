@@ -23,9 +23,11 @@ from instructzero.tasks.generation.model_assets import DEFAULT_BLACK_BOX
 from instructzero.tasks.prompts import SYSTEM_ROLE_TEMPLATE, ZERO_SHOT_TEMPLATE, ZeroShotFormat, validate_template
 
 ApiKind = Literal["chat", "completions"]
-EngineKind = Literal["auto", "llama.cpp", "transformers", "echo"]
+EngineKind = Literal["auto", "llama.cpp", "transformers", "transformers-bf16", "echo"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
-"""What can serve a local black box: `echo` is the rule-based test backend (no model), `auto` is `AUTO_ENGINE`."""
+"""What can serve a local black box: `echo` is the rule-based test backend (no model), `auto` is `AUTO_ENGINE`,
+`transformers-bf16` our server computing in bfloat16 (this CPU's avx512_bf16: about twice the matmul rate of
+float32; its answers are cached under their own identity, never mixed with float32's)."""
 
 AUTO_ENGINE: Literal["transformers"] = "transformers"
 """What the engine "auto" means. Measured on the same 200 requests (benchmarks/README.md, "Local black-box engines"):
@@ -61,8 +63,10 @@ class BlackBoxConfig(BaseModel):
         DEFAULT_BLACK_BOX,
         description="model name sent to the black-box API; with no --black-box-url, the packaged model to serve",
     )
-    engine: Annotated[Literal["auto", "transformers", "llama.cpp"], Flag("--engine")] = Field(
-        "auto", description="what serves the embedded black box when no --black-box-url is given"
+    engine: Annotated[Literal["auto", "transformers", "transformers-bf16", "llama.cpp"], Flag("--engine")] = Field(
+        "auto",
+        description="what serves the embedded black box when no --black-box-url is given (transformers-bf16: in "
+        "bfloat16, faster on CPUs with bf16 instructions; its answers are cached apart from float32's)",
     )
     api_key_env: Annotated[str, Flag("--api-key-env")] = Field(
         "OPENAI_API_KEY",
@@ -215,7 +219,7 @@ class BlackBoxConfig(BaseModel):
         return BlackBoxSettings(config=config, **{**resolved, **runtime})
 
 
-def resolve_engine(engine: EngineKind) -> Literal["llama.cpp", "transformers", "echo"]:
+def resolve_engine(engine: EngineKind) -> Literal["llama.cpp", "transformers", "transformers-bf16", "echo"]:
     """The engine a name stands for ("auto": `AUTO_ENGINE`); ConfigError for an unknown one."""
     if engine not in ENGINE_KINDS:
         raise ConfigError(f"unknown black-box engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
