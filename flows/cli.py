@@ -46,6 +46,16 @@ def _nested_overrides(args: argparse.Namespace, config: type[BaseSettings] | Non
     return nested
 
 
+def _verdict(row: Any, p: float) -> str:
+    """What a comparison says to do, from its paired test at 0.05."""
+    if p >= 0.05:
+        return "no evidence either way at 0.05"
+    if row.gain > 0:
+        return "the found instruction is better"
+    keep = "your instruction" if row.label.startswith("baseline") else f"the {row.label} instruction"
+    return f"the found instruction is worse: keep {keep}"
+
+
 def _print_summary(summary: Any, wall_s: float, store_url: str) -> None:
     from instructzero.tasks.evaluation.comparison import CONSTANT, format_comparison, format_p
 
@@ -66,9 +76,13 @@ def _print_summary(summary: Any, wall_s: float, store_url: str) -> None:
         several = len(summary.comparison) > 2
         for row in summary.comparison[1:]:
             p = row.p_holm  # Holm over the report's rows; the raw p when it is the only comparison
-            verdict = "significant" if p < 0.05 else "not significant"
             p_text = f"p = {format_p(row.p_value)}" + (f", Holm {format_p(row.p_holm)}" if several else "")
-            print(f"  vs {row.label}: gain {row.gain:+.3f}, {p_text} ({row.test}; {verdict} at 0.05)")
+            print(f"  vs {row.label}: {_verdict(row, p)} (gain {row.gain:+.3f}, {p_text}, {row.test})")
+            if (p < 0.05) != (row.gain_low > 0 or row.gain_high < 0):
+                print(
+                    "    (the bootstrap interval and the exact test disagree, as they can on few examples: "
+                    "the verdict follows the test)"
+                )
             if row.label == CONSTANT and not p < 0.05:
                 print(
                     f"  note: {row.instruction} scores {row.accuracy:.3f} on these examples; a found instruction not "
@@ -235,7 +249,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
     try:
         with RunStore(store_url, read_only=True) as lookup:  # creates nothing when the store or the run is missing
-            run = lookup.get_run(args.run_id)
+            run = lookup.find_run(args.run_id)  # an id, a name or a unique id prefix
     except RunNotFoundError:
         raise
     except StoreError as exc:
@@ -264,11 +278,11 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     for flag, path in (("--csv", args.csv), ("--png", args.png)):
         _check_output_path(flag, path)  # before reading anything: a typo in a folder is one line, not a traceback
     with RunStore(_store_url(args), read_only=True) as store:  # a mistyped store path is refused, never created
-        run = store.get_run(args.run_id)
-        candidates = store.load_candidates(args.run_id)
+        run = store.find_run(args.run_id)  # an id, a name or a unique id prefix
+        candidates = store.load_candidates(run.id)
         lengths = {
             (m.step, int(m.key.rsplit(".", 1)[1])): int(m.value)
-            for m in store.load_metrics(args.run_id)
+            for m in store.load_metrics(run.id)
             if m.key.startswith("instruction_tokens.")
         }
     points = [
@@ -277,7 +291,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         if (c.iteration, c.index) in lengths
     ]
     front = pareto_front(points)
-    print(f"Pareto front of run {args.run_id}: {len(front)} of {len(points)} candidates (dev accuracy vs tokens)")
+    print(
+        f"Pareto front of run {run.name!r} ({run.id}): {len(front)} of {len(points)} candidates "
+        "(dev accuracy vs tokens)"
+    )
     for text, score, tokens in front:
         print(f"  {tokens:>4} tokens  dev {score:.3f}  {text!r}")
     if args.csv:
@@ -331,15 +348,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from instructzero.storage.repository import RunStore, lease_timeout_s
+    from instructzero.tasks.optimisation.selection import best_candidate
 
     now, timeout = datetime.now(UTC), lease_timeout_s()
     with RunStore(_store_url(args), read_only=True) as store:
-        runs = store.list_runs()
+        runs = [(run, store.load_candidates(run.id)) for run in store.list_runs()]
     from instructzero.storage.redaction import printable
 
-    for run in runs:
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    print(f"{'RUN':<32}  {'STATUS':<11} {'TASK':<24} {'CAND':>4} {'DEV':>5} {'TEST':>5}  {'STARTED':<16}  NAME")
+    for run, candidates in runs:
         status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
-        print(printable(f"{run.id}  {status:<11} {run.task:<24} {run.name}  {run.started_at:%Y-%m-%d %H:%M}"))
+        best = best_candidate(candidates) if candidates else None  # the run's reported candidate, as the flow's
+        dev, test = (None, None) if best is None else (best.dev_score, best.test_score)
+        print(
+            printable(
+                f"{run.id:<32}  {status:<11} {run.task:<24} {len(candidates):>4} {score(dev):>5} {score(test):>5}  "
+                f"{run.started_at:%Y-%m-%d %H:%M}  {run.name}"
+            )
+        )
     return 0
 
 
@@ -433,14 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.set_defaults(func=cmd_estimate)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from the store (raise its limits here)")
-    resume.add_argument("run_id")
+    resume.add_argument("run_id", metavar="RUN", help="the run: its id, its name or the start of its id")
     resume.add_argument("--store", help=STORE_HELP)
     # limits are not part of a run's identity: a resume may raise them (the others are the recorded ones)
     add_config_flags(resume, sections=("budget",), default_note="default: the run's recorded value")
     resume.set_defaults(func=cmd_resume)
 
     pareto = sub.add_parser("pareto", help="Pareto front of dev accuracy vs instruction length of a run")
-    pareto.add_argument("run_id")
+    pareto.add_argument("run_id", metavar="RUN", help="the run: its id, its name or the start of its id")
     pareto.add_argument("--store", help=STORE_HELP)
     pareto.add_argument("--csv", help="also write every candidate (tokens, dev score, on the front) to this file")
     pareto.add_argument("--png", help="also plot the candidates and the front to this PNG file")
@@ -601,6 +630,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             gc.freeze()
         return 128 + getattr(exc, "signum", 2)  # 130 for SIGINT, 143 for SIGTERM
+    except BrokenPipeError:  # `instructzero runs | head -1`: the reader has all it wanted; end quietly, as `seq` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would raise again
+        return 128 + 13  # SIGPIPE's status
 
 
 def _stop_signals_for(command: str) -> Any:

@@ -313,6 +313,28 @@ class RunStore:
             ).first()
             return None if row is None else _run_record(row)
 
+    def find_run(self, ref: str) -> Run:
+        """The run a user names: its id, else the newest run of that name, else the one run whose id starts with
+        `ref` (4 characters at least); RunNotFoundError saying which when none or several match."""
+        with self._scope(f"find_run({ref!r})") as s:
+            row = s.get(SqlRun, ref)
+            if row is None:
+                row = s.scalars(
+                    select(SqlRun).where(SqlRun.name == ref).order_by(SqlRun.started_at.desc(), SqlRun.id.desc())
+                ).first()
+            if row is None and len(ref) >= 4 and all(ch in "0123456789abcdef" for ch in ref):
+                matches = s.scalars(select(SqlRun).where(SqlRun.id.startswith(ref)).limit(6)).all()
+                if len(matches) > 1:
+                    ids = ", ".join(m.id for m in matches[:5])
+                    raise RunNotFoundError(f"{ref!r} is the start of several run ids ({ids}); give more of it")
+                row = matches[0] if matches else None
+            if row is None:
+                raise RunNotFoundError(
+                    f"no run with id or name {ref!r} in the store (an id prefix needs 4 characters at least); "
+                    "`instructzero runs` lists them"
+                )
+            return _run_record(row)
+
     def list_runs(self) -> list[Run]:
         """All runs, oldest first."""
         with self._scope("list_runs") as s:

@@ -335,7 +335,7 @@ class BlackBoxClient:
                 async with endpoint.with_streaming_response.create(**kwargs) as response:
                     body = await _read_capped(response, s.max_response_bytes)
         except (TimeoutError, openai.APITimeoutError, httpx2.TimeoutException) as exc:
-            raise _Transient(f"timed out after {s.timeout_s}s") from exc
+            raise _Transient(f"timed out after {s.timeout_s}s (a slow endpoint: raise it with --timeout)") from exc
         except openai.APIConnectionError as exc:
             raise _Transient(f"connection error: {_reason(exc)}") from exc
         except openai.APIStatusError as exc:

@@ -89,10 +89,11 @@ class BlackBoxConfig(BaseModel):
     max_retries: int = Field(
         4, ge=0, le=20, description="retries per request, on 429/5xx/timeouts/malformed bodies only"
     )
-    timeout_s: float = Field(
+    timeout_s: Annotated[float, Flag("--timeout", float, metavar="S")] = Field(
         60.0,
         gt=0,
-        description=f"per-request timeout in seconds (the embedded black box waits at least {EMBEDDED_TIMEOUT_S:g})",
+        description="per-request timeout in seconds; a local engine of this project (the embedded black box, a "
+        f"benchmark's own server) waits at least {EMBEDDED_TIMEOUT_S:g}: on a busy CPU it is slow, not down",
     )
     stop: tuple[str, ...] = Field(
         ("\n",), description="stop sequences: answers are one line; base models would otherwise ramble on"
@@ -205,6 +206,8 @@ class BlackBoxConfig(BaseModel):
         runtime = {k: v for k, v in overrides.items() if k not in changed}
         prices = config.prices()
         embedded = config.base_url is None  # the embedded black box: a new port each run, one stable identity
+        # served by this project's own local engine (embedded, or a benchmark's server named by its identity)
+        ours = embedded or (config.endpoint_id or "").startswith("local:")
         resolved: dict[str, Any] = dict(
             base_url=base_url,
             max_tokens=config.max_tokens if config.max_tokens is not None else answer_token_cap(answers),
@@ -212,7 +215,7 @@ class BlackBoxConfig(BaseModel):
             if embedded
             else config.endpoint_id,
             # on a busy CPU a batch of long answers can take minutes: it is slow, not down
-            timeout_s=max(config.timeout_s, EMBEDDED_TIMEOUT_S) if embedded else config.timeout_s,
+            timeout_s=max(config.timeout_s, EMBEDDED_TIMEOUT_S) if ours else config.timeout_s,
             price_in_per_mtok=prices.in_per_mtok,
             price_out_per_mtok=prices.out_per_mtok,
         )

@@ -121,7 +121,8 @@ def format_comparison(rows: Sequence[ComparisonRow], *, confidence: float = 0.95
     """A plain-text table for the terminal (the Prefect artifact shows the same rows)."""
     pct = f"{round(confidence * 100):d}%"
     header = (
-        f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'gain (found - it)':<24} {'p':>8} {'p (Holm)':>8}  instruction"
+        f"{'':<11} {'test acc':>8}  {pct + ' CI':<13} {'found - this row [CI]':<24} {'p':>8} {'p (Holm)':>8}  "
+        "instruction"
     )
     lines = [header]
     for r in rows:

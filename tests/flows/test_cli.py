@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructzero.flows.cli import EXIT_USER_ERROR, main
+from instructzero.storage.errors import StoreError
 from instructzero.storage.repository import RunStore
 
 
@@ -58,8 +59,64 @@ def test_export_writes_parquet(populated_store: str, tmp_path: Path) -> None:
 
 def test_runs_and_db_upgrade(populated_store: str, capsys) -> None:
     assert main(["runs", "--store", populated_store]) == 0
-    assert "run-a" in capsys.readouterr().out
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["RUN", "STATUS", "TASK", "CAND", "DEV", "TEST", "STARTED", "NAME"]
+    # populate's best candidate is the last one: dev 5/6, never tested
+    assert row.split()[1:6] == ["stale", "sum", "6", "0.833", "-"] and row.endswith("run-a")
     assert main(["db", "upgrade", "--store", populated_store]) == 0
+
+
+def test_a_run_is_named_by_id_name_or_id_prefix(populated_store: str, tmp_path: Path, capsys) -> None:
+    """Wherever a run is named (resume, pareto): its full id, its name, or a unique start of its id."""
+    with RunStore(populated_store) as store:
+        [run] = store.list_runs()
+        assert store.find_run(run.id) == store.find_run("run-a") == store.find_run(run.id[:6]) == run
+        with pytest.raises(StoreError, match=r"no run with id or name 'nope'"):
+            store.find_run("nope")
+        with pytest.raises(StoreError, match=r"4 characters at least"):
+            store.find_run(run.id[:3])
+    assert main(["pareto", "run-a", "--store", populated_store]) == 0
+    assert f"Pareto front of run 'run-a' ({run.id})" in capsys.readouterr().out
+    assert main(["pareto", run.id[:8], "--store", populated_store]) == 0
+    assert run.id in capsys.readouterr().out
+
+
+def test_two_runs_sharing_an_id_prefix_are_not_guessed(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    RunStore(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for run_id in ("abcd" + "1" * 28, "abcd" + "2" * 28):
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, name, task, status, config, seed, versions, splits, started_at) "
+                    "VALUES (:id, 'r', 'sum', 'completed', '{}', 0, '{}', '{}', '2026-01-01 00:00:00')"
+                ),
+                {"id": run_id},
+            )
+    engine.dispose()
+    with RunStore(url) as store:
+        with pytest.raises(StoreError, match=r"'abcd' is the start of several run ids \(abcd1+, abcd2+\)"):
+            store.find_run("abcd")
+        assert store.find_run("abcd2").id == "abcd" + "2" * 28
+
+
+def test_a_listing_cut_short_by_its_reader_ends_quietly(populated_store: str) -> None:
+    """`instructzero sql ... | head`: what the reader wanted, then a quiet exit with SIGPIPE's status (141), no
+    traceback (the output is far larger than the pipe's buffer, so the write does fail)."""
+    import subprocess
+    import sys
+
+    command = f'"{sys.executable}" -m instructzero.flows.cli sql --store {populated_store} --format csv'
+    out = subprocess.run(
+        ["bash", "-c", f'{command} "SELECT range FROM range(300000)" | head -c 6; echo " ${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout == "range\n 141\n" and out.stderr == "", out
 
 
 def test_a_read_only_store_is_refused_before_the_run_starts(tmp_path: Path, capsys) -> None:
@@ -137,3 +194,21 @@ def test_every_flag_of_every_command_says_what_it_does() -> None:
         for name, command in commands.items()
     }
     assert {name: flags for name, flags in silent.items() if flags} == {}
+
+
+@pytest.mark.parametrize(
+    ("label", "gain", "p", "verdict"),
+    [
+        ("empty", 0.9, 1e-8, "the found instruction is better"),
+        ("baseline-1", -0.16, 0.125, "no evidence either way at 0.05"),
+        ("baseline-1", -0.30, 0.01, "the found instruction is worse: keep your instruction"),
+        ("constant", -0.30, 0.01, "the found instruction is worse: keep the constant instruction"),
+    ],
+)
+def test_each_comparison_ends_in_a_verdict(label: str, gain: float, p: float, verdict: str) -> None:
+    """One line per comparison says what to do, from the paired test (not from the bootstrap interval)."""
+    from types import SimpleNamespace
+
+    from instructzero.flows.cli import _verdict
+
+    assert _verdict(SimpleNamespace(label=label, gain=gain), p) == verdict

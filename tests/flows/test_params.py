@@ -78,3 +78,20 @@ def test_same_settings_ignores_the_named_keys_and_how_the_data_folder_is_written
     assert not same_settings(
         stored, {**wanted, "data": {"data_dir": "data", "n_dev": 6}}, ignore=("name", "black_box.base_url")
     )
+
+
+def test_a_local_engine_of_ours_gets_the_long_timeout_and_any_endpoint_a_flag() -> None:
+    """A benchmark's own server (a URL plus a `local:` identity) is as slow under load as the embedded one, so it
+    waits as long; a remote API keeps its timeout, which `--timeout` sets."""
+    from instructzero.tasks.evaluation.blackbox_settings import EMBEDDED_TIMEOUT_S
+
+    url = "http://127.0.0.1:4321/v1"
+    ours = build_config(black_box={"base_url": url, "endpoint_id": "local:transformers:m"}).black_box
+    assert ours.client_settings(url).timeout_s == EMBEDDED_TIMEOUT_S
+    remote = build_config(black_box={"base_url": url}).black_box
+    assert remote.client_settings(url).timeout_s == 60.0
+    from instructzero.flows.cli import _nested_overrides, build_parser
+
+    args = build_parser().parse_args(["run", "--black-box-url", url, "--timeout", "900"])
+    flagged = build_config(**_nested_overrides(args))
+    assert flagged.black_box.timeout_s == 900.0 and flagged.black_box.client_settings(url).timeout_s == 900.0
