@@ -369,11 +369,12 @@ def _read_run(
     model_name: str,
     reused: bool = False,
 ) -> MethodRun:
-    from instructzero.tasks.optimisation.selection import best_candidate
+    from instructzero.tasks.optimisation.selection import reported_candidate
 
     candidates = store.load_candidates(run_id)
     scored = [c for c in candidates if c.dev_score is not None]
-    best = best_candidate(scored)
+    best = reported_candidate(store, store.get_run(run_id), scored)  # the one rule, by the run's own objective
+    assert best is not None, f"run {run_id} has no scored candidate"
     curve, curve_calls, top, calls, seen = [], [], float("-inf"), 0, set()
     for c in scored:
         top = max(top, float(c.dev_score))
@@ -399,7 +400,7 @@ def _read_run(
         run_id=run_id,
         status="completed",
         best_instruction=best.instruction,
-        dev_score=float(best.dev_score),
+        dev_score=float(best.dev_score or 0.0),
         test_score=None if test is None else float(test),
         n_candidates=len(scored),
         n_distinct=len(seen),

@@ -348,20 +348,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from instructzero.storage.repository import RunStore, lease_timeout_s
-    from instructzero.tasks.optimisation.selection import best_candidate
+    from instructzero.tasks.optimisation.selection import reported_candidate
 
     now, timeout = datetime.now(UTC), lease_timeout_s()
     with RunStore(_store_url(args), read_only=True) as store:
-        runs = [(run, store.load_candidates(run.id)) for run in store.list_runs()]
+        runs = []
+        for run in store.list_runs():
+            candidates = store.load_candidates(run.id)
+            runs.append((run, candidates, reported_candidate(store, run, candidates)))  # the one rule
     from instructzero.storage.redaction import printable
 
     def score(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     print(f"{'RUN':<32}  {'STATUS':<11} {'TASK':<24} {'CAND':>4} {'DEV':>5} {'TEST':>5}  {'STARTED':<16}  NAME")
-    for run, candidates in runs:
+    for run, candidates, best in runs:
         status = run.shown_status(now, timeout)  # "stale": running, but its process stopped beating
-        best = best_candidate(candidates) if candidates else None  # the run's reported candidate, as the flow's
         dev, test = (None, None) if best is None else (best.dev_score, best.test_score)
         print(
             printable(

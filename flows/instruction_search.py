@@ -59,7 +59,7 @@ from instructzero.tasks.evaluation.objective import instruction_tokens, penalise
 from instructzero.tasks.interrupts import RunInterrupted
 from instructzero.tasks.optimisation.proposer import Known, Proposal, Proposer, ProposerContext, make_proposer
 from instructzero.tasks.optimisation.reproposal import ProposeFn, propose_distinct
-from instructzero.tasks.optimisation.selection import best_candidate
+from instructzero.tasks.optimisation.selection import best_candidate, ranked, stored_objective
 from instructzero.tasks.prefect_tasks import (
     GeneratorSpec,
     evaluate_batch,
@@ -328,8 +328,8 @@ def _search(
             artifacts.recorded(history, progress=100.0 * (iteration + 1) / n_steps)
         if not history:
             raise ConfigError(f"run {run.id}: {stopped}; nothing was evaluated, raise the limit")
-        pick = best_candidate(objective(history))  # by the objective; reported with its plain dev accuracy
-        best = next(c for c in history if (c.iteration, c.index) == (pick.iteration, pick.index))
+        counts = {(c.iteration, c.index): tokens(c.instruction) for c in history}  # = the recorded metrics
+        best = best_candidate(history, length_penalty=bo.length_penalty, tokens=counts)  # the one rule
         interrupts.check("before the test report")
         rows, test, test_note = _budgeted_test_report(
             config, store, run, best.instruction, metric, splits, settings, budget, stopped is not None
@@ -340,7 +340,7 @@ def _search(
     bar.update(1)
     bar.close()
     artifacts.finished(history, rows, test_note)  # the curve gets the report's test scores as reference lines
-    ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
+    top = ranked(history, length_penalty=bo.length_penalty, tokens=counts)
     return RunSummary(
         run_id=run.id,
         name=run.name,
@@ -349,7 +349,7 @@ def _search(
         dev_score=float(best.dev_score or 0.0),
         test_score=float("nan") if test is None else test.mean_score,
         n_candidates=len(history),
-        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
+        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in top[:5]),
         comparison=tuple(rows),
         confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {config.black_box.base_url or f'embedded {settings.endpoint_id}'}",
@@ -385,11 +385,12 @@ def _generate_task(splits: Splits, spec: GeneratorSpec, iteration: int) -> Calla
 def stored_summary(config: RunConfig, store: RunStore, run: Run) -> RunSummary:
     """A completed run's summary read back from the store (nothing sent, nothing written, nothing paid by this call).
 
-    The best is the candidate the run scored on test (its reported instruction); the paired rows stay in the store."""
+    The best is the candidate the run reported (`selection.ranked` by its own objective); the paired rows stay in
+    the store."""
     history = store.load_candidates(run.id)
-    tested = [c for c in history if c.test_score is not None]
-    best = best_candidate(tested or history)
-    ranked = sorted(history, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
+    penalty, tokens = stored_objective(store, run)  # the run's own objective: the one rule for "best"
+    top = ranked(history, length_penalty=penalty, tokens=tokens)
+    best = top[0]
     return RunSummary(
         run_id=run.id,
         name=run.name,
@@ -398,7 +399,7 @@ def stored_summary(config: RunConfig, store: RunStore, run: Run) -> RunSummary:
         dev_score=float(best.dev_score or 0.0),
         test_score=float("nan") if best.test_score is None else float(best.test_score),
         n_candidates=len(history),
-        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in ranked[:5]),
+        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in top[:5]),
         confidence=config.report.confidence,
         black_box=config.black_box.model,
         test_note="already complete: read back from the store, nothing re-run",

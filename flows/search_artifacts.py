@@ -34,6 +34,8 @@ from prefect.artifacts import (
 from instructzero.storage.records import Candidate, Run
 from instructzero.storage.redaction import redact_secrets
 from instructzero.tasks.evaluation.comparison import FOUND, ComparisonRow
+from instructzero.tasks.optimisation.selection import length_penalty, stored_objective
+from instructzero.tasks.prefect_tasks import open_store
 from instructzero.tasks.search_view import Reference, best_so_far, candidate_rows, curve_markdown, queries_markdown
 
 T = TypeVar("T")
@@ -74,7 +76,7 @@ class SearchArtifacts:
     artifact the Prefect API refuses is skipped with one warning."""
 
     def __init__(self, run: Run, store_url: str, *, last_iteration: int, n_steps: int, recorded: int) -> None:
-        self.run = run
+        self.run, self.store_url = run, store_url
         self.keys = artifact_keys(run.id)
         self.last_iteration = last_iteration
         self.ids: dict[str, UUID] = {}
@@ -121,7 +123,14 @@ class SearchArtifacts:
         )
         if tested is None:
             tested = f"iteration {points[-1].iteration} of {self.last_iteration} recorded"
-        self._publish("table", candidate_rows(history), f"Best instructions of run {self.run.name} ({tested})")
+        penalty, tokens = (  # the run's own objective; token counts read only when it has a length penalty
+            stored_objective(open_store(self.store_url), self.run) if length_penalty(self.run) else (0.0, {})
+        )
+        self._publish(
+            "table",
+            candidate_rows(history, length_penalty=penalty, tokens=tokens),
+            f"Best instructions of run {self.run.name} ({tested})",
+        )
 
     def finished(self, history: Sequence[Candidate], rows: Sequence[ComparisonRow], test_note: str = "") -> None:
         """After the test report (`rows`, empty when the budget skipped it): progress at 100 %, the curve with its

@@ -34,7 +34,7 @@ from instructzero.flows.params import (
 )
 from instructzero.tasks.errors import ConfigError, InstructZeroError
 from instructzero.tasks.evaluation.blackbox_settings import BlackBoxConfig
-from instructzero.tasks.optimisation.selection import best_candidate
+from instructzero.tasks.optimisation.selection import reported_candidate
 from instructzero.tasks.prefect_tasks import open_store
 
 
@@ -126,10 +126,10 @@ def _find(config: RunConfig) -> str | None:
 
 
 def _best_of(store_url: str, run_id: str) -> tuple[str, float, float | None] | None:
-    candidates = open_store(store_url).load_candidates(run_id)
-    if not candidates:
+    store = open_store(store_url)
+    best = reported_candidate(store, store.get_run(run_id))  # the one rule, by the run's own objective
+    if best is None:
         return None
-    best = best_candidate(candidates)
     return best.instruction, float(best.dev_score or 0.0), best.test_score
 
 

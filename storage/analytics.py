@@ -62,13 +62,22 @@ VIEWS: dict[str, str] = {
                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS best_so_far
         FROM per_iteration
     """,
+    # The one rule for "best" (tasks/optimisation/selection.py): the run's objective, dev score less its recorded
+    # bo.length_penalty per instruction token (the flow's instruction_tokens.<index> metric), ties to the earliest.
     "best_instructions": """
-        SELECT run_id, run_name, task, instruction, instruction_hash, dev_score, test_score, iteration,
-               "index", phase
-        FROM candidates_flat
-        WHERE dev_score IS NOT NULL
-        QUALIFY row_number() OVER (PARTITION BY run_id, task
-                                   ORDER BY dev_score DESC, iteration, "index") = 1
+        SELECT c.run_id, c.run_name, c.task, c.instruction, c.instruction_hash, c.dev_score, c.test_score,
+               c.iteration, c."index", c.phase
+        FROM candidates_flat AS c
+        JOIN store.runs AS r ON r.id = c.run_id
+        LEFT JOIN store.metrics AS m
+               ON m.run_id = c.run_id AND m.step = c.iteration AND m.key = 'instruction_tokens.' || c."index"
+        WHERE c.dev_score IS NOT NULL
+        QUALIFY row_number() OVER (
+            PARTITION BY c.run_id, c.task
+            ORDER BY c.dev_score - coalesce(TRY_CAST(json_extract_string(CAST(r.config AS VARCHAR),
+                                                                         '$.bo.length_penalty') AS DOUBLE), 0)
+                                   * coalesce(m.value, 0) DESC,
+                     c.iteration, c."index") = 1
     """,
     # One row per completed night of the scheduled suite (`benchmark-nightly` names its runs suite-<date>-<task>-
     # seed<seed>) and task and seed, next to the night before: a stored best instruction that tests worse than the

@@ -15,13 +15,14 @@ import base64
 import math
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from instructzero.storage.records import Candidate
 from instructzero.storage.session import display_url, normalize_url
+from instructzero.tasks.optimisation.selection import ranked
 
 __all__ = [
     "CurvePoint",
@@ -73,9 +74,15 @@ def best_so_far(candidates: Iterable[Candidate]) -> list[CurvePoint]:
     return points
 
 
-def candidate_rows(candidates: Iterable[Candidate], top_n: int = TOP_N) -> list[dict[str, object]]:
-    """The table artifact's rows: the `top_n` best candidates by dev score, ties in recording order."""
-    ranked = sorted(candidates, key=lambda c: (-(c.dev_score or 0.0), c.iteration, c.index))
+def candidate_rows(
+    candidates: Iterable[Candidate],
+    top_n: int = TOP_N,
+    *,
+    length_penalty: float = 0.0,
+    tokens: Mapping[tuple[int, int], int] | None = None,
+) -> list[dict[str, object]]:
+    """The table artifact's rows: the `top_n` best candidates by the run's objective (`selection.ranked`, the one
+    rule: dev score less `length_penalty` per instruction token), ties in recording order."""
     return [
         {
             "iteration": c.iteration,
@@ -84,7 +91,7 @@ def candidate_rows(candidates: Iterable[Candidate], top_n: int = TOP_N) -> list[
             "dev_score": _finite(c.dev_score),
             "instruction": c.instruction,
         }
-        for c in ranked[:top_n]
+        for c in ranked(candidates, length_penalty=length_penalty, tokens=tokens)[:top_n]
     ]
 
 

@@ -147,7 +147,7 @@ def test_a_failing_prefect_api_logs_one_warning_and_the_run_goes_on(monkeypatch)
 
     for name in ("create_markdown_artifact", "create_table_artifact", "create_progress_artifact"):
         monkeypatch.setattr(sa, name, refuse)
-    run = SimpleNamespace(id="abcdef0123456789", name="r")
+    run = SimpleNamespace(id="abcdef0123456789", name="r", config={})
 
     class Collect(logging.Handler):
         def __init__(self) -> None:
@@ -194,7 +194,7 @@ def test_each_artifact_is_created_once_then_updated_every_iteration(monkeypatch)
     monkeypatch.setattr(sa, "create_progress_artifact", create("progress"))
     monkeypatch.setattr(sa, "update_progress_artifact", lambda aid, progress: updates.append((aid, "progress", "")))
     monkeypatch.setattr(sa, "update_artifact", lambda aid, data, description: updates.append((aid, data, description)))
-    run = SimpleNamespace(id="0123456789abcdef", name="r")
+    run = SimpleNamespace(id="0123456789abcdef", name="r", config={})
     artifacts = sa.SearchArtifacts(run, "sqlite:////tmp/x.db", last_iteration=2, n_steps=4, recorded=0)
     assert sorted(created) == ["progress-0123456789ab", "search-queries-0123456789ab"]
     artifacts.search([])  # a fresh run: nothing to show before the first iteration

@@ -14,7 +14,7 @@ from instructzero.storage.errors import StoreError
 from instructzero.storage.records import BlackBoxCall
 from instructzero.storage.repository import RunStore
 from instructzero.storage.session import normalize_url
-from tests.plugins.store import make_evaluation, populate
+from tests.plugins.store import make_candidate, make_evaluation, populate
 
 N_IT, N_CAND = 4, 3
 
@@ -242,7 +242,6 @@ def _night(
 ) -> str:
     """One member run of a nightly suite: one iteration of two candidates, the best one's test score, its status."""
     from instructzero.storage.records import Dataset
-    from tests.plugins.store import make_candidate
 
     run = store.create_run(
         name=name,
@@ -300,3 +299,38 @@ def test_nightly_results_show_a_regression_in_one_query(sqlite_url: str, duckdb_
     )
     assert (row["black_box_model"], row["previous_black_box_model"]) == ("smaller-bb", "qwen-0.5b")
     assert row["previous_test_score"] == 0.9 and row["test_change"] == pytest.approx(-0.4)
+
+
+def test_best_instructions_follows_the_runs_own_objective(store_url: str, duckdb_ext_dir: Path) -> None:
+    """With `--length-penalty` the reported instruction is the best by dev accuracy less the penalty per token: the
+    SQL view, the Python rule (`reported_candidate`, what the flow, suite, benchmarks and `runs` use) and the
+    candidate table name the same one, on both stores; a run without a penalty keeps the plain dev ranking."""
+    from instructzero.storage.records import Dataset
+    from instructzero.tasks.optimisation.selection import reported_candidate
+    from instructzero.tasks.search_view import candidate_rows
+
+    picks = {}
+    with RunStore(store_url) as store:
+        for name, penalty in (("penalised", 0.05), ("plain", 0.0)):
+            run = store.create_run(
+                name=name,
+                task="sum",
+                config={"bo": {"length_penalty": penalty}},
+                seed=0,
+                versions={},
+                projection_hash=None,
+                splits={"dev": ["d0", "d1"]},
+                datasets=[Dataset("sum", "dev", "h" * 64, ("d0", "d1"))],
+            )
+            long = make_candidate(0, "a long and very accurate instruction", {"d0": 1.0, "d1": 1.0}, iteration=0)
+            short = make_candidate(1, "add", {"d0": 1.0, "d1": 0.0}, iteration=0)
+            store.record_iteration(run.id, 0, [long, short])
+            store.record_metrics(run.id, {"instruction_tokens.0": 20.0, "instruction_tokens.1": 1.0}, step=0)
+            best = reported_candidate(store, run)
+            rows = candidate_rows(store.load_candidates(run.id), length_penalty=penalty, tokens={(0, 0): 20, (0, 1): 1})
+            assert best is not None and rows[0]["instruction"] == best.instruction
+            picks[name] = best.instruction
+    assert picks == {"penalised": "add", "plain": "a long and very accurate instruction"}  # 1 - 1.0 < 0.5 - 0.05
+    with Analytics(store_url, extension_dir=duckdb_ext_dir) as an:
+        _, rows = an.query("SELECT run_name, instruction FROM best_instructions ORDER BY run_name")
+    assert dict(rows) == picks
