@@ -36,6 +36,7 @@ from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from instructzero.storage.errors import RunExistsError
 from instructzero.storage.lease import RunLease
 from instructzero.storage.records import Evaluation, Run
+from instructzero.storage.redaction import redact_secrets
 from instructzero.storage.repository import RunStore
 from instructzero.tasks import interrupts
 from instructzero.tasks.data.splits import Splits
@@ -233,6 +234,12 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     return summary
 
 
+def _where(config: RunConfig, endpoint_id: str | None) -> str:
+    """Where the black box answered, as the summary prints it: its URL without credentials, or the embedded one."""
+    url = config.black_box.base_url
+    return redact_secrets(url) if url else f"embedded {endpoint_id}"
+
+
 def _failed_note(exc: BlackBoxError, run: Run, store_url: str) -> str:
     """What to do about a run the black box failed: resume it when the cause lies outside the run's settings (the
     endpoint was down or kept failing, the key was wrong), else start anew (the model or request is recorded)."""
@@ -352,7 +359,7 @@ def _search(
         top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in top[:5]),
         comparison=tuple(rows),
         confidence=config.report.confidence,
-        black_box=f"{config.black_box.model} at {config.black_box.base_url or f'embedded {settings.endpoint_id}'}",
+        black_box=f"{config.black_box.model} at {_where(config, settings.endpoint_id)}",
         answered_calls=sum(e.n_calls for e in store.load_evaluations(run.id)),
         stopped=stopped,
         test_note=test_note,

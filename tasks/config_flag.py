@@ -53,10 +53,16 @@ _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlong = 3, 120, 120, 60
 
 
+NOT_ECHOED = frozenset({"api_key_env"})
+"""Settings whose bad value is never repeated in an error: a key pasted where its variable's name belongs."""
+
+
 def one_line_error(exc: ValidationError) -> ConfigError:
     """A settings model's validation error as the one-line `ConfigError` every entry point prints: the first
     problem, its dotted field name and its value (short, secrets masked)."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     shown = redact_secrets(_SHORT_REPR.repr(first.get("input")))  # one short line, whatever the input was
+    if first["loc"] and first["loc"][-1] in NOT_ECHOED:
+        shown = "<not shown>"
     return ConfigError(f"invalid setting {where}={shown}: {first['msg'].removeprefix('Value error, ')}")

@@ -8,6 +8,7 @@ Light on purpose (pydantic only): `instructzero --help` builds its flags from th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
@@ -137,6 +138,18 @@ class BlackBoxConfig(BaseModel):
                 f"black-box URL {redact_secrets(url)!r} must start with http:// or https:// and name a host"
             )
         return url
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_api_key_env(cls, name: str) -> str:
+        """The name of a variable, not the key: a key given here by mistake would be stored with the run (the
+        error does not repeat the value: `one_line_error` hides `NOT_ECHOED` fields)."""
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name):
+            raise ValueError(
+                "--api-key-env takes the NAME of the environment variable holding the key (capitals, digits, _; "
+                "e.g. OPENAI_API_KEY), never the key itself"
+            )
+        return name
 
     @field_validator("model")
     @classmethod

@@ -95,3 +95,22 @@ def test_a_local_engine_of_ours_gets_the_long_timeout_and_any_endpoint_a_flag() 
     args = build_parser().parse_args(["run", "--black-box-url", url, "--timeout", "900"])
     flagged = build_config(**_nested_overrides(args))
     assert flagged.black_box.timeout_s == 900.0 and flagged.black_box.client_settings(url).timeout_s == 900.0
+
+
+@pytest.mark.parametrize("given", ["gsk_live0123456789SECRET", "sk-proj-0123456789SECRET", "my key SECRET"])
+def test_a_key_given_as_its_variables_name_is_refused_and_never_repeated(given: str) -> None:
+    """`--api-key-env` takes a variable's name: a key pasted there would be stored with the run; the one-line error
+    says so without repeating it."""
+    with pytest.raises(ConfigError, match=r"api_key_env=<not shown>: --api-key-env takes the NAME") as caught:
+        build_config(black_box={"api_key_env": given})
+    assert "SECRET" not in str(caught.value)
+    assert build_config(black_box={"api_key_env": "GROQ_API_KEY"}).black_box.api_key_env == "GROQ_API_KEY"
+
+
+def test_the_summary_names_the_black_box_without_its_credentials() -> None:
+    from instructzero.flows.instruction_search import _where
+
+    config = build_config(black_box={"base_url": "http://u:SECRET@127.0.0.1:9/v1?api_key=K2SECRET"})
+    shown = _where(config, None)
+    assert "SECRET" not in shown and shown.startswith("http://u:***@127.0.0.1:9/v1")
+    assert _where(build_config(), "local:transformers:m") == "embedded local:transformers:m"
