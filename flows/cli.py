@@ -61,11 +61,12 @@ def _print_summary(summary: Any, wall_s: float, store_url: str) -> None:
 
     print()
     print(
-        f"run {summary.name} ({summary.run_id}) on task {summary.task}: {summary.n_candidates} candidates, "
+        f"run {summary.name} ({summary.run_id}) on task {summary.task}: strategy {summary.strategy}, "
+        f"{summary.n_candidates} candidates ({summary.n_distinct} distinct instructions), "
         f"black box {summary.black_box}"
     )
-    for iteration, index, instruction, score in summary.top:
-        print(f"  dev {score:.3f}  it {iteration:>3} #{index:<2} {instruction!r}")
+    for instruction, score, count in summary.top:
+        print(f"  dev {score:.3f}  x{count:<3} {instruction!r}")
     print(f"best instruction: {summary.best_instruction!r}")
     test = "not evaluated" if summary.test_score != summary.test_score else f"{summary.test_score:.3f}"
     print(f"dev score: {summary.dev_score:.3f}   test score: {test}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ from instructzero.flows.search_artifacts import SearchArtifacts, publish_table
 from instructzero.flows.spend import make_budget, prompts_for, usd_per_1k_calls
 from instructzero.storage.errors import RunExistsError
 from instructzero.storage.lease import RunLease
-from instructzero.storage.records import Evaluation, Run
+from instructzero.storage.records import Candidate, Evaluation, Run
 from instructzero.storage.redaction import redact_secrets
 from instructzero.storage.repository import RunStore
 from instructzero.tasks import interrupts
@@ -86,7 +87,9 @@ class RunSummary:
     dev_score: float
     test_score: float
     n_candidates: int
-    top: tuple[tuple[int, int, str, float], ...]  # (iteration, index, instruction, dev score), best first
+    top: tuple[tuple[str, float, int], ...]  # distinct instructions, best first: (text, dev score, candidates)
+    n_distinct: int = 0  # distinct instructions among the candidates
+    strategy: str = ""  # the search strategy that ran (bo.strategy)
     comparison: tuple[ComparisonRow, ...] = ()  # found instruction vs baselines on the same test examples
     confidence: float = 0.95
     black_box: str = ""  # what answered, for the report
@@ -234,6 +237,16 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
     return summary
 
 
+def distinct_top(ranked: Sequence[Candidate], n: int = 5) -> tuple[tuple[str, float, int], ...]:
+    """The first `n` distinct instructions of a ranking, each with its best candidate's dev score and how many
+    candidates wrote it (a repeated instruction is listed once: it was scored once)."""
+    counts = Counter(c.instruction for c in ranked)
+    firsts: dict[str, Candidate] = {}
+    for c in ranked:  # in rank order: the first candidate of each instruction is its best
+        firsts.setdefault(c.instruction, c)
+    return tuple((text, float(c.dev_score or 0.0), counts[text]) for text, c in list(firsts.items())[:n])
+
+
 def _where(config: RunConfig, endpoint_id: str | None) -> str:
     """Where the black box answered, as the summary prints it: its URL without credentials, or the embedded one."""
     url = config.black_box.base_url
@@ -356,7 +369,9 @@ def _search(
         dev_score=float(best.dev_score or 0.0),
         test_score=float("nan") if test is None else test.mean_score,
         n_candidates=len(history),
-        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in top[:5]),
+        top=distinct_top(top),
+        n_distinct=len({c.instruction for c in history}),
+        strategy=str((run.config.get("bo") or {}).get("strategy", "")),
         comparison=tuple(rows),
         confidence=config.report.confidence,
         black_box=f"{config.black_box.model} at {_where(config, settings.endpoint_id)}",
@@ -406,7 +421,9 @@ def stored_summary(config: RunConfig, store: RunStore, run: Run) -> RunSummary:
         dev_score=float(best.dev_score or 0.0),
         test_score=float("nan") if best.test_score is None else float(best.test_score),
         n_candidates=len(history),
-        top=tuple((c.iteration, c.index, c.instruction, float(c.dev_score or 0.0)) for c in top[:5]),
+        top=distinct_top(top),
+        n_distinct=len({c.instruction for c in history}),
+        strategy=str((run.config.get("bo") or {}).get("strategy", "")),
         confidence=config.report.confidence,
         black_box=config.black_box.model,
         test_note="already complete: read back from the store, nothing re-run",

@@ -212,3 +212,21 @@ def test_each_comparison_ends_in_a_verdict(label: str, gain: float, p: float, ve
     from instructzero.flows.cli import _verdict
 
     assert _verdict(SimpleNamespace(label=label, gain=gain), p) == verdict
+
+
+def test_the_summary_lists_distinct_instructions_with_their_counts() -> None:
+    """Ten candidates writing three instructions list three lines, best first, each with how many wrote it."""
+    from dataclasses import replace
+
+    from instructzero.flows.instruction_search import distinct_top
+    from instructzero.tasks.optimisation.selection import ranked
+    from tests.plugins.store import make_candidate
+
+    texts = ["a", "b", "a", "c", "a", "b", "a", "c", "a", "b"]
+    scores = {"a": 1.0, "b": 0.5, "c": 0.75}
+    candidates = [  # dev_score as the store reads it back
+        replace(make_candidate(i, t, {"d0": scores[t]}, iteration=i // 2), dev_score=scores[t])
+        for i, t in enumerate(texts)
+    ]
+    assert distinct_top(ranked(candidates)) == (("a", 1.0, 5), ("c", 0.75, 2), ("b", 0.5, 3))
+    assert distinct_top(ranked(candidates), n=1) == (("a", 1.0, 5),)
