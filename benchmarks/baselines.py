@@ -119,7 +119,7 @@ def existing_run(store: RunStore, name: str, config: dict[str, Any]) -> Run | No
         # runs recorded before black_box.endpoint_id existed have none: their endpoint was their (changing) URL
         ignored = (*INVOCATION_FIELDS, "black_box.endpoint_id")
     # a run stored before a setting existed ran at its default (e.g. generator.temperature: greedy)
-    if not same_settings(with_recorded_defaults(run.config), config, ignore=ignored):
+    if not same_settings(with_recorded_defaults(run.config), with_recorded_defaults(config), ignore=ignored):
         from instructzero.tasks.errors import ConfigError
 
         raise ConfigError(f"a run named {name!r} exists with different settings; use another --suite")

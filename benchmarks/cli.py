@@ -61,7 +61,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instructzero.benchmarks.quality import METHODS
+    from instructzero.benchmarks.quality import DEFAULT_METHODS, METHODS
     from instructzero.tasks.evaluation.blackbox_settings import ENGINE_KINDS
 
     p = argparse.ArgumentParser(prog="instructzero bench", description=__doc__.splitlines()[0])
@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tasks", type=_csv, default=("sum", "word_sorting"), help="comma-separated task names")
     q.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     q.add_argument("--budget", type=int, help="instructions evaluated on dev per method (preset default: 8)")
-    q.add_argument("--methods", type=_csv, default=tuple(METHODS), help=f"subset of {','.join(METHODS)}")
+    q.add_argument(
+        "--methods",
+        type=_csv,
+        default=DEFAULT_METHODS,
+        help=f"any of {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+    )
     q.add_argument("--data-dir", help="root holding instruction-induction/ and/or bigbench-ii/ (manual baseline)")
     q.add_argument("--n-exemplars", type=int)
     q.add_argument("--n-dev", type=int)

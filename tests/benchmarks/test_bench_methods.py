@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from instructzero.benchmarks.quality import (
+    DEFAULT_METHODS,
     METHODS,
     FixedMethod,
     FlowMethod,
@@ -21,8 +22,8 @@ from instructzero.tasks.optimisation.registry import PROPOSERS
 
 
 def test_the_method_list_is_the_registry() -> None:
-    assert QualitySettings(tasks=("sum",), seeds=(0,)).methods == tuple(METHODS)
-    assert tuple(METHODS) == (  # report order, as before the registry
+    assert QualitySettings(tasks=("sum",), seeds=(0,)).methods == DEFAULT_METHODS
+    assert DEFAULT_METHODS == (  # report order, as before the registry; the sampled variants are opt-in
         "instructzero",
         "instructzero-explore",
         "instructzero-matern",
@@ -32,7 +33,11 @@ def test_the_method_list_is_the_registry() -> None:
         "empty",
     )
     flow = {name: m for name, m in METHODS.items() if isinstance(m, FlowMethod)}
-    assert set(flow) == {"instructzero", "instructzero-explore", "instructzero-matern", "uniform"}
+    assert set(flow) == {"instructzero", "instructzero-explore", "instructzero-matern", "uniform"} | {
+        "instructzero-sampled",
+        "uniform-sampled",
+    }
+    assert all(flow[name].generator == {"temperature": 0.9, "top_p": 0.95} for name in flow if "sampled" in name)
     for method in flow.values():
         assert method.bo["strategy"] in PROPOSERS
         build_config(bo=dict(method.bo))  # valid flow settings

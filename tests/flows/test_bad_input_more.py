@@ -85,7 +85,7 @@ def test_reading_commands_never_create_or_alter_a_database(capsys, tmp_path) -> 
 
     store_url = f"sqlite:///{tmp_path / 'real.db'}"
     RunStore(store_url).close()
-    assert "no run with id 'abc'" in _error(capsys, ["resume", "abc", "--store", store_url])
+    assert "no run with id or name 'abc'" in _error(capsys, ["resume", "abc", "--store", store_url])
 
 
 def test_postgres_that_accepts_but_never_answers_fails_in_seconds(tmp_path) -> None:

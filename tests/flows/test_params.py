@@ -110,7 +110,8 @@ def test_a_key_given_as_its_variables_name_is_refused_and_never_repeated(given: 
 def test_the_summary_names_the_black_box_without_its_credentials() -> None:
     from instructzero.flows.instruction_search import _where
 
-    config = build_config(black_box={"base_url": "http://u:SECRET@127.0.0.1:9/v1?api_key=K2SECRET"})
-    shown = _where(config, None)
+    url = "http://u:SECRET@127.0.0.1:9/v1?api_key=K2SECRET"
+    shown = _where(build_config(black_box={"base_url": url}).black_box.client_settings(url))
     assert "SECRET" not in shown and shown.startswith("http://u:***@127.0.0.1:9/v1")
-    assert _where(build_config(), "local:transformers:m") == "embedded local:transformers:m"
+    embedded = build_config().black_box.client_settings("http://127.0.0.1:4321/v1")
+    assert _where(embedded) == f"embedded local:transformers:{embedded.model}"

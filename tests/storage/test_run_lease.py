@@ -194,7 +194,7 @@ def test_second_process_refused_kill_9_leaves_no_server_stale_run_resumed_once(
         listing = _wait_for("the killed run to show as stale", lambda: (out := shown()) and "stale" in out and out)
     finally:
         del os.environ["INSTRUCTZERO_LEASE_TIMEOUT_S"]
-    run_id = listing.split()[0]
+    run_id = listing.splitlines()[1].split()[0]  # under the header
     resume_env = dict(env, PREFECT_API_URL=prefect_api_url)
     resumed = subprocess.run(
         [sys.executable, "-m", "instructzero.flows.cli", "resume", run_id, "--store", url],
