@@ -6,8 +6,8 @@ Three kinds:
 * ``transformers``: our own `instructzero.servers.openai_compatible` server with the transformers backend serving a
   packaged model (default `DEFAULT_BLACK_BOX`, the chat-tuned Qwen2.5-Coder-0.5B-Instruct, on /v1/chat/completions
   with its own chat template). It always works offline and is what `make run` uses.
-* ``transformers-bf16``: the same server computing in bfloat16 (about twice as fast where the CPU has bf16
-  instructions); its answers are cached under their own identity.
+* ``transformers-bf16``: the same server computing in bfloat16; its answers are cached under their own identity
+  (measured 0.38x float32's requests/s here so far: benchmarks/README.md).
 * ``llama.cpp``: ``python -m llama_cpp.server`` serving the packaged model's GGUF as is. Needs the optional
   ``llama-cpp-python[server]`` (built from source, ~6 min, see benchmarks/README.md); not a dependency.
 * ``echo``: our server's rule-based test backend (no model; for smoke tests and speed measurements).

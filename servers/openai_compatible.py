@@ -158,8 +158,8 @@ class TransformersBackend:
     ) -> None:
         """`torch_threads` caps intra-op threads of the generating thread only (OpenMP/MKL settings are
         per-thread): on a busy machine one thread is several times faster than oversubscribed spinning.
-        `dtype`: "float32", or "bfloat16" (the weights and the arithmetic; about twice as fast on a CPU with bf16
-        instructions, answers may differ from float32's by round-off)."""
+        `dtype`: "float32", or "bfloat16" (the weights and the arithmetic; answers may differ from float32's by
+        round-off; measured 0.38x float32's requests/s in this server so far, see benchmarks/README.md)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -708,7 +708,7 @@ def serve(backend: str | Backend = "rule", **kwargs: Any) -> Iterator[str]:
 
 BACKEND_HELP = (
     "transformers (default): a packaged model, as the embedded black box of `instructzero run` answers; "
-    "transformers-bf16: the same in bfloat16 (about twice as fast on a CPU with bf16 instructions); "
+    "transformers-bf16: the same in bfloat16 (measured slower than float32 so far: benchmarks/README.md); "
     "rule: a deterministic test model that reads the zero-shot prompt's instruction: one mentioning "
     "sum/add/plus/total answers the sum of the input's integers, upper/capital the input upper-cased, reverse its "
     "words reversed, anything else (the empty instruction too) echoes the input; "

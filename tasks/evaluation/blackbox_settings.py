@@ -27,8 +27,9 @@ ApiKind = Literal["chat", "completions"]
 EngineKind = Literal["auto", "llama.cpp", "transformers", "transformers-bf16", "echo"]
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 """What can serve a local black box: `echo` is the rule-based test backend (no model), `auto` is `AUTO_ENGINE`,
-`transformers-bf16` our server computing in bfloat16 (this CPU's avx512_bf16: about twice the matmul rate of
-float32; its answers are cached under their own identity, never mixed with float32's)."""
+`transformers-bf16` our server computing in bfloat16 (its answers are cached under their own identity, never mixed
+with float32's). Measured so far in our server: 0.38x float32's requests/s on this CPU, identical answers
+(benchmarks/README.md, "Local black-box engines"): selectable for measurement, not faster yet."""
 
 AUTO_ENGINE: Literal["transformers"] = "transformers"
 """What the engine "auto" means. Measured on the same 200 requests (benchmarks/README.md, "Local black-box engines"):
@@ -67,7 +68,7 @@ class BlackBoxConfig(BaseModel):
     engine: Annotated[Literal["auto", "transformers", "transformers-bf16", "llama.cpp"], Flag("--engine")] = Field(
         "auto",
         description="what serves the embedded black box when no --black-box-url is given (transformers-bf16: in "
-        "bfloat16, faster on CPUs with bf16 instructions; its answers are cached apart from float32's)",
+        "bfloat16, cached apart from float32's; measured slower than float32 in our server so far)",
     )
     api_key_env: Annotated[str, Flag("--api-key-env")] = Field(
         "OPENAI_API_KEY",
