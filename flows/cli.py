@@ -243,11 +243,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from instructzero.flows.params import DEFAULT_STORE_URL, config_from_record
+    from instructzero.flows.params import config_from_record
     from instructzero.storage.errors import RunNotFoundError
     from instructzero.storage.repository import RunStore
 
-    store_url = args.store or os.environ.get("INSTRUCTZERO_STORE_URL", DEFAULT_STORE_URL)
+    store_url = _store_url(args)
     try:
         with RunStore(store_url, read_only=True) as lookup:  # creates nothing when the store or the run is missing
             run = lookup.find_run(args.run_id)  # an id, a name or a unique id prefix
@@ -275,17 +275,14 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     """The Pareto front of dev accuracy vs instruction length (tokens) of a run's candidates."""
     from instructzero.storage.repository import RunStore
     from instructzero.tasks.evaluation.pareto import pareto_front
+    from instructzero.tasks.optimisation.selection import instruction_token_counts
 
     for flag, path in (("--csv", args.csv), ("--png", args.png)):
         _check_output_path(flag, path)  # before reading anything: a typo in a folder is one line, not a traceback
     with RunStore(_store_url(args), read_only=True) as store:  # a mistyped store path is refused, never created
         run = store.find_run(args.run_id)  # an id, a name or a unique id prefix
         candidates = store.load_candidates(run.id)
-        lengths = {
-            (m.step, int(m.key.rsplit(".", 1)[1])): int(m.value)
-            for m in store.load_metrics(run.id)
-            if m.key.startswith("instruction_tokens.")
-        }
+        lengths = instruction_token_counts(store, run.id)
     points = [
         (c.instruction, float(c.dev_score or 0.0), lengths[(c.iteration, c.index)])
         for c in candidates

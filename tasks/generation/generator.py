@@ -194,9 +194,9 @@ class _SeededSampling:
     So a soft prompt's instruction is a function of its own seed (the run's seed and z) and not of the batch it was
     generated in, or of the order; the same z writes the same instruction on a resumed run."""
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: str) -> None:
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
         self.generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-        self.temperature, self.top_p, self.device = temperature, top_p, device
+        self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         logits = scores.float() / self.temperature
@@ -429,7 +429,7 @@ class InstructionGenerator:
                     ([_FirstLineDone(tok, prompt_length=0)] if self.stop_at_first_line else []) + [_StopRequested()]
                 ),
                 logits_processor=LogitsProcessorList(
-                    [_SeededSampling(seeds, self.temperature, self.top_p, self.device)] if self.temperature > 0 else []
+                    [_SeededSampling(seeds, self.temperature, self.top_p)] if self.temperature > 0 else []
                 ),
             )
         except Exception as exc:  # out of memory, bad dtype/device combinations

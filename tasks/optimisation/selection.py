@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from instructzero.storage.records import Candidate, Run
     from instructzero.storage.repository import RunStore
 
-__all__ = ["best_candidate", "length_penalty", "ranked", "reported_candidate", "stored_objective"]
+__all__ = [
+    "best_candidate",
+    "instruction_token_counts",
+    "length_penalty",
+    "ranked",
+    "reported_candidate",
+    "stored_objective",
+]
 
 
 class _Scored(Protocol):
@@ -56,17 +63,21 @@ def length_penalty(run: Run) -> float:
     return float((run.config.get("bo") or {}).get("length_penalty") or 0.0)
 
 
+def instruction_token_counts(store: RunStore, run_id: str) -> dict[tuple[int, int], int]:
+    """(iteration, index) -> instruction tokens, as the flow recorded them (`instruction_tokens.<index>`)."""
+    return {
+        (m.step, int(m.key.rsplit(".", 1)[1])): int(m.value)
+        for m in store.load_metrics(run_id)
+        if m.key.startswith("instruction_tokens.")
+    }
+
+
 def stored_objective(store: RunStore, run: Run) -> tuple[float, dict[tuple[int, int], int]]:
     """A stored run's length penalty and its candidates' token counts (none needed, none read, without one)."""
     penalty = length_penalty(run)
     if penalty == 0:
         return 0.0, {}
-    tokens = {
-        (m.step, int(m.key.rsplit(".", 1)[1])): int(m.value)
-        for m in store.load_metrics(run.id)
-        if m.key.startswith("instruction_tokens.")
-    }
-    return penalty, tokens
+    return penalty, instruction_token_counts(store, run.id)
 
 
 def reported_candidate(store: RunStore, run: Run, candidates: Sequence[Candidate] | None = None) -> Candidate | None:
